@@ -1,0 +1,2301 @@
+"""fake_llm_training: a terminal that looks as if it trains a large language model.
+
+Run it with ``python3 -m fake_llm_training``.  Everything it shows is simulated
+from one seed: a model shape gives the parameter count, the parameter count and
+the cluster give FLOPs, throughput, step time and ETA, the sharding gives the
+memory on each card, and so on.  Nothing is read from the real machine and
+nothing is written anywhere but the terminal.
+
+Keys on the full screen: q quit, p or space pause, + and - double or halve the
+speed, g cycle the GPU panel, l toggle the loss chart, ! trigger an incident,
+? help.  Environment: NO_COLOR (any non-empty value) turns colour off.
+
+The file reads top to bottom in the order data flows:
+data files -> run configuration -> metric model -> events -> dialects ->
+frames -> terminal -> plain and JSON-lines output -> command line.
+"""
+
+import bisect
+import collections
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+
+__version__ = "1.0.0"
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+FRAME_SECONDS = 0.5          # two frames a second: enough for a log, cheap over ssh
+MAX_FRAME_STEP = 1.0         # wall seconds one frame may advance (suspend, debugger)
+LOG_KEEP = 2000              # log lines kept for the screen
+GPU_SAMPLE_TARGET = 4096     # jsonl: aim for this many GPU readings per minute at most
+
+
+########################################################################
+# Data files (data/)
+########################################################################
+
+class DataError(Exception):
+    """A data file is missing or malformed: the message names file and line."""
+
+
+Model = collections.namedtuple(
+    "Model", "name family layers hidden heads kv_heads head_dim ffn_hidden vocab "
+             "context tied mlp experts active shape")
+Gpu = collections.namedtuple(
+    "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs mfu_lo mfu_hi precision")
+Dataset = collections.namedtuple("Dataset", "name kind tokens examples")
+Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters")
+
+
+def _opt_int(text):
+    return None if text == "-" else int(text)
+
+
+def _yes_no(text):
+    if text not in ("yes", "no"):
+        raise ValueError("expected yes or no, got %r" % text)
+    return text == "yes"
+
+
+def _choice(*allowed):
+    def parse(text):
+        if text not in allowed:
+            raise ValueError("expected one of %s, got %r" % ("/".join(allowed), text))
+        return text
+    return parse
+
+
+# Each file: its columns and how each column is parsed.
+TABLES = {
+    "models.txt": [("name", str), ("family", str), ("layers", int), ("hidden", int),
+                   ("heads", int), ("kv_heads", int), ("head_dim", _opt_int),
+                   ("ffn_hidden", int), ("vocab", int), ("context", int),
+                   ("tied", _yes_no), ("mlp", _choice("swiglu", "geglu", "gelu")),
+                   ("experts", _opt_int), ("active", _opt_int)],
+    "nicknames.txt": [("name", str), ("shape", str)],
+    "gpus.txt": [("key", str), ("name", str), ("memory_mib", int), ("tflops", float),
+                 ("power_cap_w", int), ("idle_w", int), ("link_gbs", float),
+                 ("mfu_lo", float), ("mfu_hi", float), ("precision", _choice("bf16", "fp16"))],
+    "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
+                     ("tokens", int), ("examples", _opt_int)],
+    "tokenizers.txt": [("family", str), ("tokenizer", str)],
+    "clusters.txt": [("hostname", str), ("first", int)],
+}
+
+
+def read_table(path, columns):
+    """Rows of a "|"-separated file with a header line, as lists of parsed values."""
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise DataError("%s: cannot read: %s" % (path, exc.strerror or exc))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError("%s:%d: not valid UTF-8" % (path, line))
+    rows, header, seen = [], None, set()
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cells = [cell.strip() for cell in line.split("|")]
+        if header is None:
+            header = cells
+            wanted = [c for c, _ in columns]
+            if header != wanted:
+                raise DataError("%s:%d: header must name the columns %s" %
+                                (path, number, " | ".join(wanted)))
+            continue
+        if len(cells) != len(columns):
+            raise DataError("%s:%d: expected %d columns, found %d" %
+                            (path, number, len(columns), len(cells)))
+        values = []
+        for (column, parse), cell in zip(columns, cells):
+            try:
+                if not cell:
+                    raise ValueError("empty")
+                values.append(parse(cell))
+            except ValueError as exc:
+                raise DataError("%s:%d: column %s: %s" % (path, number, column, exc))
+        if values[0] in seen:
+            raise DataError("%s:%d: duplicate %s %r" % (path, number, columns[0][0], values[0]))
+        seen.add(values[0])
+        rows.append((number, values))
+    if header is None or not rows:
+        raise DataError("%s:1: no records in %s" % (path, name))
+    return rows
+
+
+def load_catalog(data_dir=DATA_DIR):
+    """Read every data file; raise DataError naming the first problem."""
+    if not os.path.isdir(data_dir):
+        raise DataError("%s: data directory not found" % data_dir)
+    tables = {name: read_table(os.path.join(data_dir, name), columns)
+              for name, columns in sorted(TABLES.items())}
+    models = collections.OrderedDict()
+    for number, v in tables["models.txt"]:
+        model = Model(*v, shape=v[0])
+        problem = model_problem(model)
+        if problem:
+            raise DataError("%s:%d: %s" % (os.path.join(data_dir, "models.txt"), number, problem))
+        models[model.name] = model
+    for number, (name, shape) in tables["nicknames.txt"]:
+        if shape not in models:
+            raise DataError("%s:%d: shape %r is not in models.txt" %
+                            (os.path.join(data_dir, "nicknames.txt"), number, shape))
+        if name in models:
+            raise DataError("%s:%d: duplicate name %r" %
+                            (os.path.join(data_dir, "nicknames.txt"), number, name))
+        models[name] = models[shape]._replace(name=name)
+    tokenizers = {family: tok for _, (family, tok) in tables["tokenizers.txt"]}
+    for number, v in tables["models.txt"]:
+        if v[1] not in tokenizers:
+            raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
+                            (os.path.join(data_dir, "models.txt"), number, v[1]))
+    gpus = collections.OrderedDict((v[0], Gpu(*v)) for _, v in tables["gpus.txt"])
+    for number, v in tables["gpus.txt"]:
+        if not 0 < v[7] <= v[8] < 1:
+            raise DataError("%s:%d: need 0 < mfu_lo <= mfu_hi < 1" %
+                            (os.path.join(data_dir, "gpus.txt"), number))
+    datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
+    for kind in ("pretrain", "finetune"):
+        if not any(d.kind == kind for d in datasets):
+            raise DataError("%s:1: no %s dataset" % (os.path.join(data_dir, "datasets.txt"), kind))
+    for number, d in tables["datasets.txt"]:
+        if d[1] == "finetune" and not d[3]:
+            raise DataError("%s:%d: a finetune dataset needs examples" %
+                            (os.path.join(data_dir, "datasets.txt"), number))
+    clusters = []
+    for number, (pattern, first) in tables["clusters.txt"]:
+        try:
+            pattern.format(n=1)
+        except (KeyError, IndexError, ValueError):
+            raise DataError("%s:%d: hostname pattern must use only {n}" %
+                            (os.path.join(data_dir, "clusters.txt"), number))
+        clusters.append((pattern, first))
+    return Catalog(models, gpus, datasets, tokenizers, clusters)
+
+
+def model_problem(m):
+    """Why a model shape cannot be real, or ''."""
+    if min(m.layers, m.hidden, m.heads, m.kv_heads, m.ffn_hidden, m.vocab) <= 0:
+        return "sizes must be positive"
+    if m.heads % m.kv_heads:
+        return "heads must be a multiple of kv_heads"
+    if m.head_dim is None and m.hidden % m.heads:
+        return "hidden must be divisible by heads (or give head_dim)"
+    if (m.experts is None) != (m.active is None) or (m.experts and not 0 < m.active <= m.experts):
+        return "experts and active go together, with 0 < active <= experts"
+    return ""
+
+
+def head_dim(m):
+    return m.head_dim or m.hidden // m.heads
+
+
+def count_params(m, active_only=False):
+    """Parameters of a decoder-only transformer with this shape."""
+    hd = head_dim(m)
+    attention = m.hidden * hd * (2 * m.heads + 2 * m.kv_heads)
+    mlp = (2 if m.mlp == "gelu" else 3) * m.hidden * m.ffn_hidden
+    router = m.hidden * m.experts if m.experts else 0
+    experts = (m.active if active_only else m.experts) if m.experts else 1
+    per_layer = attention + experts * mlp + router + 2 * m.hidden
+    embeddings = m.vocab * m.hidden * (1 if m.tied else 2)
+    return m.layers * per_layer + embeddings + m.hidden
+
+
+def closest_names(name, names, n=3):
+    """Names most like `name`, for 'did you mean' hints."""
+    import difflib
+    lowered = {x.lower(): x for x in names}
+    found = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.3)
+    return [lowered[x] for x in found]
+
+
+########################################################################
+# Counter-based randomness
+########################################################################
+# A draw is a pure function of (seed, stream, counter), so the value at step n
+# never depends on how the program got there: any speed, refresh rate or
+# starting point shows the same run.  Integer mixing (splitmix64) is the same
+# on every Python; it is cheap enough to call for every GPU on every frame.
+
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def unit(seed, stream, n):
+    """A uniform number in [0, 1) for this seed, stream and counter."""
+    x = (seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03 + n * 0xBF58476D1CE4E5B9) & _M64
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _M64
+    x ^= x >> 31
+    return x / 18446744073709551616.0
+
+
+def normal(seed, stream, n):
+    """A standard normal draw (Box-Muller over two counter draws)."""
+    u1 = unit(seed, stream, 2 * n) or 1e-12
+    u2 = unit(seed, stream, 2 * n + 1)
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def smooth_noise(seed, stream, x):
+    """Noise in [-1, 1] that moves smoothly with x (linear between integers)."""
+    i = int(math.floor(x))
+    f = x - i
+    a = 2 * unit(seed, stream, i) - 1
+    b = 2 * unit(seed, stream, i + 1) - 1
+    return a + (b - a) * f
+
+
+# Stream numbers: one per kind of draw, so draws never collide.
+S_LOSS, S_LOSS_SLOW, S_GRAD, S_SPIKE, S_STEP, S_VAL, S_GPU_UTIL, S_GPU_POWER, \
+    S_GPU_TEMP, S_GPU_OFFSET, S_OVERFLOW, S_INCIDENT, S_MEM = range(1, 14)
+
+
+########################################################################
+# Run configuration (pure: from the seed and the user's pins)
+########################################################################
+
+KINDS = ("pretrain", "resume", "continue", "finetune")
+STYLES = ("megatron", "deepspeed", "hf", "torchtitan", "lightning")
+PRETRAIN_STYLES = ("megatron", "torchtitan", "deepspeed")
+FINETUNE_STYLES = ("hf", "lightning", "deepspeed")
+CLUSTER_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ConfigError(Exception):
+    """The user's pins describe a run that cannot exist (exit status 2)."""
+
+
+RunConfig = collections.namedtuple("RunConfig", [
+    "seed", "run", "kind", "style", "name", "model", "shape", "params", "active_params",
+    "tokenizer", "dataset", "gpu", "nodes", "gpus_per_node", "gpus", "tp", "pp", "dp",
+    "sharding", "recompute", "precision", "seq_len", "micro_batch", "grad_accum",
+    "global_batch", "tokens_per_step", "start_step", "total_steps", "warmup_steps",
+    "peak_lr", "min_lr", "decay", "betas", "weight_decay", "grad_clip", "epochs",
+    "steps_per_epoch", "train_samples", "flops_per_token", "mfu", "tokens_per_s",
+    "step_time_s", "mem_need_bytes", "mem_used_mib", "log_interval", "val_interval",
+    "val_iters", "val_seconds", "ckpt_interval", "ckpt_bytes", "ckpt_seconds",
+    "launch_seconds", "build_seconds", "load_seconds", "export_seconds", "export_files",
+    "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
+    "grad_start", "noise", "spike_rate", "straggler_rate", "xid_rate", "attach_fraction",
+    "ambient_c", "loss_scale_exp",
+])
+
+
+NICE_NUMBERS = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000)
+
+
+def nice_at_most(x):
+    """The largest 'round' number people put in configs that is <= x (at least 1)."""
+    return max([n for n in NICE_NUMBERS if n <= x] or [1])
+
+
+def nice_at_least(x):
+    """The smallest 'round' number that is >= x."""
+    return min([n for n in NICE_NUMBERS if n >= x] or [NICE_NUMBERS[-1]])
+
+
+def memory_need(model, params, gpu, tp, pp, dp, sharding, recompute, seq, mbs, style):
+    """Bytes one GPU needs: weights, gradients, optimizer shards, activations."""
+    shard = params / float(tp * pp)
+    zero = {"none": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}[sharding]
+    weights = 2 * shard / (dp if zero >= 3 else 1)
+    grad_bytes = 4 if style == "megatron" else 2          # Megatron keeps fp32 main grads
+    grads = grad_bytes * shard / (dp if zero >= 2 else 1)
+    optimizer = 12 * shard / (dp if zero >= 1 else 1)     # fp32 master weights, Adam m and v
+    per_token_layer = {"none": 34, "selective": 22, "full": 2}[recompute]
+    activations = seq * mbs * model.hidden * model.layers * per_token_layer / float(tp)
+    if pp > 1:
+        activations /= 1.0                                # 1F1B: first stage holds pp micro-batches
+    logits = 2 * 4 * seq * mbs * model.vocab / float(tp)  # fp32 logits and their gradient
+    overhead = 2.5 * GIB                                  # CUDA context, NCCL buffers, fragmentation
+    return weights + grads + optimizer + activations + logits + overhead
+
+
+def layouts(model, gpus, gpus_per_node, style):
+    """Parallel layouts worth trying, simplest first: (tp, pp, sharding)."""
+    out = []
+    shardings = {"megatron": ("zero1",), "torchtitan": ("fsdp",),
+                 "deepspeed": ("zero1", "zero2", "zero3"), "hf": ("none", "fsdp", "zero3"),
+                 "lightning": ("none", "fsdp")}[style]
+    tps = (1, 2, 4, 8) if style in ("megatron", "torchtitan", "deepspeed") else (1,)
+    pps = (1, 2, 4, 8, 16) if style in ("megatron", "deepspeed", "torchtitan") else (1,)
+    for pp in pps:
+        for tp in tps:
+            if tp > gpus_per_node or gpus % (tp * pp) or model.heads % tp or model.layers % pp:
+                continue
+            if model.kv_heads % tp and tp % model.kv_heads:
+                continue
+            if gpus // (tp * pp) < 1:
+                continue
+            for sharding in shardings:
+                out.append((tp, pp, sharding))
+    out.sort(key=lambda x: (x[0] * x[1], x[1]))
+    return out
+
+
+def fit_layout(model, params, gpu, gpus, gpus_per_node, style, seq):
+    """The first layout whose memory fits the card, with micro batch and recompute."""
+    card = gpu.memory_mib * MIB * 0.93
+    for tp, pp, sharding in layouts(model, gpus, gpus_per_node, style):
+        dp = gpus // (tp * pp)
+        for recompute in ("none", "selective", "full"):
+            for mbs in (4, 2, 1):
+                need = memory_need(model, params, gpu, tp, pp, dp, sharding, recompute, seq, mbs, style)
+                if need <= card:
+                    return tp, pp, dp, sharding, recompute, mbs, need
+    return None
+
+
+def choose_kind_style(rng, kind, style):
+    if style is None:
+        kind = kind or rng.choice(("pretrain", "resume", "resume", "continue", "finetune", "finetune"))
+        pool = FINETUNE_STYLES if kind == "finetune" else PRETRAIN_STYLES
+        style = rng.choice(pool + pool[:1])               # the first of each pool is the usual one
+    elif kind is None:
+        kind = rng.choice(("finetune", "finetune", "continue") if style in ("hf", "lightning")
+                          else ("pretrain", "resume", "resume", "continue") if style in ("megatron", "torchtitan")
+                          else KINDS)
+    return kind, style
+
+
+def model_pool(catalog, kind, pinned):
+    if pinned:
+        return [catalog.models[pinned]]
+    models = list(catalog.models.values())
+    size = {m.name: count_params(m) for m in models}
+    if kind == "pretrain":      # from scratch within minutes: ablation-sized models
+        return [m for m in models if size[m.name] < 2.0e9]
+    if kind == "finetune":
+        return [m for m in models if 0.4e9 < size[m.name] < 80e9]
+    if kind == "continue":
+        return [m for m in models if 1e9 < size[m.name] < 80e9]
+    return [m for m in models if size[m.name] > 1e9]
+
+
+def cluster_sizes(params, kind):
+    """Cluster sizes a team would use for a model of this size and run kind."""
+    if kind == "finetune":
+        lo, hi = (8, 16) if params < 15e9 else (16, 64) if params < 80e9 else (64, 256)
+    elif kind == "pretrain":
+        lo, hi = (8, 32) if params < 0.5e9 else (16, 128)
+    else:
+        lo, hi = ((16, 128) if params < 4e9 else (64, 512) if params < 20e9
+                  else (128, 1024) if params < 100e9 else (512, 1024))
+    return [n for n in CLUSTER_SIZES if lo <= n <= hi]
+
+
+def make_run_config(catalog, seed, run, pins=None):
+    """The whole configuration of run number `run` (1, 2, ...) of this seed.
+
+    `pins` may fix model, gpu_type, gpus, kind and style; everything else is
+    drawn around them so that every figure stays consistent.  Raises
+    ConfigError when the pins cannot fit together."""
+    pins = pins or {}
+    rng = random.Random("%d:config:%d" % (seed, run))
+    for attempt in range(200):
+        kind, style = choose_kind_style(rng, pins.get("kind"), pins.get("style"))
+        models = model_pool(catalog, kind, pins.get("model"))
+        if not models:
+            continue
+        model = rng.choice(models)
+        params = count_params(model)
+        if pins.get("gpu_type"):
+            gpu = catalog.gpus[pins["gpu_type"]]
+        else:
+            gpu = catalog.gpus[rng.choice(list(catalog.gpus) + ["H100", "H100", "A100-80GB", "H200"])
+                               if "H100" in catalog.gpus else rng.choice(list(catalog.gpus))]
+        gpus = pins.get("gpus") or rng.choice(cluster_sizes(params, kind) or [8])
+        gpus_per_node = min(8, gpus)
+        if gpus % gpus_per_node:
+            raise ConfigError("--gpus must be 1 to 8, or a multiple of 8")
+        if kind == "finetune":
+            seq = rng.choice((2048, 4096, 4096, 8192))
+        else:
+            seq = rng.choice((2048, 4096, 4096, 8192))
+        seq = min(seq, model.context)
+        layout = fit_layout(model, params, gpu, gpus, gpus_per_node, style, seq)
+        if layout is None:
+            if pins.get("model") and pins.get("gpu_type") and pins.get("gpus"):
+                need = params * 16.0 / gpus / GIB
+                raise ConfigError("%s (%.0fB parameters) does not fit on %dx %s: training it needs "
+                                  "about %.0f GiB per GPU before activations, the card has %.0f GiB"
+                                  % (model.name, params / 1e9, gpus, gpu.name, need, gpu.memory_mib / 1024.0))
+            continue
+        cfg = _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
+                               gpus, gpus_per_node, seq, layout, pins)
+        if cfg is not None:
+            return cfg
+    raise ConfigError("no consistent run found for these options; try fewer pins "
+                      "(for example leave out --gpus or --gpu-type)")
+
+
+def _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
+                     gpus, gpus_per_node, seq, layout, pins):
+    """Batch, schedule, budget and timings around a layout that fits; None if silly."""
+    tp, pp, dp, sharding, recompute, mbs, need = layout
+    active = count_params(model, active_only=True) if model.experts else params
+    # Global batch: tokens per step grow with model size, as in published recipes.
+    if kind == "finetune":
+        target_seqs = rng.choice((32, 64, 64, 128, 128, 256))
+    else:
+        target_tokens = (0.5e6 if params < 0.5e9 else 1e6 if params < 4e9 else
+                         rng.choice((2e6, 4e6)) if params < 100e9 else rng.choice((8e6, 16e6)))
+        target_seqs = 2 ** int(round(math.log(target_tokens / seq, 2)))
+    while mbs > 1 and mbs * dp > target_seqs:
+        mbs //= 2
+    grad_accum = max(1, int(round(target_seqs / float(mbs * dp))))
+    global_batch = mbs * dp * grad_accum
+    tokens_per_step = global_batch * seq
+    # Throughput: MFU in the band this card reaches, lower at scale and with recompute.
+    mfu = rng.uniform(gpu.mfu_lo, gpu.mfu_hi)
+    mfu *= 1.0 - 0.025 * max(0.0, math.log(gpus / 64.0, 2))
+    mfu *= {"none": 1.0, "selective": 0.96, "full": 0.8}[recompute]
+    if kind == "finetune":
+        mfu *= 0.9
+    mfu = max(0.25, mfu)
+    flops_per_token = 6 * active + 12 * model.layers * model.hidden * seq
+    tokens_per_s = mfu * gpus * gpu.tflops * 1e12 / flops_per_token
+    step_time = tokens_per_step / tokens_per_s
+    if not pins.get("gpus") and not 0.08 <= step_time <= 15:
+        return None
+    # Budget: a watchable run (5 to 30 minutes at speed 1) from the kind of run.
+    session_seconds = rng.uniform(5 * 60, 30 * 60)
+    # Start-up, export and checkpoints leave the GPUs idle: keep them a
+    # minor part of the run, as they are in real runs.
+    idle = 60 + params * 2 / 3.0e9 + params * 14 / (min(100.0, 2.5 * gpus / gpus_per_node) * 1e9) * 4
+    session_seconds = max(session_seconds, 3 * idle)
+    session_steps = max(30, int(session_seconds / step_time))
+    epochs, steps_per_epoch, train_samples = 1, 0, 0
+    if kind == "finetune":
+        datasets = [d for d in catalog.datasets if d.kind == "finetune"]
+        dataset = rng.choice(datasets)
+        epochs = rng.choice((1, 2, 3, 3))
+        steps_per_epoch = max(10, session_steps // epochs)
+        train_samples = min(dataset.examples, steps_per_epoch * global_batch)
+        steps_per_epoch = max(1, train_samples // global_batch)
+        total_steps, start_step = steps_per_epoch * epochs, 0
+        if total_steps < 30:
+            return None
+        peak_lr = rng.choice((1e-5, 2e-5, 2e-5, 5e-6)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5))
+        warmup = max(1, int(0.03 * total_steps))
+        min_lr = peak_lr * 0.1
+    else:
+        datasets = [d for d in catalog.datasets if d.kind == "pretrain"]
+        dataset = rng.choice(datasets)
+        if kind == "resume":
+            budget_tokens = rng.choice((0.3e12, 0.5e12, 1e12, 2e12)) if params > 3e9 else rng.choice((0.1e12, 0.2e12, 0.3e12))
+            total_steps = max(session_steps * 4, min(500000, int(budget_tokens / tokens_per_step)))
+            start_step = total_steps - session_steps
+            warmup = min(2000, total_steps // 50)
+        else:
+            total_steps, start_step = session_steps, 0
+            warmup = max(10, int(total_steps * rng.uniform(0.02, 0.06)))
+        peak_lr = (6e-4 if params < 0.5e9 else 3e-4 if params < 4e9 else 3e-4 if params < 20e9
+                   else 1.5e-4 if params < 100e9 else 8e-5)
+        if kind == "continue":
+            peak_lr = float("%.1g" % (peak_lr / 3.0))
+        min_lr = peak_lr * 0.1
+    # Logging, validation and checkpoint cadence in round numbers.
+    log_interval = nice_at_most(max(1.0, 4.0 / step_time))
+    if style == "hf":
+        log_interval = min(log_interval, 50)
+    val_interval = nice_at_most(max(log_interval, 150.0 / step_time))
+    val_interval = max(val_interval, log_interval)
+    val_iters = max(5, min(100, int(0.08 * val_interval)))
+    val_seconds = min(val_iters * step_time / 3.0, 0.04 * val_interval * step_time + 1)
+    nodes = gpus // gpus_per_node
+    write_gbs = min(100.0, 2.5 * nodes)                    # parallel filesystem, per-node streams
+    ckpt_bytes = int(params * 14 + gpus * 4096)            # bf16 weights + fp32 master, Adam m, v
+    ckpt_seconds = ckpt_bytes / (write_gbs * 1e9) + 1.5
+    # Save often enough to lose little, rarely enough that saving costs a few percent.
+    every = nice_at_least(max(rng.choice((2, 4)), ckpt_seconds / (0.04 * val_interval * step_time)))
+    ckpt_interval = val_interval * every
+    export_files = safetensors_export(params, model, rng)
+    export_seconds = sum(b for _, b in export_files) / 3.0e9 + 2.0
+    launch_seconds = 12 + 3 * math.log(nodes + 1, 2) + rng.uniform(0, 6)
+    build_seconds = 8 + params / 4e9 + rng.uniform(0, 5)
+    load_seconds = (ckpt_bytes / (2 * write_gbs * 1e9) + 4) if kind in ("resume", "continue") else 0.0
+    if kind == "continue":
+        load_seconds = params * 2 / (2 * write_gbs * 1e9) + 4
+    mem_used_mib = int(min(gpu.memory_mib * 0.985, need * rng.uniform(1.03, 1.1) / MIB + 400))
+    pattern, first = rng.choice(catalog.clusters)
+    first_node = first + rng.choice((0, 0, 8, 16, 32, 64)) * (1 if nodes < 64 else 0)
+    name = run_name(rng, kind, model, dataset, peak_lr, seed)
+    loss_start, loss_floor = initial_losses(rng, kind, model, params, dataset)
+    return RunConfig(
+        seed=seed, run=run, kind=kind, style=style, name=name, model=model.name, shape=model,
+        params=params, active_params=active, tokenizer=catalog.tokenizers[model.family],
+        dataset=dataset.name, gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, gpus=gpus,
+        tp=tp, pp=pp, dp=dp, sharding=sharding, recompute=recompute, precision=gpu.precision,
+        seq_len=seq, micro_batch=mbs, grad_accum=grad_accum, global_batch=global_batch,
+        tokens_per_step=tokens_per_step, start_step=start_step, total_steps=total_steps,
+        warmup_steps=warmup, peak_lr=peak_lr, min_lr=min_lr,
+        decay=rng.choice(("cosine", "cosine", "linear")) if kind == "finetune" else "cosine",
+        betas=(0.9, 0.95), weight_decay=0.1 if kind != "finetune" else rng.choice((0.0, 0.01, 0.1)),
+        grad_clip=1.0, epochs=epochs, steps_per_epoch=steps_per_epoch, train_samples=train_samples,
+        flops_per_token=flops_per_token, mfu=mfu, tokens_per_s=tokens_per_s, step_time_s=step_time,
+        mem_need_bytes=need, mem_used_mib=mem_used_mib, log_interval=log_interval,
+        val_interval=val_interval, val_iters=val_iters, val_seconds=val_seconds,
+        ckpt_interval=ckpt_interval, ckpt_bytes=ckpt_bytes, ckpt_seconds=ckpt_seconds,
+        launch_seconds=launch_seconds, build_seconds=build_seconds, load_seconds=load_seconds,
+        export_seconds=export_seconds, export_files=export_files, hostname=pattern,
+        first_node=first_node, master_port=rng.choice((29500, 29500, 6000, 12355, 29400)),
+        loss_start=loss_start, loss_floor=loss_floor,
+        grad_floor=(rng.uniform(0.18, 0.32) if kind != "finetune" else rng.uniform(0.5, 1.4)),
+        grad_start=(rng.uniform(8, 16) if kind == "pretrain" else rng.uniform(2, 12)),
+        noise=0.006 + 0.02 / math.sqrt(tokens_per_step / 2.5e5),
+        spike_rate=1.0, straggler_rate=1.0, xid_rate=1.0,
+        attach_fraction=rng.uniform(0.2, 0.7), ambient_c=rng.uniform(24, 31),
+        loss_scale_exp=rng.choice((14, 15, 16, 17)),
+    )
+
+
+def initial_losses(rng, kind, model, params, dataset):
+    """Where the loss starts and the floor it heads for (nats per token)."""
+    chinchilla_model_term = 406.4 / params ** 0.34          # Hoffmann et al. fit: E + A/N^a + B/D^b
+    floor = 1.69 + chinchilla_model_term
+    if kind == "finetune":
+        start = rng.uniform(1.2, 2.2)
+        return start, start * rng.uniform(0.45, 0.7)
+    if kind == "continue":
+        start = floor + rng.uniform(0.35, 0.8)              # a released model on a new domain
+        return start, floor + 0.15
+    return math.log(model.vocab), floor
+
+
+def run_name(rng, kind, model, dataset, lr, seed):
+    short = model.name.lower().replace(".", "p")
+    data = dataset.name.split("/")[-1].lower().replace("_", "-")
+    what = {"pretrain": "pt", "resume": "pt", "continue": "cpt", "finetune": "sft"}[kind]
+    return "%s-%s-%s-lr%s-%s" % (short, what, data[:18].strip("-"), ("%.0e" % lr).replace("e-0", "e-"),
+                                 rng.choice(("v1", "v2", "v3", "v4", "ablate", "rerun", "final")))
+
+
+def safetensors_export(params, model, rng):
+    """Files of a consolidated Hugging Face export: shards sum to params * 2 bytes."""
+    total = params * 2
+    shards = max(1, int(math.ceil(total / 4.95e9)))
+    files = []
+    per = total // shards
+    for i in range(shards):
+        size = per if i < shards - 1 else total - per * (shards - 1)
+        header = 8 + 96 * (model.layers * 9 // shards + 4)  # JSON header naming the tensors
+        files.append(("model-%05d-of-%05d.safetensors" % (i + 1, shards) if shards > 1
+                      else "model.safetensors", size + header))
+    extras = [("config.json", 700 + rng.randrange(200)), ("generation_config.json", 180 + rng.randrange(60)),
+              ("tokenizer.json", 1800000 + model.vocab * 70), ("tokenizer_config.json", 50000 + rng.randrange(9000)),
+              ("special_tokens_map.json", 300 + rng.randrange(200))]
+    if shards > 1:
+        extras.insert(0, ("model.safetensors.index.json", 20000 + model.layers * 900))
+    return files + extras
+
+
+########################################################################
+# Metric model (pure: the value at a step or a moment is f(config, step/t))
+########################################################################
+
+def lr_at(cfg, step):
+    """Learning rate of the optimizer step `step` (linear warm-up, then decay)."""
+    if step < cfg.warmup_steps:
+        return cfg.peak_lr * (step + 1) / float(cfg.warmup_steps)
+    p = min(1.0, (step - cfg.warmup_steps) / float(max(1, cfg.total_steps - cfg.warmup_steps)))
+    if cfg.decay == "linear":
+        return cfg.peak_lr - (cfg.peak_lr - cfg.min_lr) * p
+    return cfg.min_lr + 0.5 * (cfg.peak_lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
+
+
+def effective_steps(cfg, step):
+    """Steps of progress: warm-up steps count for the learning rate they had."""
+    w = float(cfg.warmup_steps)
+    return step * step / (2 * w) if step < w else step - w / 2
+
+
+def spike_at(cfg, step, forced_spikes=()):
+    """Relative loss excess from spikes: jumps, then decays over tens of steps."""
+    excess = 0.0
+    block = step // 1000
+    for b in (block - 1, block):
+        if b < 0 or unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b) >= cfg.spike_rate * 0.08:
+            continue
+        start = b * 1000 + int(unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 1) * 1000)
+        size = 0.15 + 0.9 * unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 2)
+        if start <= step < start + 200:
+            excess += size * math.exp(-(step - start) / 12.0)
+    for start, size in forced_spikes:
+        if start <= step < start + 200:
+            excess += size * math.exp(-(step - start) / 12.0)
+    return excess
+
+
+def expected_loss(cfg, step):
+    """Loss without step-to-step noise (what a validation pass estimates)."""
+    if cfg.kind == "finetune":
+        x = step / float(max(1, cfg.steps_per_epoch))
+        decay = (1 + 4 * x) ** -0.8 * 0.9 ** int(min(x, cfg.epochs - 1e-9))
+        return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * decay
+    if cfg.kind == "continue":
+        warm = 0.06 * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
+        return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * (1 + step / 40.0) ** -0.25 + warm
+    # From scratch (or resumed from it): a Chinchilla-style fit in tokens seen,
+    # softly capped at ln(vocab), where an untrained model starts.
+    tokens = max(1.0, effective_steps(cfg, step) * cfg.tokens_per_step)
+    fit = cfg.loss_floor + 534.0 / tokens ** 0.28
+    ln_v = cfg.loss_start
+    loss = (ln_v ** -8 + fit ** -8) ** -0.125
+    return loss + 0.25 * math.exp(-step / 3.0)
+
+
+def loss_at(cfg, step, forced_spikes=()):
+    """Training loss printed for optimizer step `step`: noisy, spiky, mostly falling."""
+    base = expected_loss(cfg, step)
+    s = cfg.seed * 7919 + cfg.run
+    wobble = cfg.noise * (normal(s, S_LOSS, step) + 0.8 * smooth_noise(s, S_LOSS_SLOW, step / 40.0))
+    return base * (1 + wobble + spike_at(cfg, step, forced_spikes))
+
+
+def grad_norm_at(cfg, step, forced_spikes=()):
+    """Gradient norm: large early, settling, with spikes alongside loss spikes."""
+    s = cfg.seed * 7919 + cfg.run
+    scale = 5.0 if cfg.kind == "pretrain" else 10.0
+    g = cfg.grad_floor + cfg.grad_start / (1 + step / scale) ** 0.8
+    g *= math.exp(0.12 * normal(s, S_GRAD, step))
+    return g * (1 + 25 * spike_at(cfg, step, forced_spikes))
+
+
+def val_loss_at(cfg, step):
+    s = cfg.seed * 7919 + cfg.run
+    gap = 0.012 if cfg.kind != "finetune" else 0.04 + 0.05 * (step / float(max(1, cfg.total_steps)))
+    return expected_loss(cfg, step) * (1 + gap + 0.004 * normal(s, S_VAL, step))
+
+
+def checkpoint_path(cfg, step):
+    return {"megatron": "/checkpoints/%s/iter_%07d" % (cfg.name, step),
+            "deepspeed": "/checkpoints/%s/global_step%d" % (cfg.name, step),
+            "hf": "/outputs/%s/checkpoint-%d" % (cfg.name, step),
+            "torchtitan": "/outputs/%s/checkpoint/step-%d" % (cfg.name, step),
+            "lightning": "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt"
+                         % (cfg.name, (step - 1) // max(1, cfg.steps_per_epoch or cfg.total_steps), step),
+            }[cfg.style]
+
+
+########################################################################
+# Timeline: the phases of one run, and where the run is at time t
+########################################################################
+# A run: launch -> build -> (load) -> train [-> crash -> launch -> build ->
+# load -> train ...] -> export -> summary.  Within training, optimizer step k
+# ends at T(k); validation and checkpoint pauses follow their steps.  Every
+# time is computed in O(1) from the step, and the step from a time by
+# bisection, so any moment of any run can be shown without replaying it.
+
+Segment = collections.namedtuple("Segment", "phase t0 t1 first last attempt info")
+Moment = collections.namedtuple("Moment", "phase step progress segment")
+Incidents = collections.namedtuple("Incidents", "spikes stragglers crashes")
+
+INCIDENT_LEVELS = {"off": 0.0, "rare": 1.0, "normal": 25.0, "often": 400.0}
+SUMMARY_SECONDS = 20.0
+
+
+class Timeline(object):
+    """The phases of one run in simulated seconds since its launch."""
+
+    def __init__(self, cfg, incidents=None):
+        self.cfg = cfg
+        self.incidents = incidents or Incidents((), (), ())
+        self.segments = []
+        self._build()
+        self.starts = [seg.t0 for seg in self.segments]
+        self.duration = self.segments[-1].t1
+
+    # -- construction ---------------------------------------------------
+    def _add(self, phase, seconds, first=0, last=0, attempt=0, info=None):
+        t0 = self.segments[-1].t1 if self.segments else 0.0
+        self.segments.append(Segment(phase, t0, t0 + seconds, first, last, attempt, info))
+
+    def _build(self):
+        cfg = self.cfg
+        step, attempt = cfg.start_step, 0
+        crashes = sorted(c for c in self.incidents.crashes if cfg.start_step < c[0] <= cfg.total_steps)
+        while True:
+            self._add("launch", cfg.launch_seconds, step, step, attempt)
+            self._add("build", cfg.build_seconds, step, step, attempt)
+            if step > 0 or cfg.kind == "continue":
+                self._add("load", cfg.load_seconds or 4.0, step, step, attempt)
+            crash = next((c for c in crashes if c[0] > step), None)
+            last = crash[0] if crash else cfg.total_steps
+            t0 = self.segments[-1].t1
+            seg = Segment("train", t0, 0.0, step, last, attempt, crash)
+            end = self.step_end(seg, last)
+            if crash is None:
+                end += self.pause_after(last)
+            self.segments.append(seg._replace(t1=end))
+            if crash is None:
+                break
+            hang = crash[2]
+            self._add("crash", hang, last, last, attempt, crash)
+            crashes.remove(crash)
+            done = (last // cfg.ckpt_interval) * cfg.ckpt_interval
+            step = max(done, cfg.start_step)
+            attempt += 1
+        self._add("export", cfg.export_seconds, cfg.total_steps, cfg.total_steps, attempt)
+        self._add("summary", SUMMARY_SECONDS, cfg.total_steps, cfg.total_steps, attempt)
+
+    # -- steps and times --------------------------------------------------
+    def pause_after(self, step):
+        """Seconds of validation and checkpointing that follow step `step`."""
+        cfg = self.cfg
+        final = step == cfg.total_steps
+        val = cfg.val_seconds if (step % cfg.val_interval == 0 or final) else 0.0
+        ckpt = cfg.ckpt_seconds if (step % cfg.ckpt_interval == 0 or final) else 0.0
+        return val + ckpt
+
+    def _pauses_between(self, first, step):
+        """Pause seconds after steps first+1 .. step-1."""
+        cfg = self.cfg
+        vals = (step - 1) // cfg.val_interval - first // cfg.val_interval
+        ckpts = (step - 1) // cfg.ckpt_interval - first // cfg.ckpt_interval
+        return max(0, vals) * cfg.val_seconds + max(0, ckpts) * cfg.ckpt_seconds
+
+    def _jitter(self, step):
+        return 0.04 * self.cfg.step_time_s * unit(self.cfg.seed * 7919 + self.cfg.run, S_STEP, step)
+
+    def _straggle(self, seg, step):
+        """Extra seconds up to step `step` lost to slow nodes in this segment."""
+        extra = 0.0
+        for first, last, factor, _node in self.incidents.stragglers:
+            lo, hi = max(first, seg.first), min(last, step)
+            if hi > lo:
+                extra += (hi - lo) * self.cfg.step_time_s * (factor - 1)
+        return extra
+
+    def step_end(self, seg, step):
+        """Simulated time at which optimizer step `step` of segment `seg` ends."""
+        if step <= seg.first:
+            return seg.t0
+        return (seg.t0 + (step - seg.first) * self.cfg.step_time_s + self._jitter(step)
+                + self._pauses_between(seg.first, step) + self._straggle(seg, step))
+
+    def step_time(self, seg, step):
+        """Duration of the compute of step `step` alone (no pauses)."""
+        prev = self._jitter(step - 1) if step - 1 > seg.first else 0.0
+        return (self.cfg.step_time_s + self._jitter(step) - prev
+                + self._straggle(seg, step) - self._straggle(seg, step - 1))
+
+    def last_step_before(self, seg, t):
+        """The last step of `seg` that ended at or before t (seg.first if none)."""
+        lo, hi = seg.first, seg.last
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.step_end(seg, mid) <= t:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def segment_at(self, t):
+        i = max(0, bisect.bisect_right(self.starts, t) - 1)
+        return self.segments[i]
+
+    def moment(self, t):
+        """What the run is doing at time t: phase, last finished step, progress 0..1."""
+        seg = self.segment_at(t)
+        if seg.phase != "train":
+            span = max(1e-9, seg.t1 - seg.t0)
+            return Moment(seg.phase, seg.last if seg.phase != "launch" else seg.first,
+                          min(1.0, max(0.0, (t - seg.t0) / span)), seg)
+        step = self.last_step_before(seg, t)
+        end = self.step_end(seg, step)
+        cfg = self.cfg
+        if step > seg.first:
+            final = step == cfg.total_steps
+            val = cfg.val_seconds if (step % cfg.val_interval == 0 or final) else 0.0
+            ckpt = cfg.ckpt_seconds if (step % cfg.ckpt_interval == 0 or final) else 0.0
+            if t < end + val:
+                return Moment("val", step, (t - end) / val, seg)
+            if t < end + val + ckpt:
+                return Moment("checkpoint", step, (t - end - val) / ckpt, seg)
+            end += val + ckpt
+        nxt = min(step + 1, seg.last)
+        span = max(1e-9, self.step_end(seg, nxt) - end)
+        return Moment("train", step, min(1.0, (t - end) / span), seg)
+
+    def eta(self, seg, step):
+        """Seconds left, estimated as progress bars do: remaining steps at the
+        average pace, validation and checkpoint pauses spread over the steps."""
+        cfg = self.cfg
+        pace = (cfg.step_time_s + cfg.val_seconds / cfg.val_interval + cfg.ckpt_seconds / cfg.ckpt_interval)
+        return (cfg.total_steps - step) * pace
+
+    def train_segments(self):
+        return [s for s in self.segments if s.phase == "train"]
+
+
+def plan_incidents(cfg, level, forced=()):
+    """The incidents of a run, drawn at real-world rates scaled by `level`.
+
+    Rates: about 2e-5 hardware failures per GPU-hour (Llama 3's 54-day run saw
+    419 interruptions on 16k GPUs), a slow node every ~1000 node-hours, and a
+    loss spike every few thousand steps.  `forced` adds incidents triggered by
+    the user as (kind, step)."""
+    scale = INCIDENT_LEVELS[level]
+    s = cfg.seed * 7919 + cfg.run
+    steps = cfg.total_steps - cfg.start_step
+    hours = steps * cfg.step_time_s / 3600.0
+    crashes, stragglers, spikes = [], [], []
+    # With the level "often" a demo sees something every run or two.
+    p_crash = min(0.6, 2e-5 * cfg.gpus * hours * scale)
+    if unit(s, S_INCIDENT, 1) < p_crash and steps > 40:
+        at = cfg.start_step + int(steps * (0.3 + 0.5 * unit(s, S_INCIDENT, 2)))
+        crashes.append(crash_incident(cfg, at, unit(s, S_INCIDENT, 3)))
+    p_slow = min(0.5, 1e-3 * cfg.nodes * hours * scale)
+    if unit(s, S_INCIDENT, 4) < p_slow and steps > 40:
+        at = cfg.start_step + int(steps * (0.2 + 0.5 * unit(s, S_INCIDENT, 5)))
+        stragglers.append(straggler_incident(cfg, at, unit(s, S_INCIDENT, 6)))
+    cfg_spikes = cfg._replace(spike_rate=min(10.0, scale))
+    for kind, step in forced:
+        if kind == "crash":
+            crashes.append(crash_incident(cfg, step, unit(s, S_INCIDENT, 7 + step)))
+        elif kind == "straggler":
+            stragglers.append(straggler_incident(cfg, step, unit(s, S_INCIDENT, 8 + step)))
+        else:
+            spikes.append((step, 0.3 + 0.5 * unit(s, S_INCIDENT, 9 + step)))
+    return cfg_spikes, Incidents(tuple(spikes), tuple(stragglers), tuple(sorted(crashes)))
+
+
+def crash_incident(cfg, step, u):
+    """(step, failing GPU, seconds the job hangs before the watchdog fires)."""
+    if step % cfg.ckpt_interval == 0:
+        step += 1                      # die during the step after a save, not inside it
+    return (step, int(u * cfg.gpus) % cfg.gpus, 60.0 if u < 0.5 else 120.0)
+
+
+def straggler_incident(cfg, step, u):
+    """(first step, last step, slowdown factor, slow node)."""
+    length = max(10, int(90.0 / cfg.step_time_s))
+    return (step, step + length, 1.25 + 0.2 * u, int(u * 1000) % cfg.nodes)
+
+
+########################################################################
+# GPU telemetry (pure: reading of GPU g at time t)
+########################################################################
+# Utilisation and power follow the phase; temperature follows power with a
+# thermal lag of THERMAL_TAU seconds; every card keeps its own offsets (a hot
+# card stays hot).  Readings change once a simulated second, as nvidia-smi's.
+
+GpuReading = collections.namedtuple("GpuReading", "util mem_used_mib temp_c power_w failed")
+THERMAL_TAU = 45.0
+CONTEXT_MIB = 527                      # CUDA context + NCCL before the model exists
+
+
+def power_level(tl, t, node, gpu):
+    """(utilisation %, fraction of the power cap, memory state) at t for one GPU."""
+    cfg = tl.cfg
+    if t < 0:
+        return 0.0, 0.0, "empty"
+    m = tl.moment(t)
+    busy = 0.55 + 0.6 * cfg.mfu                         # heavier kernels draw more power
+    if m.phase == "train":
+        for first, last, factor, slow_node in tl.incidents.stragglers:
+            if first < m.step + 1 <= last:
+                if node == slow_node:
+                    return 78.0, busy * 0.72, "full"
+                return 97.0, busy * 0.85, "full"
+        return 99.0, busy, "full"
+    if m.phase == "val":
+        return 95.0, busy * 0.8, "full"
+    if m.phase == "checkpoint":
+        return 4.0, 0.12, "full"
+    if m.phase == "crash":
+        failed = m.segment.info[1]
+        if gpu == failed:
+            return 0.0, 0.0, "full"
+        return 100.0, 0.33, "full"                      # ranks spin in NCCL waiting for it
+    if m.phase == "build":
+        return 2.0, 0.05, "weights"
+    if m.phase == "load":
+        return 3.0, 0.06, "loading"
+    if m.phase == "launch":
+        return 0.0, 0.0, "context" if m.progress > 0.5 else "empty"
+    if m.phase == "export":
+        return 1.0, 0.04, "full"
+    return 0.0, 0.0, "empty"
+
+
+def _thermal_state(tl, t, node, gpu):
+    """Power fraction smoothed with the card's thermal time constant."""
+    step = 3.0
+    start = math.floor(t / step) * step - 150.0
+    level = power_level(tl, start, node, gpu)[1]
+    x = start
+    k = math.exp(-step / THERMAL_TAU)
+    while x + step <= t:
+        x += step
+        level = power_level(tl, x, node, gpu)[1] * (1 - k) + level * k
+    return level
+
+
+class Telemetry(object):
+    """Readings of every GPU of a run; caches the thermal state per node class."""
+
+    def __init__(self, tl):
+        self.tl = tl
+        cfg = tl.cfg
+        self.seed = cfg.seed * 7919 + cfg.run
+        self._thermal = {}
+
+    def _thermal_for(self, t, node, gpu):
+        tl = self.tl
+        special = any(s[3] == node for s in tl.incidents.stragglers)
+        crash_gpu = [c[1] for c in tl.incidents.crashes]
+        key = (t, node if special else -1, gpu if gpu in crash_gpu else -1)
+        if key not in self._thermal:
+            if len(self._thermal) > 64:
+                self._thermal.clear()
+            self._thermal[key] = _thermal_state(tl, t, node, gpu)
+        return self._thermal[key]
+
+    def reading(self, gpu, t):
+        tl, cfg, s = self.tl, self.tl.cfg, self.seed
+        second = math.floor(t)
+        node = gpu // cfg.gpus_per_node
+        util, level, mem_state = power_level(tl, second, node, gpu)
+        failed = any(c[1] == gpu and tl.moment(second).phase == "crash" for c in tl.incidents.crashes)
+        offset = unit(cfg.seed, S_GPU_OFFSET, gpu)        # per card, fixed for the cluster
+        if util >= 90:
+            util = min(100.0, util + 2.5 * smooth_noise(s, S_GPU_UTIL * 100003 + gpu, second / 2.0) + 0.5)
+        elif util > 0:
+            util = max(0.0, util + 2 * smooth_noise(s, S_GPU_UTIL * 100003 + gpu, second / 2.0))
+        gpu_type = cfg.gpu
+        power = gpu_type.idle_w + (gpu_type.power_cap_w - gpu_type.idle_w) * level
+        power *= 1 + 0.03 * (offset - 0.5) + 0.02 * smooth_noise(s, S_GPU_POWER * 100003 + gpu, second / 1.5)
+        power = min(power, gpu_type.power_cap_w * 1.0)
+        heat = self._thermal_for(second, node, gpu)
+        temp = cfg.ambient_c + 8 + 48 * heat + 8 * (offset - 0.5)
+        temp += 0.6 * smooth_noise(s, S_GPU_TEMP * 100003 + gpu, second / 4.0)
+        mem = self.memory(gpu, mem_state, second)
+        return GpuReading(int(round(util)), mem, int(round(temp)), int(round(power)), failed)
+
+    def memory(self, gpu, state, t):
+        cfg = self.cfg_mem = self.tl.cfg
+        spread = int(unit(cfg.seed * 7919 + cfg.run, S_MEM, gpu) * 380)   # ranks differ slightly
+        if state == "empty":
+            return 0
+        if state == "context":
+            return CONTEXT_MIB
+        weights = int(cfg.params * 2 / (cfg.tp * cfg.pp) / MIB)
+        if cfg.sharding in ("zero3", "fsdp"):
+            weights //= cfg.dp
+        if state == "weights":
+            return min(cfg.mem_used_mib, CONTEXT_MIB + weights + spread)
+        if state == "loading":
+            return min(cfg.mem_used_mib, CONTEXT_MIB + weights * 4 + spread)
+        return min(cfg.gpu.memory_mib - 64, cfg.mem_used_mib + spread)
+
+    def cluster(self, t):
+        """Cluster aggregate: mean util, mean memory, temp mean and spread, total kW."""
+        cfg = self.tl.cfg
+        readings = [self.reading(g, t) for g in range(cfg.gpus)]
+        n = float(len(readings))
+        temps = [r.temp_c for r in readings]
+        mean_t = sum(temps) / n
+        spread = math.sqrt(sum((x - mean_t) ** 2 for x in temps) / n)
+        return {"util": sum(r.util for r in readings) / n,
+                "mem_mib": sum(r.mem_used_mib for r in readings) / n,
+                "temp": mean_t, "temp_sd": spread,
+                "kw": sum(r.power_w for r in readings) / 1000.0,
+                "failed": sum(1 for r in readings if r.failed)}
+
+
+########################################################################
+# Events: what happens in a run between two moments
+########################################################################
+
+Event = collections.namedtuple("Event", "t kind data")
+StepMetrics = collections.namedtuple(
+    "StepMetrics", "step loss lr grad_norm step_time_s tokens_per_s tokens_seen mfu eta_s "
+                   "epoch skipped loss_scale attempt")
+
+
+def loss_scale_at(cfg, step):
+    """fp16 dynamic loss scale after step `step` and whether the step overflowed.
+
+    From scratch the scale starts at 2**32 and halves on every overflowing
+    step until gradients fit; later a rare overflow halves it for a window
+    of 1000 steps.  None for bf16 runs."""
+    if cfg.precision != "fp16":
+        return None, False
+    settle = 32 - cfg.loss_scale_exp
+    if cfg.start_step == 0 and step <= settle:
+        return 2.0 ** (32 - step), True
+    s = cfg.seed * 7919 + cfg.run
+    scale, skipped = 2.0 ** cfg.loss_scale_exp, False
+    for block in (step // 1000 - 1, step // 1000):
+        if block < 0 or unit(s, S_OVERFLOW, 2 * block) >= 0.5:
+            continue
+        at = block * 1000 + int(unit(s, S_OVERFLOW, 2 * block + 1) * 1000)
+        if at == step:
+            skipped = True
+        if at <= step < at + 1000:
+            scale = 2.0 ** (cfg.loss_scale_exp - 1)
+    return scale, skipped
+
+
+def step_metrics(tl, seg, step):
+    cfg = tl.cfg
+    spikes = tl.incidents.spikes
+    step_time = tl.step_time(seg, step)
+    tokens_per_s = cfg.tokens_per_step / step_time
+    scale, skipped = loss_scale_at(cfg, step)
+    return StepMetrics(
+        step=step, loss=loss_at(cfg, step, spikes), lr=lr_at(cfg, step),
+        grad_norm=grad_norm_at(cfg, step, spikes), step_time_s=step_time,
+        tokens_per_s=tokens_per_s, tokens_seen=step * cfg.tokens_per_step,
+        mfu=cfg.flops_per_token * tokens_per_s / (cfg.gpus * cfg.gpu.tflops * 1e12),
+        eta_s=tl.eta(seg, step), epoch=step / float(cfg.steps_per_epoch) if cfg.steps_per_epoch else 0.0,
+        skipped=skipped, loss_scale=scale, attempt=seg.attempt)
+
+
+def run_events(tl, t0, t1):
+    """Every event of the run with t0 < t <= t1, in time order."""
+    cfg = tl.cfg
+    out = []
+    for seg in tl.segments:
+        if seg.t1 < t0 and seg.phase != "train":
+            continue
+        if seg.t0 > t1:
+            break
+        if t0 < seg.t0 <= t1 or (seg.t0 == 0 and t0 < 0):
+            out.append(Event(seg.t0, "phase", {"phase": seg.phase, "attempt": seg.attempt,
+                                               "step": seg.first, "info": seg.info}))
+        if seg.phase == "crash" and t0 < seg.t0 + 0.5 <= t1:
+            out.append(Event(seg.t0 + 0.5, "xid", {"gpu": seg.info[1], "step": seg.last}))
+        if seg.phase == "crash" and t0 < seg.t1 - 0.001 <= t1:
+            out.append(Event(seg.t1 - 0.001, "job_failed", {"gpu": seg.info[1], "step": seg.last,
+                                                            "timeout_s": seg.info[2]}))
+        if seg.phase == "export" and t0 < seg.t1 <= t1:
+            files = [{"name": n, "bytes": b} for n, b in cfg.export_files]
+            out.append(Event(seg.t1, "export", {"files": files, "total_bytes": sum(b for _, b in cfg.export_files)}))
+        if seg.phase == "summary" and t0 < seg.t0 + 0.001 <= t1:
+            out.append(Event(seg.t0 + 0.001, "summary", run_summary(tl)))
+        if seg.phase == "train" and seg.t1 > t0:
+            out.extend(_train_events(tl, seg, t0, t1))
+    out.sort(key=lambda e: e.t)
+    return out
+
+
+def _train_events(tl, seg, t0, t1):
+    cfg = tl.cfg
+    out = []
+    step = tl.last_step_before(seg, t0) if t0 > seg.t0 else seg.first
+    # the pauses after the step that ended before t0 may still be running
+    while step <= seg.last:
+        end = tl.step_end(seg, step)
+        if end > t1:
+            break
+        if step > seg.first:
+            if end > t0:
+                out.append(Event(end, "step", step_metrics(tl, seg, step)))
+                for first, last, factor, node in tl.incidents.stragglers:
+                    if step == first + 1:
+                        out.append(Event(end + 1e-6, "straggler", {"node": node, "step": step, "factor": factor}))
+                    if step == last:
+                        out.append(Event(end + 1e-6, "straggler_end", {"node": node, "step": step}))
+                if tl.incidents.spikes and any(s == step for s, _ in tl.incidents.spikes):
+                    out.append(Event(end + 1e-6, "spike", {"step": step}))
+            crashed = seg.info is not None and step == seg.last
+            final = step == cfg.total_steps
+            t = end
+            if not crashed and (step % cfg.val_interval == 0 or final):
+                if t0 < t <= t1:
+                    out.append(Event(t + 1e-6, "val_start", {"step": step}))
+                t += cfg.val_seconds
+                if t0 < t <= t1:
+                    v = val_loss_at(cfg, step)
+                    out.append(Event(t, "val", {"step": step, "val_loss": v, "val_ppl": math.exp(v),
+                                                "seconds": cfg.val_seconds}))
+            if not crashed and (step % cfg.ckpt_interval == 0 or final):
+                if t0 < t <= t1:
+                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "path": checkpoint_path(cfg, step)}))
+                t += cfg.ckpt_seconds
+                if t0 < t <= t1:
+                    out.append(Event(t, "checkpoint", {"step": step, "path": checkpoint_path(cfg, step),
+                                                       "bytes": cfg.ckpt_bytes, "seconds": cfg.ckpt_seconds}))
+        step += 1
+    return out
+
+
+def run_summary(tl):
+    """Figures for the end-of-run table, all from the config and the timeline."""
+    cfg = tl.cfg
+    compute, steps_run, checkpoints, lost = 0.0, 0, 0, 0.0
+    for seg in tl.train_segments():
+        compute += tl.step_end(seg, seg.last) - seg.t0 - tl._pauses_between(seg.first, seg.last)
+        steps_run += seg.last - seg.first
+        crashed = seg.info is not None
+        checkpoints += seg.last // cfg.ckpt_interval - seg.first // cfg.ckpt_interval
+        if crashed and seg.last % cfg.ckpt_interval == 0:
+            checkpoints -= 1
+        if not crashed and cfg.total_steps % cfg.ckpt_interval:
+            checkpoints += 1
+    for seg in tl.segments:
+        if seg.phase == "crash":
+            lost += seg.t1 - seg.t0
+    steps = cfg.total_steps - cfg.start_step
+    mean_tps = cfg.tokens_per_step * steps_run / compute
+    wall = tl.duration - SUMMARY_SECONDS
+    final_loss = loss_at(cfg, cfg.total_steps, tl.incidents.spikes)
+    val = val_loss_at(cfg, cfg.total_steps)
+    return collections.OrderedDict([
+        ("model", cfg.model), ("params", cfg.params), ("kind", cfg.kind), ("steps", steps),
+        ("steps_redone", steps_run - steps), ("tokens", steps * cfg.tokens_per_step),
+        ("wall_s", wall), ("train_loss", final_loss), ("train_ppl", math.exp(final_loss)),
+        ("val_loss", val), ("val_ppl", math.exp(val)), ("tokens_per_s", mean_tps),
+        ("mfu", cfg.flops_per_token * mean_tps / (cfg.gpus * cfg.gpu.tflops * 1e12)),
+        ("gpu_hours", cfg.gpus * wall / 3600.0), ("checkpoints", checkpoints),
+        ("restarts", len([s for s in tl.segments if s.phase == "crash"])),
+        ("export_files", len(cfg.export_files)),
+        ("export_bytes", sum(b for _, b in cfg.export_files)),
+    ])
+
+
+########################################################################
+# Session: an endless sequence of runs on one simulated clock
+########################################################################
+
+class RunState(object):
+    """One run of a session: its config, timeline and telemetry."""
+
+    def __init__(self, cfg, level, start_tau, offset):
+        self.base_cfg = cfg
+        self.level = level
+        self.forced = []
+        self.start_tau = start_tau        # session time at which this run's t == offset
+        self.offset = offset              # run time at which the session met this run
+        self._rebuild()
+
+    def _rebuild(self):
+        self.cfg, incidents = plan_incidents(self.base_cfg, self.level, self.forced)
+        self.timeline = Timeline(self.cfg, incidents)
+        self.telemetry = Telemetry(self.timeline)
+        self.end_tau = self.start_tau + self.timeline.duration - self.offset
+
+    def local(self, tau):
+        return tau - self.start_tau + self.offset
+
+    def trigger(self, t):
+        """Force the next incident now (the `!` key): a spike, a slow node, a crash."""
+        m = self.timeline.moment(t)
+        if m.phase != "train" or m.step + 3 >= self.cfg.total_steps:
+            return None
+        kinds = ("spike", "straggler", "crash")
+        kind = kinds[len(self.forced) % 3]
+        self.forced.append((kind, m.step + 2))
+        self._rebuild()
+        return kind
+
+
+class Session(object):
+    """Runs one after another: run r+1 starts when run r's summary ends."""
+
+    def __init__(self, catalog, seed, pins=None, incidents="rare", from_start=False):
+        self.catalog, self.seed, self.pins, self.level = catalog, seed, pins or {}, incidents
+        first = self._new_run(1, 0.0, 0.0)
+        if not from_start:
+            first = self._new_run(1, 0.0, attach_time(first.timeline))
+        self.current = first
+        self.previous = None
+
+    def _new_run(self, run, start_tau, offset):
+        cfg = make_run_config(self.catalog, self.seed, run, self.pins)
+        return RunState(cfg, self.level, start_tau, offset)
+
+    def run_at(self, tau):
+        """The run under way at session time tau (runs move forward only)."""
+        while tau >= self.current.end_tau:
+            self.previous = self.current
+            self.current = self._new_run(self.current.cfg.run + 1, self.current.end_tau, 0.0)
+        if tau < self.current.start_tau and self.previous is not None and tau >= self.previous.start_tau:
+            return self.previous
+        return self.current
+
+
+def attach_time(tl):
+    """Where a session joins its first run: part-way through training."""
+    train = tl.train_segments()[0]
+    return train.t0 + tl.cfg.attach_fraction * (train.t1 - train.t0)
+
+
+########################################################################
+# Dialects: events -> log lines as each framework really prints them
+########################################################################
+# One formatter per framework turns the same events into that framework's
+# lines; every number is the core's number after the framework's own
+# rounding.  Formats were learned from the frameworks' source and from
+# logs people posted; the tests hold a regular expression for each line.
+
+BUS_IDS = ("18", "2A", "3A", "5D", "9A", "AB", "BA", "DB")   # an HGX board's eight slots
+NCCL_VERSION = "2.21.5+cuda12.4"
+
+
+class LogContext(object):
+    """What every dialect needs besides the event: the run, names and clocks."""
+
+    def __init__(self, run_state, epoch0, rank=None):
+        self.rs = run_state
+        self.cfg = run_state.cfg
+        self.tl = run_state.timeline
+        self.epoch0 = epoch0          # wall-clock seconds at run time 0
+        self.rank = rank
+
+    def hostname(self, node):
+        return self.cfg.hostname.format(n=self.cfg.first_node + node)
+
+    def pid(self, node, attempt, local_rank=0):
+        base = 1000 + int(unit(self.cfg.seed * 7919 + self.cfg.run, 77, node * 97 + attempt) * 3900000)
+        return base + 1 + local_rank
+
+    def clock(self, t, fmt="%Y-%m-%d %H:%M:%S", millis=False):
+        when = self.epoch0 + t
+        text = time.strftime(fmt, time.gmtime(when))
+        if millis:
+            text += ",%03d" % int((when % 1) * 1000)
+        return text
+
+
+def fmt_duration(seconds):
+    """tqdm's elapsed format: MM:SS, or H:MM:SS past an hour."""
+    seconds = int(max(0, seconds))
+    m, s = divmod(seconds, 60)
+    h, m = divmod(m, 60)
+    return "%d:%02d:%02d" % (h, m, s) if h else "%02d:%02d" % (m, s)
+
+
+def tqdm_line(n, total, elapsed, remaining, seconds_per_it, prefix="", postfix="", always_its=False):
+    """A tqdm progress line with ASCII fill, as tqdm writes to a non-UTF-8 stream."""
+    frac = n / float(max(1, total))
+    filled = int(frac * 10)
+    bar = "#" * filled + (str(int(frac * 100) % 10) if filled < 10 else "") 
+    bar = (bar + " " * 10)[:10]
+    rate = 1.0 / seconds_per_it if seconds_per_it > 0 else 0.0
+    if rate >= 1 or always_its:
+        rate_text = "%5.2fit/s" % rate
+    else:
+        rate_text = "%5.2fs/it" % seconds_per_it
+    return "%s%3.0f%%|%s| %d/%d [%s<%s, %s%s]" % (prefix, frac * 100, bar, n, total, fmt_duration(elapsed),
+                                                 fmt_duration(remaining), rate_text, postfix)
+
+
+def human_count(n):
+    """Lightning's parameter count: '1.2 M', '7.2 B'."""
+    for unit_name, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return "%.1f %s" % (n / size, unit_name)
+    return "%d  " % n
+
+
+def lightning_num(x):
+    """Lightning's progress-bar number: '{:.3g}', padded with zeros to five characters."""
+    text = "%.3g" % x
+    if "e" not in text:
+        if "." not in text and len(text) < 4:
+            text += "."
+        text = text.ljust(5, "0")
+    return text
+
+
+def launcher_lines(ctx, ev):
+    """torchrun (or the deepspeed launcher) starting on every node."""
+    cfg = ctx.cfg
+    out = []
+    nodes = min(cfg.nodes, 4)
+    if cfg.style == "deepspeed":
+        stamp = ctx.clock(ev.t, millis=True)
+        out.append(("INFO", "[%s] [INFO] [runner.py:585:main] cmd = /usr/bin/python -u -m deepspeed.launcher.launch "
+                    "--world_info=<base64> --master_addr=%s --master_port=%d --enable_each_rank_log=None "
+                    "train.py --deepspeed_config=ds_config.json" % (stamp, ctx.hostname(0), cfg.master_port)))
+        for node in range(nodes):
+            host = ctx.hostname(node) + ": " if cfg.nodes > 1 else ""
+            out.append(("INFO", "%s[%s] [INFO] [launch.py:164:main] nnodes=%d, num_local_procs=%d, node_rank=%d"
+                        % (host, stamp, cfg.nodes, cfg.gpus_per_node, node)))
+            out.append(("INFO", "%s[%s] [INFO] [launch.py:164:main] dist_world_size=%d" % (host, stamp, cfg.gpus)))
+            out.append(("INFO", "%s[%s] [INFO] [launch.py:168:main] Setting CUDA_VISIBLE_DEVICES=%s"
+                        % (host, stamp, ",".join(str(i) for i in range(cfg.gpus_per_node)))))
+        return out
+    stamp = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%06d" % (int((ev.t % 1) * 1e6) // 1000 * 1000)
+    for node in range(nodes):
+        pid = ctx.pid(node, ev.data["attempt"]) - 1
+        prefix = "W%s %d torch/distributed/run.py:793] " % (stamp, pid)
+        if cfg.nodes > 1:
+            out.append(("WARNING", "%d: %smaster_addr is only used for static rdzv_backend and when "
+                        "rdzv_endpoint is not specified." % (node, prefix)))
+        for text in ("", "*" * 41,
+                     "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, "
+                     "to avoid your system being overloaded, please further tune the variable for optimal "
+                     "performance in your application as needed. ", "*" * 41):
+            out.append(("WARNING", ("%d: " % node if cfg.nodes > 1 else "") + prefix + text))
+    if cfg.nodes > nodes:
+        out.append(("INFO", "(%d more nodes print the same notice)" % (cfg.nodes - nodes)))
+    return out
+
+
+def nccl_lines(ctx, ev):
+    """NCCL_DEBUG=INFO start-up: a handful of ranks, interleaved as real logs are."""
+    cfg = ctx.cfg
+    attempt = ev.data["attempt"]
+    out = []
+    ranks = sorted(set([0, 1, cfg.gpus_per_node - 1] + ([cfg.gpus_per_node] if cfg.nodes > 1 else [])))
+    ranks = [r for r in ranks if r < cfg.gpus]
+    channels = 32 if cfg.gpu.link_gbs >= 300 else 8
+    comm = "0x%012x" % int(unit(cfg.seed, 91, cfg.run * 10 + attempt) * 2 ** 44)
+    comm_id = "0x%016x" % int(unit(cfg.seed, 92, cfg.run * 10 + attempt) * 2 ** 63)
+    net = "IB" if cfg.nodes > 1 else "Socket"
+
+    def who(rank, thread=False):
+        node, local = divmod(rank, cfg.gpus_per_node)
+        pid = ctx.pid(node, attempt, local)
+        return "%s:%d:%d [%d]" % (ctx.hostname(node), pid, pid + (61 + local if thread else 0), local)
+
+    out.append(("INFO", "%s NCCL INFO Bootstrap : Using eth0:10.%d.%d.%d<0>" % (
+        who(0), 10 + cfg.first_node % 200, cfg.run % 250, 11 + cfg.first_node % 200)))
+    out.append(("INFO", "%s NCCL INFO NCCL version %s" % (who(0), NCCL_VERSION)))
+    for rank in ranks[1:]:
+        out.append(("INFO", "%s NCCL INFO cudaDriverVersion 12040" % who(rank)))
+    if net == "IB":
+        out.append(("INFO", "%s NCCL INFO NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
+                    "[3]mlx5_3:1/IB [RO]; OOB eth0:10.10.6.%d<0>" % (who(0), 11 + cfg.first_node % 200)))
+    out.append(("INFO", "%s NCCL INFO Using network %s" % (who(0), net)))
+    for rank in ranks:
+        local = rank % cfg.gpus_per_node
+        out.append(("INFO", "%s NCCL INFO ncclCommInitRank comm %s rank %d nranks %d cudaDev %d nvmlDev %d "
+                    "busId %s000 commId %s - Init START" % (who(rank, True), comm, rank, cfg.gpus, local,
+                                                            local, BUS_IDS[local].lower(), comm_id)))
+    ring = " ".join("%4d" % r for r in range(min(cfg.gpus, 16)))
+    out.append(("INFO", "%s NCCL INFO Channel 00/%02d : %s" % (who(0, True), channels, ring)))
+    out.append(("INFO", "%s NCCL INFO Trees [0] 1/-1/-1->0->-1 [1] 1/-1/-1->0->-1" % who(0, True)))
+    for rank in ranks:
+        out.append(("INFO", "%s NCCL INFO Connected all rings" % who(rank, True)))
+    for rank in ranks:
+        local = rank % cfg.gpus_per_node
+        out.append(("INFO", "%s NCCL INFO comm %s rank %d nranks %d cudaDev %d nvmlDev %d busId %s000 "
+                    "commId %s - Init COMPLETE" % (who(rank, True), comm, rank, cfg.gpus, local, local,
+                                                   BUS_IDS[local].lower(), comm_id)))
+    return out
+
+
+def megatron_args(ctx):
+    cfg = ctx.cfg
+    m = cfg.shape
+    args = [("adam_beta1", cfg.betas[0]), ("adam_beta2", cfg.betas[1]), ("bf16", cfg.precision == "bf16"),
+            ("clip_grad", cfg.grad_clip), ("data_parallel_size", cfg.dp), ("eval_interval", cfg.val_interval),
+            ("eval_iters", cfg.val_iters), ("ffn_hidden_size", m.ffn_hidden), ("fp16", cfg.precision == "fp16"),
+            ("global_batch_size", cfg.global_batch), ("group_query_attention", m.kv_heads != m.heads),
+            ("hidden_size", m.hidden), ("log_interval", cfg.log_interval), ("lr", cfg.peak_lr),
+            ("lr_decay_style", cfg.decay), ("lr_warmup_iters", cfg.warmup_steps),
+            ("max_position_embeddings", m.context), ("micro_batch_size", cfg.micro_batch), ("min_lr", cfg.min_lr),
+            ("num_attention_heads", m.heads), ("num_layers", m.layers), ("num_query_groups", m.kv_heads),
+            ("pipeline_model_parallel_size", cfg.pp), ("recompute_granularity", None if cfg.recompute == "none"
+                                                       else cfg.recompute),
+            ("save", "/checkpoints/%s" % cfg.name), ("save_interval", cfg.ckpt_interval),
+            ("seq_length", cfg.seq_len), ("swiglu", m.mlp != "gelu"),
+            ("tensor_model_parallel_size", cfg.tp), ("tokenizer_type", ctx.cfg.tokenizer.split(" ")[0]),
+            ("train_iters", cfg.total_steps), ("untie_embeddings_and_output_weights", not m.tied),
+            ("use_distributed_optimizer", cfg.sharding != "none"), ("weight_decay", cfg.weight_decay),
+            ("world_size", cfg.gpus)]
+    out = [("INFO", "------------------------ arguments ------------------------")]
+    for name, value in args:
+        out.append(("INFO", "  %s %s %s" % (name, "." * (48 - len(name)), value)))
+    out.append(("INFO", "-------------------- end of arguments ---------------------"))
+    return out
+
+
+def _build_common(ctx, ev):
+    cfg = ctx.cfg
+    out = nccl_lines(ctx, ev)
+    if cfg.style in ("megatron", "deepspeed"):
+        out.append(("INFO", "using world size: %d, data-parallel size: %d, context-parallel size: 1, "
+                    "tensor-model-parallel size: %d, pipeline-model-parallel size: %d"
+                    % (cfg.gpus, cfg.dp, cfg.tp, cfg.pp)))
+        out.append(("INFO", "using torch.%s for parameters ..." % ("bfloat16" if cfg.precision == "bf16" else "float16")))
+        if ev.data["attempt"] == 0:
+            out.extend(megatron_args(ctx))
+        out.append(("INFO", "setting number of micro-batches to constant %d" % cfg.grad_accum))
+        out.append(("INFO", "> building %s tokenizer ..." % cfg.tokenizer.split(" ")[0]))
+        out.append(("INFO", " > padded vocab (size: %d) with %d dummy tokens (new size: %d)" % (
+            cfg.shape.vocab, padded_vocab(cfg) - cfg.shape.vocab, padded_vocab(cfg))))
+        out.append(("INFO", "> initialized tensor model parallel with size %d" % cfg.tp))
+        out.append(("INFO", "> initialized pipeline model parallel with size %d" % cfg.pp))
+        out.append(("INFO", "building GPT model ..."))
+        per_rank = cfg.params // (cfg.tp * cfg.pp)
+        for tp in range(min(cfg.tp, 2)):
+            for pp in range(min(cfg.pp, 2)):
+                out.append(("INFO", " > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %d"
+                            % (tp, pp, per_rank)))
+    elif cfg.style == "torchtitan":
+        t = ctx.clock(ev.t, millis=True)
+        pre = "[rank0]:[titan] %s - root - INFO - " % t
+        name = cfg.model
+        out.append(("INFO", pre + "Starting job: %s training" % name))
+        mesh = "['dp_shard']" if cfg.tp == 1 else "['dp_shard', 'tp']"
+        dims = "[%d]" % cfg.dp if cfg.tp == 1 else "[%d, %d]" % (cfg.dp * cfg.pp, cfg.tp)
+        out.append(("INFO", pre + "Building %d-D device mesh with %s, %s" % (1 if cfg.tp == 1 else 2, mesh, dims)))
+        out.append(("INFO", pre + "[GC] Initial GC collection. 0.00 seconds."))
+        out.append(("INFO", pre + "Preparing %s dataset" % cfg.dataset))
+        out.append(("INFO", pre + "CUDA capacity: %s with %.2fGiB memory" % (cfg.gpu.name, cfg.gpu.memory_mib / 1024.0 * 0.993)))
+        out.append(("INFO", pre + "Model %s size: {:,} total parameters".format(cfg.params) % name))
+        if cfg.recompute != "none":
+            out.append(("INFO", pre + "Applied %s activation checkpointing to the model" % cfg.recompute))
+        out.append(("INFO", pre + "Applied FSDP to the model"))
+        out.append(("INFO", pre + "Peak FLOPS used for computing MFU: %.3e" % (cfg.gpu.tflops * 1e12)))
+        weights_gib = cfg.params * 2.0 / cfg.gpus / GIB
+        out.append(("INFO", pre + "CUDA memory usage for model: %.2fGiB(%.2f%%)" % (
+            weights_gib, 100 * weights_gib * 1024 / cfg.gpu.memory_mib)))
+        out.append(("INFO", pre + "Trainer is initialized with local batch size %d, global batch size %d, gradient "
+                    "accumulation steps %d, sequence length %d, total steps %d (warmup %d)"
+                    % (cfg.micro_batch, cfg.global_batch, cfg.grad_accum, cfg.seq_len, cfg.total_steps,
+                       cfg.warmup_steps)))
+    elif cfg.style == "hf":
+        pre = "[INFO|trainer.py:2243] %s >> " % ctx.clock(ev.t, millis=True)
+        out.append(("INFO", "[INFO|modeling_utils.py:3934] %s >> loading weights file model.safetensors"
+                    % ctx.clock(ev.t, millis=True)))
+        out.append(("INFO", pre + "***** Running training *****"))
+        out.append(("INFO", pre + "  Num examples = {:,}".format(cfg.train_samples)))
+        out.append(("INFO", pre + "  Num Epochs = {:,}".format(cfg.epochs)))
+        out.append(("INFO", pre + "  Instantaneous batch size per device = {:,}".format(cfg.micro_batch)))
+        out.append(("INFO", pre + "  Total train batch size (w. parallel, distributed & accumulation) = {:,}"
+                    .format(cfg.global_batch)))
+        out.append(("INFO", pre + "  Gradient Accumulation steps = %d" % cfg.grad_accum))
+        out.append(("INFO", pre + "  Total optimization steps = {:,}".format(cfg.total_steps)))
+        out.append(("INFO", pre + "  Number of trainable parameters = {:,}".format(cfg.params)))
+    elif cfg.style == "lightning":
+        out.append(("INFO", "GPU available: True (cuda), used: True"))
+        out.append(("INFO", "TPU available: False, using: 0 TPU cores"))
+        out.append(("INFO", "HPU available: False, using: 0 HPUs"))
+        for rank in (0, 3, 1, 2)[:min(4, cfg.gpus)]:
+            out.append(("INFO", "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d" % (rank, rank + 1, cfg.gpus)))
+        out.append(("INFO", "-" * 100))
+        out.append(("INFO", "distributed_backend=nccl"))
+        out.append(("INFO", "All distributed processes registered. Starting with %d processes" % cfg.gpus))
+        out.append(("INFO", "-" * 100))
+        out.append(("INFO", ""))
+        visible = ",".join(str(i) for i in range(cfg.gpus_per_node))
+        for local in (1, 0, 2)[:min(3, cfg.gpus_per_node)]:
+            out.append(("INFO", "LOCAL_RANK: %d - CUDA_VISIBLE_DEVICES: [%s]" % (local, visible)))
+        out.append(("INFO", ""))
+        out.append(("INFO", "  | Name  | Type             | Params | Mode "))
+        out.append(("INFO", "---------------------------------------------------"))
+        out.append(("INFO", "0 | model | %-16s | %-6s | train" % ("LlamaForCausalLM"[:16], human_count(cfg.params))))
+        out.append(("INFO", "---------------------------------------------------"))
+        out.append(("INFO", "%-10s%s" % (human_count(cfg.params), "Trainable params")))
+        out.append(("INFO", "%-10s%s" % ("0", "Non-trainable params")))
+        out.append(("INFO", "%-10s%s" % (human_count(cfg.params), "Total params")))
+        out.append(("INFO", "%-10.3f%s" % (cfg.params * 4 / 1e6, "Total estimated model params size (MB)")))
+    return out
+
+
+def padded_vocab(cfg):
+    multiple = 128 * cfg.tp
+    return int(math.ceil(cfg.shape.vocab / float(multiple)) * multiple)
+
+
+def _step_lines(ctx, ev):
+    cfg, m = ctx.cfg, ev.data
+    step = m.step
+    first = step == cfg.start_step + 1
+    if step % cfg.log_interval and not (first and cfg.style == "torchtitan"):
+        return []
+    style = cfg.style
+    if style in ("megatron", "deepspeed"):
+        tflops = cfg.flops_per_token * m.tokens_per_s / cfg.gpus / 1e12
+        stamp = " [%s]" % ctx.clock(ev.t) if style == "megatron" else ""
+        lr_text = "%.6E" % m.lr if style == "megatron" else "%.3E" % m.lr
+        scale = m.loss_scale if m.loss_scale else 1.0
+        skipped = skipped_in_interval(cfg, step)
+        line = ("%s iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f | "
+                "throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %s | global batch size: %5d | "
+                "lm loss: %.6E | loss scale: %.1f | grad norm: %.3f | number of skipped iterations: %3d | "
+                "number of nan iterations: %3d |" % (stamp, step, cfg.total_steps, step * cfg.global_batch,
+                                                      m.step_time_s * 1000, tflops, lr_text, cfg.global_batch,
+                                                      m.loss, scale, m.grad_norm, skipped, 0))
+        out = [("INFO", line)]
+        if style == "deepspeed":
+            stamp = ctx.clock(ev.t, millis=True)
+            out.append(("INFO", "[%s] [INFO] [logging.py:96:log_dist] [Rank 0] step=%d, skipped=%d, lr=[%r], "
+                        "mom=[(0.9, 0.95)]" % (stamp, step, skipped_total(cfg, step), m.lr)))
+            samples = m.tokens_per_s / cfg.seq_len
+            out.append(("INFO", "[%s] [INFO] [timer.py:260:stop] epoch=0/micro_step=%d/global_step=%d, "
+                        "RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, MemAllocated=%.2fGB, "
+                        "MaxMemAllocated=%.2fGB" % (stamp, step * cfg.grad_accum, step,
+                                                     cfg.tokens_per_s / cfg.seq_len, samples,
+                                                     round(cfg.mem_need_bytes * 0.35 / 1e9, 2),
+                                                     round(cfg.mem_need_bytes / 1e9, 2))))
+        return out
+    if style == "torchtitan":
+        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
+        mem_gib = cfg.mem_used_mib / 1024.0
+        tflops = cfg.flops_per_token * m.tokens_per_s / cfg.gpus / 1e12
+        line = ("step: %2d  loss: %7.4f  grad_norm: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}  "
+                "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(m.tokens_per_s / cfg.gpus)), tflops)
+                % (step, m.loss, m.grad_norm, mem_gib, 100.0 * cfg.mem_used_mib / cfg.gpu.memory_mib,
+                   100 * m.mfu))
+        out = [("INFO", pre + line)]
+        if step % 50 == 0 and step > 1:
+            out.insert(0, ("INFO", pre + "[GC] Peforming periodical GC collection. 0.%02d seconds." % (
+                3 + int(unit(cfg.seed, 93, step) * 9))))
+        return out
+    elapsed = ev.t - ctx.tl.train_segments()[0].t0
+    per_epoch = cfg.steps_per_epoch or cfg.total_steps
+    if style == "hf":
+        bar = tqdm_line(step, cfg.total_steps, elapsed, m.eta_s, m.step_time_s)
+        record = "{'loss': %r, 'grad_norm': %r, 'learning_rate': %r, 'epoch': %r}" % (
+            round(m.loss, 4), m.grad_norm, m.lr, round(m.epoch, 2))
+        return [("INFO", bar), ("INFO", record)]
+    if style == "lightning":
+        epoch = (step - 1) // per_epoch
+        n = step - epoch * per_epoch
+        post = ", v_num=%d, train_loss=%s" % (cfg.run % 7, lightning_num(m.loss))
+        remaining_epoch = (per_epoch - n) * m.step_time_s
+        bar = tqdm_line(n, per_epoch, elapsed - epoch * per_epoch * cfg.step_time_s, remaining_epoch,
+                        m.step_time_s, "Epoch %d: " % epoch, post, always_its=True)
+        return [("INFO", bar)]
+    return []
+
+
+def skipped_in_interval(cfg, step):
+    """fp16 iterations skipped for overflow within the logging interval ending at `step`."""
+    if cfg.precision != "fp16":
+        return 0
+    return sum(1 for s in range(max(cfg.start_step + 1, step - cfg.log_interval + 1), step + 1)
+               if loss_scale_at(cfg, s)[1])
+
+
+def skipped_total(cfg, step):
+    if cfg.precision != "fp16":
+        return 0
+    settle = 32 - cfg.loss_scale_exp if cfg.start_step == 0 else 0
+    blocks = sum(1 for b in range(step // 1000 + 1) if unit(cfg.seed * 7919 + cfg.run, S_OVERFLOW, 2 * b) < 0.5
+                 and b * 1000 + int(unit(cfg.seed * 7919 + cfg.run, S_OVERFLOW, 2 * b + 1) * 1000) <= step)
+    return min(step, settle) + blocks
+
+
+def _val_lines(ctx, ev):
+    cfg, d = ctx.cfg, ev.data
+    style = cfg.style
+    if style in ("megatron", "deepspeed"):
+        text = " validation loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E | " % (
+            d["step"], d["val_loss"], math.exp(min(20, d["val_loss"])))
+        return [("INFO", "(min, max) time across ranks (ms):"),
+                ("INFO", "    %s: (%.2f, %.2f)" % ("evaluate ".ljust(48, "."), d["seconds"] * 1000 * 0.998,
+                                                   d["seconds"] * 1000)),
+                ("INFO", "-" * (len(text) + 1)), ("INFO", text), ("INFO", "-" * (len(text) + 1))]
+    if style == "torchtitan":
+        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
+        return [("INFO", pre + "validate step: %2d  loss: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}".format(
+            int(round(3 * cfg.tokens_per_s / cfg.gpus))) % (d["step"], d["val_loss"], cfg.mem_used_mib / 1024.0,
+                                                           100.0 * cfg.mem_used_mib / cfg.gpu.memory_mib))]
+    if style == "hf":
+        examples = cfg.val_iters * cfg.global_batch
+        return [("INFO", "{'eval_loss': %r, 'eval_runtime': %r, 'eval_samples_per_second': %r, "
+                         "'eval_steps_per_second': %r, 'epoch': %r}" % (
+                             d["val_loss"], round(d["seconds"], 4), round(examples / d["seconds"], 3),
+                             round(cfg.val_iters / d["seconds"], 3),
+                             round(d["step"] / float(cfg.steps_per_epoch or cfg.total_steps), 2)))]
+    if style == "lightning":
+        rate = cfg.val_iters / d["seconds"]
+        return [("INFO", "Validation DataLoader 0: 100%%|##########| %d/%d [%s<00:00, %5.2fit/s]" % (
+            cfg.val_iters, cfg.val_iters, fmt_duration(d["seconds"]), rate)),
+            ("INFO", "Epoch %d, global step %d: 'val_loss' reached %.5f" % (
+                (d["step"] - 1) // max(1, cfg.steps_per_epoch), d["step"], d["val_loss"]))]
+    return []
+
+
+def _val_start_lines(ctx, ev):
+    cfg = ctx.cfg
+    if cfg.style == "hf":
+        pre = "[INFO|trainer.py:4021] %s >> " % ctx.clock(ev.t, millis=True)
+        return [("INFO", pre), ("INFO", "***** Running Evaluation *****"),
+                ("INFO", pre + "  Num examples = {:,}".format(cfg.val_iters * cfg.global_batch)),
+                ("INFO", pre + "  Batch size = %d" % cfg.micro_batch)]
+    return []
+
+
+def _ckpt_start_lines(ctx, ev):
+    cfg, d = ctx.cfg, ev.data
+    if cfg.style == "megatron":
+        return [("INFO", "saving checkpoint at iteration %7d to /checkpoints/%s in torch_dist format" % (
+            d["step"], cfg.name))]
+    if cfg.style == "deepspeed":
+        stamp = ctx.clock(ev.t, millis=True)
+        tag = "global_step%d" % d["step"]
+        return [("INFO", "[%s] [INFO] [logging.py:96:log_dist] [Rank 0] [Torch] Checkpoint %s is about to be saved!"
+                 % (stamp, tag)),
+                ("INFO", "[%s] [INFO] [logging.py:96:log_dist] [Rank 0] Saving model checkpoint: %s/mp_rank_00_model_states.pt"
+                 % (stamp, d["path"]))]
+    if cfg.style == "torchtitan":
+        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
+        if d["step"] == cfg.total_steps:
+            return [("INFO", pre + "Saving a full checkpoint at last step, step %d." % d["step"])]
+        return [("INFO", pre + "Saving the checkpoint (or staging if async is enabled).")]
+    if cfg.style == "hf":
+        return [("INFO", "[INFO|trainer.py:3705] %s >> Saving model checkpoint to %s" % (
+            ctx.clock(ev.t, millis=True), d["path"]))]
+    return []
+
+
+def _ckpt_lines(ctx, ev):
+    cfg, d = ctx.cfg, ev.data
+    if cfg.style == "megatron":
+        return [("INFO", "  successfully saved checkpoint from iteration %7d to /checkpoints/%s [ t %d/%d, p %d/%d ]"
+                 % (d["step"], cfg.name, 1, cfg.tp, 1, cfg.pp)),
+                ("INFO", "(min, max) time across ranks (ms):"),
+                ("INFO", "    %s: (%.2f, %.2f)" % ("save-checkpoint ".ljust(48, "."), d["seconds"] * 1000 * 0.997,
+                                                   d["seconds"] * 1000))]
+    if cfg.style == "deepspeed":
+        stamp = ctx.clock(ev.t, millis=True)
+        prefix = "bf16_" if cfg.precision == "bf16" else ""
+        return [("INFO", "[%s] [INFO] [engine.py:3536:_save_zero_checkpoint] %szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt"
+                 % (stamp, prefix, d["path"], prefix)),
+                ("INFO", "[%s] [INFO] [torch_checkpoint_engine.py:33:commit] [Torch] Checkpoint global_step%d is ready now!"
+                 % (stamp, d["step"]))]
+    if cfg.style == "torchtitan":
+        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
+        return [("INFO", pre + "[GC] GC collection invoked by checkpointer. 0.02 seconds."),
+                ("INFO", pre + "Finished saving the checkpoint (or staging if async is enabled)in %.2f seconds."
+                 % d["seconds"])]
+    if cfg.style == "hf":
+        stamp = ctx.clock(ev.t, millis=True)
+        return [("INFO", "[INFO|tokenization_utils_base.py:2641] %s >> tokenizer config file saved in %s/tokenizer_config.json"
+                 % (stamp, d["path"])),
+                ("INFO", "[INFO|tokenization_utils_base.py:2650] %s >> Special tokens file saved in %s/special_tokens_map.json"
+                 % (stamp, d["path"]))]
+    if cfg.style == "lightning":
+        return [("INFO", "Epoch %d, global step %d: saving model to '%s'" % (
+            (d["step"] - 1) // max(1, cfg.steps_per_epoch), d["step"], d["path"]))]
+    return []
+
+
+def _phase_lines(ctx, ev):
+    cfg, phase = ctx.cfg, ev.data["phase"]
+    attempt = ev.data["attempt"]
+    if phase == "launch":
+        lines = []
+        if attempt:
+            lines.append(("WARNING", "Restarting job (attempt %d): rendezvous with %d nodes, resuming from the last checkpoint"
+                          % (attempt + 1, cfg.nodes)))
+        return lines + launcher_lines(ctx, ev)
+    if phase == "build":
+        return _build_common(ctx, ev)
+    if phase == "load":
+        step = ev.data["step"]
+        if cfg.kind == "continue" and step == 0:
+            path = "/models/%s" % cfg.model
+        else:
+            path = checkpoint_path(cfg, step)
+        if cfg.style == "megatron" or cfg.style == "deepspeed":
+            return [("INFO", " loading checkpoint from %s at iteration %d" % (path, step)),
+                    ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
+                     % (path, cfg.tp, cfg.pp, step))]
+        if cfg.style == "torchtitan":
+            pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
+            return [("INFO", pre + "Loading the checkpoint from %s." % path),
+                    ("INFO", pre + "Finished loading the checkpoint in %.2f seconds." % (cfg.load_seconds or 4.0))]
+        if cfg.style == "hf":
+            pre = "[INFO|trainer.py:2270] %s >> " % ctx.clock(ev.t, millis=True)
+            return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
+                    ("INFO", pre + "  Continuing training from global step %d" % step)]
+        return [("INFO", "Restoring states from the checkpoint path at %s" % path)]
+    if phase == "train":
+        if cfg.style == "megatron" or cfg.style == "deepspeed":
+            return [("INFO", "[before the start of training step] datetime: %s " % ctx.clock(ev.t))]
+        if cfg.style == "torchtitan":
+            pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
+            return [("INFO", pre + "Training starts at step %d" % (ev.data["step"] + 1))]
+        return []
+    if phase == "export":
+        path = "/outputs/%s/hf" % cfg.name
+        return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> %s" % (
+            checkpoint_path(cfg, cfg.total_steps), sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors")),
+            path))]
+    return []
+
+
+def _end_of_training(ctx, ev):
+    """What the framework prints when training ends, before our summary table."""
+    cfg, s = ctx.cfg, ev.data
+    if cfg.style == "hf":
+        runtime = s["wall_s"] - cfg.export_seconds
+        return [("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on huggingface.co/models =)"),
+                ("INFO", ""),
+                ("INFO", "{'train_runtime': %r, 'train_samples_per_second': %r, 'train_steps_per_second': %r, "
+                         "'train_loss': %r, 'epoch': %r}" % (
+                             round(runtime, 4), round(cfg.global_batch * s["steps"] / runtime, 3),
+                             round(s["steps"] / runtime, 3), s["train_loss"], float(cfg.epochs)))]
+    if cfg.style == "lightning":
+        return [("INFO", "`Trainer.fit` stopped: `max_epochs=%d` reached." % cfg.epochs)]
+    if cfg.style == "torchtitan":
+        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
+        return [("INFO", pre + "Sleeping 2 seconds for other ranks to complete"),
+                ("INFO", pre + "Training completed")]
+    return [("INFO", "[after training is done] datetime: %s " % ctx.clock(ev.t))]
+
+
+def _incident_lines(ctx, ev):
+    cfg, d = ctx.cfg, ev.data
+    if ev.kind == "straggler":
+        host = ctx.hostname(d["node"])
+        return [("WARNING", "WARNING: slow rank detected: node %s (ranks %d-%d) step time %.0f%% of median; "
+                 "NCCL all-reduce waiting on it" % (host, d["node"] * cfg.gpus_per_node,
+                                                    (d["node"] + 1) * cfg.gpus_per_node - 1, 100 * d["factor"]))]
+    if ev.kind == "straggler_end":
+        return [("INFO", "node %s back to normal step time" % ctx.hostname(d["node"]))]
+    if ev.kind == "spike":
+        return [("WARNING", "WARNING: loss spike at iteration %d (grad norm %.1f > 10x running mean)"
+                 % (d["step"], grad_norm_at(cfg, d["step"], ctx.tl.incidents.spikes)))]
+    rank = d["gpu"]
+    node, local = divmod(rank, cfg.gpus_per_node)
+    stamp = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%09d" % int((ev.t % 1) * 1e9)
+    if ev.kind == "xid":
+        return [("ERROR", "[rank%d]: RuntimeError: CUDA error: uncorrectable ECC error encountered" % rank),
+                ("ERROR", "[rank%d]: CUDA kernel errors might be asynchronously reported at some other API call, "
+                          "so the stacktrace below might be incorrect." % rank),
+                ("ERROR", "[rank%d]: For debugging consider passing CUDA_LAUNCH_BLOCKING=1" % rank),
+                ("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
+                    ctx.hostname(node), ctx.pid(node, 0, local), ctx.pid(node, 0, local) + 61, local))]
+    # job_failed: the other ranks' watchdog fires, torchrun tears the job down
+    other = (rank + 1) % cfg.gpus
+    seq = 1000 + d["step"] * 3
+    ms = int(d["timeout_s"] * 1000)
+    pid = ctx.pid(node, 0, local)
+    stamp2 = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%06d" % (int((ev.t % 1) * 1e6) // 1000 * 1000)
+    return [
+        ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:607] [Rank %d] Watchdog caught collective operation timeout: "
+                  "WorkNCCL(SeqNum=%d, OpType=ALLREDUCE, NumelIn=%d, NumelOut=%d, Timeout(ms)=%d) ran for %d "
+                  "milliseconds before timing out." % (other, stamp, other, seq, cfg.params // (cfg.tp * cfg.pp * 16),
+                                                       cfg.params // (cfg.tp * cfg.pp * 16), ms, ms + 17)),
+        ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:621] [Rank %d] Some NCCL operations have failed or timed out. "
+                  "Due to the asynchronous nature of CUDA kernels, subsequent GPU operations might run on "
+                  "corrupted/incomplete data." % (other, stamp, other)),
+        ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:627] [Rank %d] To avoid data inconsistency, we are taking "
+                  "the entire process down." % (other, stamp, other)),
+        ("ERROR", "E%s %d torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: -6) local_rank: "
+                  "%d (pid: %d) of binary: /usr/bin/python" % (stamp2, pid - 1, local, pid)),
+        ("ERROR", "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "),
+        ("ERROR", "=" * 60), ("ERROR", "train.py FAILED"), ("ERROR", "-" * 60),
+        ("ERROR", "Failures:"), ("ERROR", "  <NO_OTHER_FAILURES>"), ("ERROR", "-" * 60),
+        ("ERROR", "Root Cause (first observed failure):"), ("ERROR", "[0]:"),
+        ("ERROR", "  time      : %s" % ctx.clock(ev.t, "%Y-%m-%d_%H:%M:%S")),
+        ("ERROR", "  host      : %s" % ctx.hostname(node)),
+        ("ERROR", "  rank      : %d (local_rank: %d)" % (rank, local)),
+        ("ERROR", "  exitcode  : -6 (pid: %d)" % pid),
+        ("ERROR", "  error_file: <N/A>"),
+        ("ERROR", "  traceback : Signal 6 (SIGABRT) received by PID %d" % pid),
+        ("ERROR", "=" * 60)]
+
+
+def summary_box(cfg, s):
+    """Our end-of-run table: a hand-drawn ASCII box."""
+    rows = [("model", "%s (%s params)" % (cfg.model, fmt_params(cfg.params))),
+            ("run", "%s (%s)" % (cfg.name, cfg.kind)),
+            ("steps", "{:,} (from {:,} to {:,})".format(s["steps"], cfg.start_step, cfg.total_steps)
+             + (", {:,} redone".format(s["steps_redone"]) if s["steps_redone"] else "")),
+            ("tokens", fmt_tokens(s["tokens"])),
+            ("wall time", fmt_duration(s["wall_s"]) + (" (%d restart%s)" % (s["restarts"], "s" * (s["restarts"] > 1))
+                                                       if s["restarts"] else "")),
+            ("train loss / ppl", "%.4f / %.2f" % (s["train_loss"], s["train_ppl"])),
+            ("val loss / ppl", "%.4f / %.2f" % (s["val_loss"], s["val_ppl"])),
+            ("throughput", "{:,.0f} tok/s, MFU {:.1f}%".format(s["tokens_per_s"], 100 * s["mfu"])),
+            ("GPU-hours", "{:,.1f} on {}x {}".format(s["gpu_hours"], cfg.gpus, cfg.gpu.name)),
+            ("checkpoints", "%d written" % s["checkpoints"]),
+            ("export", "%d files, %s" % (s["export_files"], fmt_bytes(s["export_bytes"])))]
+    key_w = max(len(k) for k, _ in rows)
+    val_w = max(len(v) for _, v in rows)
+    rule = "+" + "-" * (key_w + 2) + "+" + "-" * (val_w + 2) + "+"
+    title = "| " + ("run %d summary" % cfg.run).ljust(key_w + val_w + 3) + " |"
+    out = [rule, title, rule]
+    out += ["| %s | %s |" % (k.ljust(key_w), v.ljust(val_w)) for k, v in rows]
+    out.append(rule)
+    return [("SUMMARY", line) for line in out]
+
+
+def fmt_params(n):
+    return "%.2fB" % (n / 1e9) if n >= 1e9 else "%.0fM" % (n / 1e6)
+
+
+def fmt_tokens(n):
+    for name, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return "%.2f%s" % (n / size, name) if n < 10 * size else "%.1f%s" % (n / size, name)
+    return "%d" % n
+
+
+def fmt_bytes(n):
+    for name, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return "%.1f %s" % (n / size, name)
+    return "%d B" % n
+
+
+def event_lines(ctx, ev):
+    """The log lines (level, text) an event produces in the run's dialect."""
+    kind = ev.kind
+    if kind == "phase":
+        return _phase_lines(ctx, ev)
+    if kind == "step":
+        return _step_lines(ctx, ev)
+    if kind == "val_start":
+        return _val_start_lines(ctx, ev)
+    if kind == "val":
+        return _val_lines(ctx, ev)
+    if kind == "ckpt_start":
+        return _ckpt_start_lines(ctx, ev)
+    if kind == "checkpoint":
+        return _ckpt_lines(ctx, ev)
+    if kind in ("straggler", "straggler_end", "spike", "xid", "job_failed"):
+        return _incident_lines(ctx, ev)
+    if kind == "export":
+        total = ev.data["total_bytes"]
+        return [("INFO", "Saved %d files (%s) to /outputs/%s/hf: %s" % (
+            len(ev.data["files"]), fmt_bytes(total), ctx.cfg.name,
+            ", ".join(f["name"] for f in ev.data["files"][:3]) + (", ..." if len(ev.data["files"]) > 3 else "")))]
+    if kind == "summary":
+        return _end_of_training(ctx, ev) + summary_box(ctx.cfg, ev.data)
+    return []
+
+
+########################################################################
+# Frames (pure)
+########################################################################
+
+def run_screen(session, args):
+    return run_stream(session, args, sys.stdout)
+
+
+def tmux_layout(args, argv):
+    return 2
+
+
+def nvidia_smi_main(argv):
+    return 2
+
+
+########################################################################
+# Plain and JSON-lines output
+########################################################################
+
+ANSI = {"WARNING": "\033[33m", "ERROR": "\033[31m", "SUMMARY": "\033[1m"}
+
+
+def config_record(cfg):
+    """The jsonl `config` object: the run's shape, cluster and schedule."""
+    m = cfg.shape
+    rec = collections.OrderedDict([
+        ("kind", cfg.kind), ("style", cfg.style), ("name", cfg.name), ("model", cfg.model),
+        ("params", cfg.params), ("layers", m.layers), ("hidden", m.hidden), ("heads", m.heads),
+        ("kv_heads", m.kv_heads), ("ffn_hidden", m.ffn_hidden), ("vocab", m.vocab),
+        ("tied_embeddings", m.tied), ("seq_len", cfg.seq_len), ("tokenizer", cfg.tokenizer),
+        ("dataset", cfg.dataset), ("gpu_type", cfg.gpu.name),
+        ("gpu_memory_gib", round(cfg.gpu.memory_mib / 1024.0, 1)), ("gpu_peak_tflops", cfg.gpu.tflops),
+        ("gpu_tdp_w", cfg.gpu.power_cap_w), ("nodes", cfg.nodes), ("gpus_per_node", cfg.gpus_per_node),
+        ("gpus", cfg.gpus), ("tp", cfg.tp), ("pp", cfg.pp), ("dp", cfg.dp), ("sharding", cfg.sharding),
+        ("recompute", cfg.recompute), ("precision", cfg.precision),
+        ("global_batch_size", cfg.global_batch), ("micro_batch_size", cfg.micro_batch),
+        ("grad_accum_steps", cfg.grad_accum), ("tokens_per_step", cfg.tokens_per_step),
+        ("start_step", cfg.start_step), ("total_steps", cfg.total_steps),
+        ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
+        ("lr_decay", cfg.decay), ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
+        ("hostnames", [cfg.hostname.format(n=cfg.first_node + i) for i in range(min(cfg.nodes, 4))]),
+    ])
+    if m.head_dim and m.head_dim != m.hidden // m.heads:
+        rec["head_dim"] = m.head_dim
+    if m.experts:
+        rec["experts"] = m.experts
+        rec["active_experts"] = m.active
+        rec["active_params"] = cfg.active_params
+    return rec
+
+
+def event_record(ev):
+    """The jsonl fields of an event (without event/run/t)."""
+    if ev.kind == "step":
+        m = ev.data
+        rec = collections.OrderedDict([
+            ("step", m.step), ("loss", round(m.loss, 6)), ("lr", m.lr), ("grad_norm", round(m.grad_norm, 6)),
+            ("step_time_s", round(m.step_time_s, 6)), ("tokens_per_s", round(m.tokens_per_s, 2)),
+            ("tokens_seen", m.tokens_seen), ("mfu", round(m.mfu, 5)), ("eta_s", round(m.eta_s, 2))])
+        if m.loss_scale is not None:
+            rec["loss_scale"] = m.loss_scale
+            rec["skipped"] = m.skipped
+        if m.attempt:
+            rec["attempt"] = m.attempt
+        return rec
+    if ev.kind == "phase":
+        return collections.OrderedDict([("phase", ev.data["phase"]), ("attempt", ev.data["attempt"]),
+                                        ("step", ev.data["step"])])
+    return collections.OrderedDict((k, v) for k, v in ev.data.items() if k != "info")
+
+
+JSONL_EVENTS = ("phase", "step", "val", "checkpoint", "export", "summary", "straggler", "straggler_end",
+                "spike", "xid", "job_failed")
+
+
+class StreamWriter(object):
+    """Writes one session as plain log lines or JSON lines, in simulated time."""
+
+    def __init__(self, session, out, fmt, epoch0, color=False, rank=None):
+        self.session, self.out, self.fmt = session, out, fmt
+        self.epoch0, self.color, self.rank = epoch0, color, rank
+        self.run, self.done_t = None, 0.0     # the run being written and how far, in its own time
+        self.runs_done = 0
+
+    def _emit(self, obj):
+        self.out.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
+
+    def _log(self, ctx, rs, ev):
+        lines = event_lines(ctx, ev)
+        if self.fmt == "plain":
+            for level, text in lines:
+                if self.color and level in ANSI:
+                    text = ANSI[level] + text + "\033[0m"
+                self.out.write(text + "\n")
+            return
+        base = [("event", "log"), ("run", rs.cfg.run), ("t", round(ev.t, 3))]
+        for level, text in lines:
+            self._emit(collections.OrderedDict(base + [("level", level), ("text", text)]))
+
+    def _gpu_samples(self, rs, t0, t1):
+        cfg = rs.cfg
+        every = 5.0 if cfg.gpus <= 16 else 10.0
+        t = (math.floor(t0 / every) + 1) * every
+        while t <= t1:
+            for g in range(cfg.gpus):
+                r = rs.telemetry.reading(g, t)
+                self._emit(collections.OrderedDict([
+                    ("event", "gpu"), ("run", cfg.run), ("t", t), ("gpu", g), ("node", g // cfg.gpus_per_node),
+                    ("util", r.util), ("mem_used_mib", r.mem_used_mib), ("mem_total_mib", cfg.gpu.memory_mib),
+                    ("temp_c", r.temp_c), ("power_w", r.power_w), ("power_limit_w", cfg.gpu.power_cap_w)]))
+            t += every
+
+    def advance(self, tau0, tau1):
+        """Write everything up to session time tau1; return (a run ended, session time reached)."""
+        tau = tau0
+        while tau < tau1:
+            rs = self.session.run_at(tau)
+            cfg = rs.cfg
+            t1 = min(rs.local(tau1), rs.timeline.duration)
+            ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
+            if cfg.run != self.run:
+                self.run, self.done_t = cfg.run, rs.local(tau)
+                if self.fmt == "jsonl":
+                    rec = collections.OrderedDict([("event", "config"), ("run", cfg.run), ("t", round(self.done_t, 3))])
+                    rec.update(config_record(cfg))
+                    self._emit(rec)
+                self.done_t = self.done_t - 1e-9 if self.done_t > 0 else -1.0
+            t0 = self.done_t
+            for ev in run_events(rs.timeline, t0, t1):
+                if self.fmt == "jsonl" and ev.kind in JSONL_EVENTS:
+                    rec = collections.OrderedDict([("event", ev.kind), ("run", cfg.run), ("t", round(ev.t, 6))])
+                    rec.update(event_record(ev))
+                    self._emit(rec)
+                self._log(ctx, rs, ev)
+                if ev.kind == "summary":
+                    if self.fmt == "jsonl":
+                        self._gpu_samples(rs, max(0.0, t0), ev.t)
+                    self.done_t = ev.t
+                    self.runs_done += 1
+                    return True, rs.start_tau + ev.t - rs.offset
+            if self.fmt == "jsonl":
+                self._gpu_samples(rs, max(0.0, t0), t1)
+            self.done_t = t1
+            if t1 < rs.timeline.duration:
+                break                                  # reached tau1 within this run
+            tau = rs.end_tau
+        return False, max(tau, tau1)
+
+
+def session_now(args, start):
+    """Session time now: from our own start, or from --start-at on the wall clock."""
+    if args.start_at is None:
+        return (time.monotonic() - start) * args.speed
+    return max(0.0, (time.time() - args.start_at) * args.speed)
+
+
+def run_stream(session, args, out):
+    """Plain or JSON-lines output paced by the simulated clock; returns the exit status."""
+    color = (args.format == "plain" and out.isatty() and not args.no_color and not os.environ.get("NO_COLOR"))
+    writer = StreamWriter(session, out, args.format, args.epoch0, color, args.rank)
+    start = time.monotonic()
+    tau = session_now(args, start) if args.start_at is not None else 0.0
+    chunk = 120.0 if args.speed >= 1000 else 1.0
+    while True:
+        wall = time.monotonic() - start
+        if args.exit_after is not None and wall >= args.exit_after:
+            return 0
+        target = max(tau, session_now(args, start))
+        target = min(target, tau + chunk * max(1.0, args.speed / 1000.0))
+        if target <= tau:
+            time.sleep(min(0.25, max(0.01, 0.2 / args.speed)))
+            continue
+        ended, tau = writer.advance(tau, target)
+        out.flush()
+        if ended and args.exit_after_runs and writer.runs_done >= args.exit_after_runs:
+            return 0
+        if (time.monotonic() - start) * args.speed < tau:
+            time.sleep(min(0.25, tau / args.speed - (time.monotonic() - start)))
+
+
+########################################################################
+# Command line
+########################################################################
+
+class UsageError(Exception):
+    """A bad command-line value: one line, the usage, exit status 2."""
+
+
+def parse_duration(text):
+    """'90s', '5m', '2h10m', '1.5h' or plain seconds -> seconds."""
+    import re
+    text = text.strip().lower()
+    if re.match(r"^\d+(\.\d+)?$", text):
+        value = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", text)
+        if not parts or "".join(a + b for a, b in parts) != text:
+            raise UsageError("bad duration %r (use e.g. 90s, 5m, 2h10m)" % text)
+        value = sum(float(n) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if value <= 0 or value > 366 * 86400:
+        raise UsageError("duration %r out of range" % text)
+    return value
+
+
+def parse_start_at(text):
+    """ISO 8601 (UTC unless it says otherwise) or Unix seconds -> Unix seconds."""
+    import calendar
+    import re
+    text = text.strip()
+    if re.match(r"^\d+(\.\d+)?$", text):
+        return float(text)
+    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?)?(Z|[+-]\d\d:?\d\d)?$", text)
+    if not m:
+        raise UsageError("bad --start-at %r (use ISO 8601 like 2026-11-29T09:00:00Z, or Unix seconds)" % text)
+    y, mo, d, h, mi, s, zone = m.groups()
+    try:
+        value = calendar.timegm((int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), 0, 0, 0))
+        time.gmtime(value)
+    except (ValueError, OverflowError):
+        raise UsageError("bad --start-at %r" % text)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        value -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return float(value)
+
+
+def build_parser():
+    import argparse
+    p = argparse.ArgumentParser(
+        prog="fake_llm_training",
+        description="Make this terminal look as if it trains a large language model on a GPU cluster.",
+        epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, ! incident, ? help. "
+               "Subcommand: 'nvidia-smi [-l SECONDS] [--node K]' prints the GPUs of a node of the run.")
+    p.add_argument("--seed", help="seed of the session (default: random, shown in the header)")
+    p.add_argument("--speed", default="1", help="simulated seconds per wall second (default 1)")
+    p.add_argument("--exit-after", metavar="DURATION", help="quit after this wall time (90s, 5m, 2h10m)")
+    p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
+    p.add_argument("--format", choices=("screen", "plain", "jsonl"),
+                   help="screen (default on a terminal), plain log lines, or JSON lines")
+    p.add_argument("--style", choices=("auto",) + STYLES, default="auto", help="framework dialect of the log")
+    p.add_argument("--model", help="pin the model (see --list-models)")
+    p.add_argument("--gpu-type", help="pin the accelerator (see --list-gpus)")
+    p.add_argument("--gpus", help="pin the number of GPUs (1-8, or a multiple of 8 up to 4096)")
+    p.add_argument("--kind", choices=KINDS, help="pin the kind of run")
+    p.add_argument("--incidents", choices=tuple(INCIDENT_LEVELS), default="rare",
+                   help="how often things go wrong (default rare: real-world rates)")
+    p.add_argument("--from-start", action="store_true", help="begin at launch instead of mid-run")
+    p.add_argument("--start-at", metavar="TIME",
+                   help="the session started at TIME (ISO 8601 or Unix seconds): panes with one seed agree")
+    p.add_argument("--view", choices=("all", "log", "gpus", "chart"), default="all",
+                   help="draw one region full-screen")
+    p.add_argument("--rank", help="show the log as this rank writes it")
+    p.add_argument("--tmux", action="store_true", help="split this tmux window into log, GPU and chart panes")
+    p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR=1)")
+    p.add_argument("--unicode", action="store_true", help="block-character bars (UTF-8 terminals)")
+    p.add_argument("--data-dir", help="read models, GPUs and datasets from this directory")
+    p.add_argument("--list-models", action="store_true", help="list the models and exit")
+    p.add_argument("--list-gpus", action="store_true", help="list the accelerators and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version="fake_llm_training " + __version__)
+    return p
+
+
+def _positive_int(text, name, lo, hi):
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise UsageError("%s must be a whole number, got %r" % (name, text))
+    if not lo <= value <= hi:
+        raise UsageError("%s must be between %d and %d, got %d" % (name, lo, hi, value))
+    return value
+
+
+def resolve_args(args, catalog):
+    """Validate and convert every option; raise UsageError with one line."""
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1000000)
+    else:
+        args.seed = _positive_int(args.seed, "--seed", 0, 2 ** 63 - 1)
+    try:
+        args.speed = float(args.speed)
+    except ValueError:
+        raise UsageError("--speed must be a number, got %r" % args.speed)
+    if not (0 < args.speed <= 1e9) or args.speed != args.speed:
+        raise UsageError("--speed must be above 0 and at most 1e9")
+    args.exit_after = parse_duration(args.exit_after) if args.exit_after else None
+    args.exit_after_runs = (_positive_int(args.exit_after_runs, "--exit-after-runs", 1, 10 ** 6)
+                            if args.exit_after_runs else None)
+    args.rank = _positive_int(args.rank, "--rank", 0, 4095) if args.rank is not None else None
+    args.start_at = parse_start_at(args.start_at) if args.start_at else None
+    pins = {}
+    if args.model:
+        names = {n.lower(): n for n in catalog.models}
+        if args.model.lower() not in names:
+            hint = closest_names(args.model, list(catalog.models))
+            raise UsageError("unknown --model %r%s" % (args.model, "; did you mean %s?" % ", ".join(hint)
+                                                         if hint else "; see --list-models"))
+        pins["model"] = names[args.model.lower()]
+    if args.gpu_type:
+        keys = {}
+        for key, g in catalog.gpus.items():
+            keys[key.lower()] = key
+            keys[g.name.lower()] = key
+        if args.gpu_type.lower() not in keys:
+            hint = closest_names(args.gpu_type, list(catalog.gpus))
+            raise UsageError("unknown --gpu-type %r%s" % (args.gpu_type, "; did you mean %s?" % ", ".join(hint)
+                                                            if hint else "; see --list-gpus"))
+        pins["gpu_type"] = keys[args.gpu_type.lower()]
+    if args.gpus is not None:
+        gpus = _positive_int(args.gpus, "--gpus", 1, 4096)
+        if gpus > 8 and gpus % 8:
+            raise UsageError("--gpus must be 1 to 8, or a multiple of 8 (nodes of 8 GPUs), got %d" % gpus)
+        pins["gpus"] = gpus
+    if args.kind:
+        pins["kind"] = args.kind
+    if args.style != "auto":
+        pins["style"] = args.style
+    if args.rank is not None and "gpus" in pins and args.rank >= pins["gpus"]:
+        raise UsageError("--rank %d is not below --gpus %d" % (args.rank, pins["gpus"]))
+    args.pins = pins
+    args.epoch0 = args.start_at if args.start_at is not None else time.time()
+    return args
+
+
+def list_models(catalog, out):
+    out.write("%-26s %-16s %9s %6s %6s %7s %8s\n" % ("name", "shape", "params", "layers", "hidden", "vocab", "experts"))
+    for name, m in catalog.models.items():
+        shape = m.shape if m.shape != name else ""
+        out.write("%-26s %-16s %9s %6d %6d %7d %8s\n" % (name, shape, fmt_params(count_params(m)), m.layers,
+                                                         m.hidden, m.vocab, "%dx top%d" % (m.experts, m.active)
+                                                         if m.experts else "-"))
+
+
+def list_gpus(catalog, out):
+    out.write("%-10s %-24s %10s %8s %6s\n" % ("key", "name", "memory", "TFLOP/s", "cap"))
+    for key, g in catalog.gpus.items():
+        out.write("%-10s %-24s %7dMiB %8.0f %5dW\n" % (key, g.name, g.memory_mib, g.tflops, g.power_cap_w))
+
+
+def install_signal_handlers():
+    """SIGTERM and SIGHUP end through the same clean exit path as q."""
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+    for name in ("SIGTERM", "SIGHUP", "SIGQUIT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
+
+
+def choose_format(args, out):
+    """screen on a capable terminal, else plain (with a note when TERM is the reason)."""
+    if args.format in ("plain", "jsonl"):
+        return args.format
+    if not (out.isatty() and sys.stdin.isatty()):
+        return "plain"
+    term = os.environ.get("TERM", "")
+    if term in ("", "dumb", "unknown"):
+        sys.stderr.write("fake_llm_training: TERM=%s cannot draw a screen; writing plain log lines\n" % (term or "(unset)"))
+        return "plain"
+    return "screen"
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["nvidia-smi"]:
+        return nvidia_smi_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    install_signal_handlers()
+    try:
+        catalog = load_catalog(args.data_dir or DATA_DIR)
+    except DataError as exc:
+        sys.stderr.write("fake_llm_training: %s\n" % exc)
+        return 1
+    if args.list_models:
+        list_models(catalog, sys.stdout)
+        return 0
+    if args.list_gpus:
+        list_gpus(catalog, sys.stdout)
+        return 0
+    try:
+        resolve_args(args, catalog)
+        session = Session(catalog, args.seed, args.pins, args.incidents, args.from_start)
+    except (UsageError, ConfigError) as exc:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("fake_llm_training: error: %s\n" % exc)
+        return 2
+    if args.tmux:
+        return tmux_layout(args, argv)
+    fmt = choose_format(args, sys.stdout)
+    try:
+        if fmt == "screen":
+            return run_screen(session, args)
+        return run_stream(session, args, sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (| head): stop quietly
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+def entry_point():
+    """Console-script entry: turn unexpected errors into one line unless --debug."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        status = main()
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: a last resort, after the terminal is restored
+        if debug:
+            raise
+        sys.stderr.write("fake_llm_training: internal error: %s: %s (run with --debug for details)\n"
+                         % (type(exc).__name__, exc))
+        status = 70
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    entry_point()
