@@ -27,7 +27,16 @@ import time
 
 __version__ = "1.0.0"
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+def default_data_dir():
+    """data/ beside this file (a checkout), else where `pip install` put it."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    if os.path.isdir(here):
+        return here
+    return os.path.join(sys.prefix, "share", "fake_llm_training", "data")
+
+
+DATA_DIR = default_data_dir()
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 FRAME_SECONDS = 0.5          # two frames a second: enough for a log, cheap over ssh
@@ -1876,22 +1885,6 @@ def event_lines(ctx, ev):
 
 
 ########################################################################
-# Frames (pure)
-########################################################################
-
-def run_screen(session, args):
-    return run_stream(session, args, sys.stdout)
-
-
-def tmux_layout(args, argv):
-    return 2
-
-
-def nvidia_smi_main(argv):
-    return 2
-
-
-########################################################################
 # Plain and JSON-lines output
 ########################################################################
 
@@ -2054,6 +2047,592 @@ def run_stream(session, args, out):
             return 0
         if (time.monotonic() - start) * args.speed < tau:
             time.sleep(min(0.25, tau / args.speed - (time.monotonic() - start)))
+
+
+########################################################################
+# Frames (pure: the screen as exactly `height` lines of `width` cells)
+########################################################################
+# A frame is a list of Line(text, spans); spans are (start, length, style)
+# with semantic style names that the terminal section maps to curses
+# attributes.  Nothing here touches the terminal or draws anything random.
+
+Line = collections.namedtuple("Line", "text spans")
+GLYPHS_ASCII = {"full": "#", "empty": ".", "point": "*", "val": "o", "sep": "|", "dot": "."}
+GLYPHS_UNICODE = {"full": "\u2588", "empty": "\u2591", "point": "\u2022", "val": "\u25cb", "sep": "\u2502",
+                  "dot": "\u00b7"}
+MIN_WIDTH, MIN_HEIGHT = 20, 3
+
+
+class Ui(object):
+    """What the viewer chose: pause, speed, panels (the only mutable screen state)."""
+
+    def __init__(self, speed=1.0, view="all", unicode=False):
+        self.paused = False
+        self.speed = speed
+        self.gpu_mode = "gpus"        # gpus, nodes, hidden
+        self.chart = True
+        self.help = False
+        self.view = view
+        self.glyphs = GLYPHS_UNICODE if unicode else GLYPHS_ASCII
+        self.notice = ""
+
+
+def fit(text, width):
+    """Exactly `width` cells: cut or pad."""
+    return text[:width].ljust(width) if width > 0 else ""
+
+
+def bar(fraction, width, glyphs):
+    """A hand-drawn progress bar '[####......]' of total width `width`."""
+    inner = max(1, width - 2)
+    filled = int(round(max(0.0, min(1.0, fraction)) * inner))
+    return "[" + glyphs["full"] * filled + glyphs["empty"] * (inner - filled) + "]"
+
+
+def plain_line(text, width, style=None):
+    text = fit(text, width)
+    return Line(text, [(0, width, style)] if style else [])
+
+
+def fmt_rate(tokens_per_s):
+    for name, size in (("M", 1e6), ("k", 1e3)):
+        if tokens_per_s >= size:
+            return "%.1f%s tok/s" % (tokens_per_s / size, name)
+    return "%.0f tok/s" % tokens_per_s
+
+
+def fmt_clock(seconds):
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h >= 24:
+        return "%dd%02dh" % divmod(h, 24)
+    return "%d:%02d:%02d" % (h, m, s) if h else "%02d:%02d" % (m, s)
+
+
+class ScreenState(object):
+    """Everything a frame shows at one moment, computed from the session."""
+
+    def __init__(self, rs, t, epoch0, log, ui):
+        self.rs, self.cfg, self.tl, self.t = rs, rs.cfg, rs.timeline, t
+        self.epoch0, self.log, self.ui = epoch0, log, ui
+        self.moment = self.tl.moment(t)
+        seg = self.moment.segment
+        step = max(self.moment.step, self.cfg.start_step)
+        if seg.phase == "train" and step > seg.first:
+            self.metrics = step_metrics(self.tl, seg, step)
+        else:
+            train = [s for s in self.tl.train_segments() if s.first <= step <= s.last] or self.tl.train_segments()
+            self.metrics = step_metrics(self.tl, train[0], max(step, train[0].first + 1)) if step >= train[0].first + 1 \
+                else None
+        self.step = step
+
+    def rs_hostname(self, node):
+        return self.cfg.hostname.format(n=self.cfg.first_node + node)
+
+
+def header_line(state, width):
+    cfg = state.cfg
+    clock = time.strftime("%H:%M:%S", time.gmtime(state.epoch0 + state.t))
+    text = ("%s | %s (%s) %s | %dx %s | %d node%s | TP%d PP%d DP%d | %s | seed %d | %s UTC" % (
+        cfg.name, cfg.model, fmt_params(cfg.params), cfg.kind, cfg.gpus, cfg.gpu.name, cfg.nodes,
+        "s" * (cfg.nodes > 1), cfg.tp, cfg.pp, cfg.dp, cfg.precision, cfg.seed, clock))
+    if len(text) > width:
+        text = "%s (%s) %s | %dx %s | TP%d PP%d DP%d | %s UTC" % (
+            cfg.model, fmt_params(cfg.params), cfg.kind, cfg.gpus, cfg.gpu.key, cfg.tp, cfg.pp, cfg.dp, clock)
+    return plain_line(text, width, "header")
+
+
+LEVEL_STYLE = {"WARNING": "warn", "ERROR": "error", "SUMMARY": "title"}
+
+
+def log_lines(state, width, height):
+    """The newest log lines, cut at the width, newest at the bottom."""
+    if height <= 0:
+        return []
+    recent = list(state.log)[-height:] if state.log else []
+    out = [Line(" " * width, [])] * (height - len(recent))
+    for level, text in recent:
+        out.append(plain_line(text, width, LEVEL_STYLE.get(level)))
+    return out
+
+
+def gpu_style(r):
+    if r.failed:
+        return "bad"
+    if r.temp_c >= 85:
+        return "hot"
+    if r.util >= 60:
+        return "good"
+    return "idle"
+
+
+def gpu_cell(gpu, r, cfg, width, glyphs):
+    """One GPU in about `width` cells: index, util bar, memory, temperature, power."""
+    tail = " %3d%% %6d/%6dMiB %3dC %4d/%4dW" % (r.util, r.mem_used_mib, cfg.gpu.memory_mib, r.temp_c,
+                                               r.power_w, cfg.gpu.power_cap_w)
+    if r.failed:
+        tail = " ERR! Xid 48 (DBE ECC)   %3dC %4d/%4dW" % (r.temp_c, r.power_w, cfg.gpu.power_cap_w)
+    head = "%4d " % gpu
+    bar_w = max(4, min(22, width - len(head) - len(tail)))
+    text = head + bar(r.util / 100.0, bar_w, glyphs) + tail
+    return fit(text, width)
+
+
+def node_summary(state, node, readings, width, glyphs):
+    cfg = state.cfg
+    n = float(len(readings))
+    util = sum(r.util for r in readings) / n
+    mem = sum(r.mem_used_mib for r in readings) / n / 1024.0
+    temp = sum(r.temp_c for r in readings) / n
+    kw = sum(r.power_w for r in readings) / 1000.0
+    failed = any(r.failed for r in readings)
+    head = "%-16s " % fit(state.rs_hostname(node), 16)
+    tail = " %3.0f%% %5.1f/%.1fG %3.0fC %5.1fkW%s" % (util, mem, cfg.gpu.memory_mib / 1024.0, temp, kw,
+                                                     "  GPU ERROR" if failed else "")
+    bar_w = max(4, min(22, width - len(head) - len(tail)))
+    text = fit(head + bar(util / 100.0, bar_w, glyphs) + tail, width)
+    style = "bad" if failed else ("good" if util >= 60 else "idle")
+    return Line(text, [(0, width, style)])
+
+
+def gpu_panel(state, width, height):
+    """Cluster line, then GPU rows node by node, then node summaries, then '+N more'."""
+    if height <= 0:
+        return []
+    cfg, tel, t, glyphs = state.cfg, state.rs.telemetry, state.t, state.ui.glyphs
+    agg = tel.cluster(t)
+    out = [plain_line("CLUSTER %dx %s | %d nodes | util %.1f%% | mem %.1f/%.1f GiB | %.0f+-%.1fC | %.1f kW%s" % (
+        cfg.gpus, cfg.gpu.name, cfg.nodes, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
+        agg["temp"], agg["temp_sd"], agg["kw"], " | %d GPU FAULT" % agg["failed"] if agg["failed"] else ""),
+        width, "title")]
+    cell_w = 62
+    columns = max(1, width // cell_w) if width >= cell_w else 1
+    cell_w = width // columns
+    rows_per_node = 1 + int(math.ceil(cfg.gpus_per_node / float(columns)))
+    room = height - 1
+    node = 0
+    by_node = state.ui.gpu_mode == "nodes"
+    while node < cfg.nodes and room > 0:
+        readings = [tel.reading(node * cfg.gpus_per_node + i, t) for i in range(cfg.gpus_per_node)]
+        remaining = cfg.nodes - node
+        # whole node if it fits and leaves a line for the rest
+        if not by_node and rows_per_node <= room - (1 if remaining > 1 else 0):
+            out.append(plain_line("%s  node %d  ranks %d-%d" % (state.rs_hostname(node), node,
+                                                                node * cfg.gpus_per_node,
+                                                                (node + 1) * cfg.gpus_per_node - 1), width, "dim"))
+            for row in range(rows_per_node - 1):
+                text, spans = "", []
+                for col in range(columns):
+                    i = row + col * (rows_per_node - 1)
+                    if i >= cfg.gpus_per_node:
+                        continue
+                    r = readings[i]
+                    cell = gpu_cell(node * cfg.gpus_per_node + i, r, cfg, cell_w, glyphs)
+                    spans.append((len(text), cell_w, gpu_style(r)))
+                    text += cell
+                out.append(Line(fit(text, width), [s for s in spans if s[0] < width]))
+            room -= rows_per_node
+        else:
+            if room == 1 and remaining > 1:
+                out.append(plain_line("+%d more nodes" % remaining, width, "dim"))
+                room = 0
+                break
+            out.append(node_summary(state, node, readings, width, glyphs))
+            room -= 1
+        node += 1
+    while len(out) < height:
+        out.append(Line(" " * width, []))
+    return out[:height]
+
+
+def chart_lines(state, width, height):
+    """ASCII plot of the training loss since step 0, with validation points."""
+    if height < 4 or width < 16:
+        return [Line(" " * width, [])] * max(0, height)
+    cfg, g = state.cfg, state.ui.glyphs
+    step = max(1, state.step)
+    plot_w, plot_h = width - 8, height - 2
+    steps = [max(1, int(step * (i + 1) / float(plot_w))) for i in range(plot_w)]
+    values = [loss_at(cfg, s, state.tl.incidents.spikes) for s in steps]
+    hi_cap = sorted(values)[int(len(values) * 0.9)] * 1.15   # keep the early drop from flattening the rest
+    lo, hi = min(values), max(min(max(values), hi_cap), min(values) + 0.05)
+    grid = [[" "] * plot_w for _ in range(plot_h)]
+
+    def row_of(v):
+        v = min(hi, max(lo, v))
+        return plot_h - 1 - int(round((v - lo) / (hi - lo) * (plot_h - 1)))
+    for x, v in enumerate(values):
+        grid[row_of(v)][x] = g["point"]
+    val_spans = []
+    for x, s in enumerate(steps):
+        prev = steps[x - 1] if x else 0
+        boundary = (s // cfg.val_interval) * cfg.val_interval
+        if boundary > prev and boundary > 0 and boundary >= cfg.start_step - cfg.val_interval * 0 and boundary <= step:
+            if boundary <= state.step:
+                grid[row_of(val_loss_at(cfg, boundary))][x] = g["val"]
+    out = [plain_line("loss (%s train, %s val) step 0-%d" % (g["point"], g["val"], step), width, "title")]
+    for r in range(plot_h):
+        label = "%7.3f " % hi if r == 0 else ("%7.3f " % lo if r == plot_h - 1 else " " * 8)
+        text = fit(label + "".join(grid[r]), width)
+        spans = [(8, plot_w, "chart")]
+        out.append(Line(text, spans + val_spans))
+    out.append(plain_line(" " * 8 + fit("0", plot_w // 2) + ("%d" % step).rjust(plot_w - plot_w // 2), width, "dim"))
+    return out[:height]
+
+
+def footer_lines(state, width):
+    """Two lines: the progress bar of what runs now, then the run's figures."""
+    cfg, m, ui, t = state.cfg, state.metrics, state.ui, state.t
+    moment = state.moment
+    phase = moment.phase
+    g = ui.glyphs
+    eta = m.eta_s if m else state.tl.eta(moment.segment, cfg.start_step)
+    clock = "%s<%s" % (fmt_clock(t), fmt_clock(eta if phase in ("train", "val", "checkpoint") else 0))
+    if phase in ("train", "val", "checkpoint") or (phase in ("launch", "build", "load") and moment.segment.attempt):
+        done = state.step
+        if cfg.kind == "finetune":
+            epoch = min(cfg.epochs, done // max(1, cfg.steps_per_epoch) + 1)
+            label = "Epoch %d/%d" % (epoch, cfg.epochs)
+        else:
+            label = "%s/%s tok" % (fmt_tokens(done * cfg.tokens_per_step), fmt_tokens(cfg.total_steps * cfg.tokens_per_step))
+        frac = (done - cfg.start_step) / float(max(1, cfg.total_steps - cfg.start_step)) if cfg.kind == "finetune" \
+            else done / float(cfg.total_steps)
+        right = " %3d%% step %d/%d %s" % (int(frac * 100), done, cfg.total_steps, clock)
+    else:
+        label, frac, right = "", 0.0, " " + clock
+    if phase == "val":
+        label = "validation"
+        frac = moment.progress
+        right = " %3d%% %d/%d batches %s" % (int(frac * 100), int(frac * cfg.val_iters), cfg.val_iters, clock)
+    elif phase == "checkpoint":
+        label = "saving " + checkpoint_path(cfg, moment.step).split("/")[-1]
+        frac = moment.progress
+        right = " %3d%% %s/%s %s" % (int(frac * 100), fmt_bytes(frac * cfg.ckpt_bytes), fmt_bytes(cfg.ckpt_bytes), clock)
+    elif phase == "export":
+        shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
+        label, frac = "export safetensors", moment.progress
+        right = " %3d%% %d/%d shards %s" % (int(frac * 100), int(frac * shards), shards, clock)
+    elif phase in ("launch", "build", "load"):
+        label = {"launch": "rendezvous %d ranks" % cfg.gpus, "build": "building model",
+                 "load": "loading checkpoint"}[phase]
+        frac = moment.progress
+        right = " %3d%% %s" % (int(frac * 100), clock)
+    elif phase == "crash":
+        label, frac = "NCCL watchdog", moment.progress
+        right = " hung %ds/%ds  rank %d lost" % (int(moment.progress * moment.segment.info[2]),
+                                                moment.segment.info[2], moment.segment.info[1])
+    elif phase == "summary":
+        label, frac, right = "run %d finished; next run" % cfg.run, moment.progress, " %3d%%" % int(moment.progress * 100)
+    bar_w = max(5, width - len(label) - len(right) - 2)
+    line1 = fit("%s %s%s" % (label, bar(frac, bar_w, g), right), width)
+    if m and phase != "summary":
+        figures = "loss %.4f | lr %.2e | gnorm %.2f | %s | %.2f s/it | MFU %.1f%%" % (
+            m.loss, m.lr, m.grad_norm, fmt_rate(m.tokens_per_s), m.step_time_s, 100 * m.mfu)
+    else:
+        figures = "%s | %dx %s" % (cfg.model, cfg.gpus, cfg.gpu.key)
+    status = (" | PAUSED" if ui.paused else "") + (" | x%g" % ui.speed if ui.speed != 1 else "") + " | ? help"
+    if ui.notice:
+        status = " | " + ui.notice + status
+    line2 = fit(figures + status, width)
+    style2 = "paused" if ui.paused else "footer"
+    return [Line(line1, [(0, width, "bar" if phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
+
+
+HELP_TEXT = ("keys", "q      quit", "p spc  pause / resume", "+ -    double / halve speed",
+             "g      GPU panel: per GPU / per node / hidden", "l      loss chart on / off",
+             "!      trigger an incident now", "?      this help")
+
+
+def overlay_help(lines, width, height):
+    box_w = min(width, max(len(t) for t in HELP_TEXT) + 4)
+    box_h = min(height, len(HELP_TEXT) + 2)
+    top, left = max(0, (height - box_h) // 2), max(0, (width - box_w) // 2)
+    rows = ["+" + "-" * (box_w - 2) + "+"] + ["| " + fit(t, box_w - 4) + " |" for t in HELP_TEXT] + \
+           ["+" + "-" * (box_w - 2) + "+"]
+    rows = rows[:box_h]
+    if len(rows) == box_h and box_h >= 2:
+        rows[-1] = "+" + "-" * (box_w - 2) + "+"
+    for i, row in enumerate(rows):
+        y = top + i
+        old = lines[y].text
+        text = old[:left] + fit(row, box_w) + old[left + box_w:]
+        lines[y] = Line(fit(text, width), [(left, box_w, "title")])
+    return lines
+
+
+def render_frame(state, width, height):
+    """The whole screen: exactly `height` Lines of exactly `width` cells."""
+    if width <= 0 or height <= 0:
+        return []
+    ui = state.ui
+    if width < MIN_WIDTH or height < MIN_HEIGHT:
+        msg = ["terminal too small", "%dx%d, need %dx%d" % (width, height, MIN_WIDTH, MIN_HEIGHT)]
+        return [plain_line(msg[i] if i < len(msg) else "", width, "warn") for i in range(height)]
+    footer = footer_lines(state, width) if ui.view == "all" or height >= 8 else []
+    footer = footer[-max(0, height):]
+    header = [header_line(state, width)] if height >= 10 else []
+    body_h = height - len(footer) - len(header)
+    view = ui.view
+    if view == "log":
+        body = log_lines(state, width, body_h)
+    elif view == "gpus":
+        body = gpu_panel(state, width, body_h)
+    elif view == "chart":
+        body = chart_lines(state, width, body_h)
+    else:
+        body = all_regions(state, width, body_h)
+    lines = header + body + footer
+    if ui.help:
+        lines = overlay_help(lines, width, height)
+    return lines
+
+
+def all_regions(state, width, height):
+    """Log above, GPU panel (with the chart beside it when wide) below."""
+    ui, cfg = state.ui, state.cfg
+    if height < 8 or ui.gpu_mode == "hidden":
+        gpu_h = 0
+    else:
+        columns = max(1, width // 62)
+        want = 1 + cfg.nodes * (1 + int(math.ceil(cfg.gpus_per_node / float(columns))))
+        gpu_h = min(want, max(3, (height * 9) // 20))
+        if ui.gpu_mode == "nodes":
+            gpu_h = min(1 + cfg.nodes, max(3, height // 3))
+    chart_beside = ui.chart and width >= 110 and gpu_h >= 6
+    chart_below = ui.chart and not chart_beside and height - gpu_h >= 26
+    chart_h = 9 if chart_below else 0
+    log_h = height - gpu_h - chart_h
+    out = log_lines(state, width, log_h)
+    if chart_h:
+        out += chart_lines(state, width, chart_h)
+    if gpu_h:
+        if chart_beside:
+            chart_w = min(70, width - 63)
+            panel_w = width - chart_w - 1
+            left = gpu_panel(state, panel_w, gpu_h)
+            right = chart_lines(state, chart_w, gpu_h)
+            for a, b in zip(left, right):
+                spans = list(a.spans) + [(s + panel_w + 1, n, st) for s, n, st in b.spans]
+                out.append(Line(a.text + " " + b.text, spans))
+        else:
+            out += gpu_panel(state, width, gpu_h)
+    return out
+
+
+########################################################################
+# Terminal (the only curses code)
+########################################################################
+
+PALETTE = {  # style: (colour, attribute with colour, attribute on monochrome terminals)
+    "header": ("cyan", "bold", "reverse"), "title": ("cyan", "bold", "bold"), "dim": (None, "dim", "dim"),
+    "warn": ("yellow", "bold", "bold"), "error": ("red", "bold", "standout"), "bad": ("red", "bold", "standout"),
+    "good": ("green", None, None), "idle": (None, "dim", "dim"), "hot": ("yellow", "bold", "bold"),
+    "bar": ("green", "bold", "bold"), "footer": ("cyan", None, None), "paused": ("yellow", "reverse", "reverse"),
+    "chart": ("magenta", None, None),
+}
+
+
+class Terminal(object):
+    """curses window + palette; draws frames, reads keys."""
+
+    def __init__(self, stdscr, color, unicode):
+        import curses
+        self.curses, self.scr = curses, stdscr
+        stdscr.keypad(True)
+        try:
+            curses.curs_set(0)
+        except curses.error:
+            pass
+        self.attrs = self._palette(color)
+
+    def _palette(self, color):
+        curses = self.curses
+        names = {"bold": curses.A_BOLD, "dim": curses.A_DIM, "reverse": curses.A_REVERSE,
+                 "standout": curses.A_STANDOUT, None: 0}
+        use_color = color and curses.has_colors()
+        if use_color:
+            curses.start_color()
+            background = -1
+            try:
+                curses.use_default_colors()
+            except curses.error:
+                background = curses.COLOR_BLACK
+        attrs, pairs = {}, {}
+        for style, (colour, with_color, mono) in PALETTE.items():
+            if use_color and colour:
+                if colour not in pairs:
+                    pairs[colour] = len(pairs) + 1
+                    curses.init_pair(pairs[colour], getattr(curses, "COLOR_" + colour.upper()), background)
+                attrs[style] = curses.color_pair(pairs[colour]) | names[with_color]
+            else:
+                attrs[style] = names[with_color if use_color else mono]
+        return attrs
+
+    def draw(self, lines):
+        scr, curses = self.scr, self.curses
+        height, width = scr.getmaxyx()
+        for y, line in enumerate(lines[:height]):
+            text = line.text[:width]
+            try:
+                if y == height - 1:
+                    scr.addstr(y, 0, text[:-1])
+                    scr.insstr(y, len(text) - 1, text[-1:])   # the bottom-right cell without scrolling
+                else:
+                    scr.addstr(y, 0, text)
+                for start, length, style in line.spans:
+                    attr = self.attrs.get(style, 0)
+                    if attr and start < width:
+                        scr.chgat(y, start, min(length, width - start), attr)
+            except curses.error:
+                if y != height - 1:
+                    raise
+        scr.noutrefresh()
+        curses.doupdate()
+
+
+def history_window(rs):
+    """Run-time span of log history to pre-fill a screen joining mid-run."""
+    cfg = rs.cfg
+    return max(120.0, 400 * cfg.step_time_s * max(1, cfg.log_interval))
+
+
+class LogSink(object):
+    """A file-like target for StreamWriter that keeps the newest lines."""
+
+    def __init__(self, keep=LOG_KEEP):
+        self.lines = collections.deque(maxlen=keep)
+
+    def add(self, level, text):
+        self.lines.append((level, text))
+
+
+class ScreenWriter(StreamWriter):
+    """StreamWriter that feeds the log region instead of a stream."""
+
+    def __init__(self, session, sink, epoch0, rank=None):
+        StreamWriter.__init__(self, session, None, "screen", epoch0, False, rank)
+        self.sink = sink
+
+    def _log(self, ctx, rs, ev):
+        for level, text in event_lines(ctx, ev):
+            self.sink.add(level, text)
+
+
+def prefill(session, writer):
+    """Write the recent history of the run the session joins, as if it had been running."""
+    rs = session.current
+    if rs.offset <= 0:
+        return
+    start = max(-1.0, rs.offset - history_window(rs))
+    ctx = LogContext(rs, writer.epoch0 + rs.start_tau - rs.offset, writer.rank)
+    for phase_ev in run_events(rs.timeline, -1.0, start):
+        if phase_ev.kind == "phase" and phase_ev.data["phase"] in ("launch", "build"):
+            writer._log(ctx, rs, phase_ev)          # the start-up banner stays at the top of a log
+    for ev in run_events(rs.timeline, start, rs.offset):
+        writer._log(ctx, rs, ev)
+    writer.run, writer.done_t = rs.cfg.run, rs.offset
+
+
+def run_screen(session, args):
+    """The full-screen curses program; returns the exit status."""
+    try:
+        import curses
+    except ImportError:
+        sys.stderr.write("fake_llm_training: curses is not available here (on Windows: pip install "
+                         "windows-curses); writing plain log lines\n")
+        return run_stream(session, args, sys.stdout)
+    for name in ("LINES", "COLUMNS"):      # exported sizes would freeze the screen size
+        os.environ.pop(name, None)
+    color = not args.no_color and not os.environ.get("NO_COLOR")
+    encoding = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "")
+    unicode = args.unicode and encoding == "utf8"
+    status = {"code": 0, "last": None}
+    try:
+        curses.wrapper(lambda scr: _screen_loop(scr, session, args, color, unicode, status))
+    except KeyboardInterrupt:
+        status["code"] = 130
+    last = status["last"]
+    if status["code"] == 130 and last is not None:
+        cfg, step = last
+        saved = (step // cfg.ckpt_interval) * cfg.ckpt_interval
+        sys.stderr.write("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s\n"
+                         % (step, cfg.total_steps, checkpoint_path(cfg, saved) if saved > cfg.start_step
+                            else "(none saved this run)"))
+    return status["code"]
+
+
+def _screen_loop(stdscr, session, args, color, unicode, status):
+    import curses
+    term = Terminal(stdscr, color, unicode)
+    ui = Ui(args.speed, args.view, unicode)
+    sink = LogSink()
+    writer = ScreenWriter(session, sink, args.epoch0, args.rank)
+    prefill(session, writer)
+    wall_start = last = time.monotonic()
+    tau = session_now(args, wall_start) if args.start_at is not None else 0.0
+    fed = tau                                  # session time up to which the log is written
+    while True:
+        now = time.monotonic()
+        if not ui.paused:
+            if args.start_at is not None and ui.speed == args.speed:
+                tau = max(tau, session_now(args, wall_start))
+            else:
+                tau += min(now - last, MAX_FRAME_STEP) * ui.speed   # a suspend does not jump the run
+        last = now
+        if args.exit_after is not None and now - wall_start >= args.exit_after:
+            return
+        ended = False
+        if tau > fed:
+            ended, fed = writer.advance(fed, tau)
+        if ended and args.exit_after_runs and writer.runs_done >= args.exit_after_runs:
+            return
+        rs = session.run_at(tau)
+        state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui)
+        status["last"] = (rs.cfg, state.step)
+        height, width = stdscr.getmaxyx()
+        term.draw(render_frame(state, width, height))
+        stdscr.timeout(int(FRAME_SECONDS * 1000))
+        key = stdscr.getch()
+        if key == curses.KEY_RESIZE:
+            if sys.platform == "win32":
+                curses.resize_term(0, 0)
+            stdscr.erase()
+            continue
+        if key in (ord("q"), ord("Q")):
+            return
+        handle_key(key, ui, rs, rs.local(tau))
+
+
+def handle_key(key, ui, rs, t):
+    """Apply one key press to the viewer's choices (and `!` to the run)."""
+    if key < 0:
+        return
+    ch = chr(key) if key < 256 else ""
+    ui.notice = ""
+    if ch in ("p", " "):
+        ui.paused = not ui.paused
+    elif ch == "+":
+        ui.speed = min(1e6, ui.speed * 2)
+    elif ch == "-":
+        ui.speed = max(1.0 / 64, ui.speed / 2)
+    elif ch == "g":
+        ui.gpu_mode = {"gpus": "nodes", "nodes": "hidden", "hidden": "gpus"}[ui.gpu_mode]
+    elif ch == "l":
+        ui.chart = not ui.chart
+    elif ch == "?":
+        ui.help = not ui.help
+    elif ch == "!":
+        kind = rs.trigger(t)
+        ui.notice = ("incident: %s" % kind) if kind else "no incident outside training"
+
+
+def tmux_layout(args, argv):
+    return 2
+
+
+def nvidia_smi_main(argv):
+    return 2
 
 
 ########################################################################
