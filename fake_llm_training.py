@@ -1367,6 +1367,8 @@ def nccl_lines(ctx, ev):
     attempt = ev.data["attempt"]
     out = []
     ranks = sorted(set([0, 1, cfg.gpus_per_node - 1] + ([cfg.gpus_per_node] if cfg.nodes > 1 else [])))
+    if ctx.rank is not None:
+        ranks = [ctx.rank]                    # the log as that one rank writes it
     ranks = [r for r in ranks if r < cfg.gpus]
     channels = 32 if cfg.gpu.link_gbs >= 300 else 8
     comm = "0x%012x" % int(unit(cfg.seed, 91, cfg.run * 10 + attempt) * 2 ** 44)
@@ -1858,6 +1860,19 @@ def fmt_bytes(n):
 
 
 def event_lines(ctx, ev):
+    """The log lines (level, text) an event produces, as the chosen rank sees them."""
+    lines = dialect_lines(ctx, ev)
+    if not ctx.rank:
+        return lines            # rank 0, or the job's combined log
+    import re
+    own = "[rank%d]" % ctx.rank
+    agent = "%d: " % (ctx.rank // ctx.cfg.gpus_per_node)    # torchrun's agent on this rank's node
+    return [(level, text) for level, text in lines
+            if re.match(r"^\S+:\d+:\d+ \[\d+\] NCCL", text) or text.startswith(own) or text.startswith(agent)
+            or (level in ("WARNING", "ERROR") and not re.match(r"^(\[rank|\d+: )", text))]
+
+
+def dialect_lines(ctx, ev):
     """The log lines (level, text) an event produces in the run's dialect."""
     kind = ev.kind
     if kind == "phase":
@@ -2627,12 +2642,154 @@ def handle_key(key, ui, rs, t):
         ui.notice = ("incident: %s" % kind) if kind else "no incident outside training"
 
 
-def tmux_layout(args, argv):
-    return 2
+########################################################################
+# nvidia-smi look-alike and tmux layout
+########################################################################
+# The table is the 570-driver layout: 91 columns, three rows per GPU, and
+# the wide-PID processes table.  Readings are the session's own at this
+# moment, so a screen and this command with one seed and --start-at agree.
+
+SMI_DRIVER, SMI_CUDA = "570.133.20", "12.8"
+
+
+def smi_date(when):
+    """C asctime(): 'Tue Aug  5 15:49:52 2025' (day padded with a space)."""
+    tm = time.gmtime(when)
+    return time.strftime("%a %b ", tm) + "%2d" % tm.tm_mday + time.strftime(" %H:%M:%S %Y", tm)
+
+
+def nvidia_smi_table(cfg, readings, pids, when):
+    """The text nvidia-smi prints for one node: readings are GpuReadings of its 8 GPUs."""
+    sep = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
+    out = [smi_date(when) + "       ",
+           "+" + "-" * 89 + "+",
+           "| NVIDIA-SMI %-23sDriver Version: %-15sCUDA Version: %-9s|" % (SMI_DRIVER, SMI_DRIVER, SMI_CUDA),
+           "|" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+",
+           "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
+           "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
+           "|                                         |                        |               MIG M. |",
+           "|" + "=" * 41 + "+" + "=" * 24 + "+" + "=" * 22 + "|"]
+    name = cfg.gpu.name if len(cfg.gpu.name) <= 27 else cfg.gpu.name[:24] + "..."
+    mig = "Disabled" if any(k in cfg.gpu.key for k in ("A100", "H100", "H200", "B200")) else "N/A"
+    for i, r in enumerate(readings):
+        perf = "P0" if r.mem_used_mib else "P8"
+        ecc = "1" if r.failed else "0"
+        out.append("| %3d  %-31s%-3s |   00000000:%s:00.0 Off | %20s |" % (i, name, "On", BUS_IDS[i % 8], ecc))
+        out.append("| N/A%6s    %-2s%16s / %5s |%11s / %9s |%8s%13s |" % (
+            "%dC" % r.temp_c, perf, "%dW" % r.power_w, "%dW" % cfg.gpu.power_cap_w, "%dMiB" % r.mem_used_mib,
+            "%dMiB" % cfg.gpu.memory_mib, "%d%%" % r.util, "Default"))
+        out.append("|%41s|%24s|%21s |" % ("", "", mig))
+        out.append(sep)
+    out.append(" " * 89)
+    out.append("+" + "-" * 89 + "+")
+    out.append("| Processes:" + " " * 78 + "|")
+    out.append("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |")
+    out.append("|        ID   ID                                                               Usage      |")
+    out.append("|" + "=" * 89 + "|")
+    rows = 0
+    for i, (r, pid) in enumerate(zip(readings, pids)):
+        if r.mem_used_mib <= 0 or pid is None:
+            continue
+        memory = "%dMiB" % max(0, r.mem_used_mib - 9)
+        if len(memory) > 8:
+            memory = memory[:5] + "..."
+        out.append("|%5d   N/A  N/A%16d%7s   %-38s%8s |" % (i, pid, "C", "/usr/bin/python3", memory))
+        rows += 1
+    if not rows:
+        out.append("|  No running processes found" + " " * 62 + "|")
+    out.append("+" + "-" * 89 + "+")
+    return "\n".join(out) + "\n"
+
+
+def node_readings(rs, node, t):
+    """Readings and process ids of one node's GPUs at run time t."""
+    cfg = rs.cfg
+    ctx = LogContext(rs, 0.0)
+    attempt = rs.timeline.moment(t).segment.attempt
+    readings, pids = [], []
+    for local in range(cfg.gpus_per_node):
+        r = rs.telemetry.reading(node * cfg.gpus_per_node + local, t)
+        readings.append(r)
+        pids.append(ctx.pid(node, attempt, local) if r.mem_used_mib else None)
+    return readings, pids
 
 
 def nvidia_smi_main(argv):
-    return 2
+    """`fake_llm_training nvidia-smi [-l SECONDS] [--node K]`: the GPUs of one node, now."""
+    parser = build_parser()
+    parser.prog = "fake_llm_training nvidia-smi"
+    parser.add_argument("-l", "--loop", metavar="SECONDS", help="print again every SECONDS")
+    parser.add_argument("--node", default="0", help="which node of the run (default 0)")
+    args = parser.parse_args(argv)
+    install_signal_handlers()
+    try:
+        catalog = load_catalog(args.data_dir or DATA_DIR)
+        resolve_args(args, catalog)
+        session = Session(catalog, args.seed, args.pins, args.incidents, args.from_start)
+        every = float(args.loop) if args.loop is not None else None
+        if every is not None and not 0 < every <= 86400:
+            raise UsageError("-l must be above 0 seconds")
+        node = _positive_int(args.node, "--node", 0, 511)
+    except (UsageError, ConfigError, ValueError) as exc:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("fake_llm_training: error: %s\n" % exc)
+        return 2
+    except DataError as exc:
+        sys.stderr.write("fake_llm_training: %s\n" % exc)
+        return 1
+    start = time.monotonic()
+    try:
+        while True:
+            tau = session_now(args, start)
+            rs = session.run_at(tau)
+            if node >= rs.cfg.nodes:
+                sys.stderr.write("fake_llm_training: error: the run has %d node%s; --node %d does not exist\n"
+                                 % (rs.cfg.nodes, "s" * (rs.cfg.nodes > 1), node))
+                return 2
+            t = rs.local(tau)
+            readings, pids = node_readings(rs, node, t)
+            sys.stdout.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
+            sys.stdout.flush()
+            if every is None or (args.exit_after is not None and time.monotonic() - start >= args.exit_after):
+                return 0
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def tmux_layout(args, argv):
+    """Split the current tmux window into log, GPU and chart panes of one run."""
+    import shlex
+    import subprocess
+    if not os.environ.get("TMUX"):
+        sys.stderr.write("fake_llm_training: error: --tmux works only inside a tmux session\n")
+        return 2
+    keep = [a for a in argv if a != "--tmux" and not a.startswith("--view") and not a.startswith("--start-at")]
+    drop_next = {"--view", "--start-at", "--seed"}
+    cleaned, skip = [], False
+    for a in keep:
+        if skip:
+            skip = False
+            continue
+        if a in drop_next:
+            skip = True
+            continue
+        if a.startswith("--seed="):
+            continue
+        cleaned.append(a)
+    start_at = args.start_at if args.start_at is not None else time.time()
+    base = [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed),
+            "--start-at", "%.3f" % start_at] + cleaned
+
+    def command(view):
+        return " ".join(shlex.quote(x) for x in base + ["--view", view])
+    subprocess.check_call(["tmux", "split-window", "-v", "-p", "45", command("gpus")])
+    subprocess.check_call(["tmux", "split-window", "-h", "-p", "40", command("chart")])
+    subprocess.check_call(["tmux", "select-pane", "-U"])
+    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed),
+                              "--start-at", "%.3f" % start_at] + cleaned + ["--view", "log"])
 
 
 ########################################################################
