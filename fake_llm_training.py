@@ -497,8 +497,10 @@ def _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
         steps_per_epoch = max(10, session_steps // epochs)
         train_samples = min(dataset.examples, steps_per_epoch * global_batch)
         steps_per_epoch = max(1, train_samples // global_batch)
+        if steps_per_epoch * epochs < session_steps:        # a small dataset: more epochs
+            epochs = min(5, int(math.ceil(session_steps / float(steps_per_epoch))))
         total_steps, start_step = steps_per_epoch * epochs, 0
-        if total_steps < 30:
+        if total_steps < 30 or total_steps * step_time < 270:
             return None
         peak_lr = rng.choice((1e-5, 2e-5, 2e-5, 5e-6)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5))
         warmup = max(1, int(0.03 * total_steps))
@@ -1394,7 +1396,7 @@ def nccl_lines(ctx, ev):
         out.append(("INFO", "%s NCCL INFO ncclCommInitRank comm %s rank %d nranks %d cudaDev %d nvmlDev %d "
                     "busId %s000 commId %s - Init START" % (who(rank, True), comm, rank, cfg.gpus, local,
                                                             local, BUS_IDS[local].lower(), comm_id)))
-    ring = " ".join("%4d" % r for r in range(min(cfg.gpus, 16)))
+    ring = "".join("%4d" % r for r in range(min(cfg.gpus, 16)))
     out.append(("INFO", "%s NCCL INFO Channel 00/%02d : %s" % (who(0, True), channels, ring)))
     out.append(("INFO", "%s NCCL INFO Trees [0] 1/-1/-1->0->-1 [1] 1/-1/-1->0->-1" % who(0, True)))
     for rank in ranks:
@@ -1966,6 +1968,7 @@ class StreamWriter(object):
         self.session, self.out, self.fmt = session, out, fmt
         self.epoch0, self.color, self.rank = epoch0, color, rank
         self.run, self.done_t = None, 0.0     # the run being written and how far, in its own time
+        self.gpu_t = 0.0                      # how far GPU readings are written (jsonl)
         self.runs_done = 0
 
     def _emit(self, obj):
@@ -1983,10 +1986,11 @@ class StreamWriter(object):
         for level, text in lines:
             self._emit(collections.OrderedDict(base + [("level", level), ("text", text)]))
 
-    def _gpu_samples(self, rs, t0, t1):
+    def _gpu_samples(self, rs, t1):
+        """GPU readings every few simulated seconds up to t1, in time order with the events."""
         cfg = rs.cfg
         every = 5.0 if cfg.gpus <= 16 else 10.0
-        t = (math.floor(t0 / every) + 1) * every
+        t = (math.floor(max(0.0, self.gpu_t) / every) + 1) * every
         while t <= t1:
             for g in range(cfg.gpus):
                 r = rs.telemetry.reading(g, t)
@@ -1995,6 +1999,7 @@ class StreamWriter(object):
                     ("util", r.util), ("mem_used_mib", r.mem_used_mib), ("mem_total_mib", cfg.gpu.memory_mib),
                     ("temp_c", r.temp_c), ("power_w", r.power_w), ("power_limit_w", cfg.gpu.power_cap_w)]))
             t += every
+        self.gpu_t = max(self.gpu_t, t1)
 
     def advance(self, tau0, tau1):
         """Write everything up to session time tau1; return (a run ended, session time reached)."""
@@ -2011,21 +2016,21 @@ class StreamWriter(object):
                     rec.update(config_record(cfg))
                     self._emit(rec)
                 self.done_t = self.done_t - 1e-9 if self.done_t > 0 else -1.0
-            t0 = self.done_t
-            for ev in run_events(rs.timeline, t0, t1):
+                self.gpu_t = self.done_t
+            for ev in run_events(rs.timeline, self.done_t, t1):
+                if self.fmt == "jsonl":
+                    self._gpu_samples(rs, ev.t)
                 if self.fmt == "jsonl" and ev.kind in JSONL_EVENTS:
                     rec = collections.OrderedDict([("event", ev.kind), ("run", cfg.run), ("t", round(ev.t, 6))])
                     rec.update(event_record(ev))
                     self._emit(rec)
                 self._log(ctx, rs, ev)
                 if ev.kind == "summary":
-                    if self.fmt == "jsonl":
-                        self._gpu_samples(rs, max(0.0, t0), ev.t)
                     self.done_t = ev.t
                     self.runs_done += 1
                     return True, rs.start_tau + ev.t - rs.offset
             if self.fmt == "jsonl":
-                self._gpu_samples(rs, max(0.0, t0), t1)
+                self._gpu_samples(rs, t1)
             self.done_t = t1
             if t1 < rs.timeline.duration:
                 break                                  # reached tau1 within this run

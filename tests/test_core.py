@@ -1,0 +1,217 @@
+"""The simulation core: every figure follows from one consistent run."""
+import json
+import math
+
+import pytest
+
+import fake_llm_training as flt
+from conftest import run_program
+
+CATALOG = flt.load_catalog()
+SEEDS = range(1, 121)
+
+
+def first_run(seed, **pins):
+    session = flt.Session(CATALOG, seed, pins, "rare", from_start=True)
+    return session.current
+
+
+def steps_of(rs):
+    return [e for e in flt.run_events(rs.timeline, -1, rs.timeline.duration) if e.kind == "step"]
+
+
+def test_parameter_counts_match_published_sizes():
+    published = {"Llama-3.1-8B": 8.03e9, "Llama-3.1-70B": 70.6e9, "Llama-3.1-405B": 405.9e9,
+                 "Mistral-7B-v0.1": 7.24e9, "Mixtral-8x7B": 46.7e9, "Qwen2.5-7B": 7.62e9,
+                 "Gemma-2-9B": 9.24e9, "GPT-2-124M": 124.4e6, "Llama-2-7B": 6.74e9}
+    for name, size in published.items():
+        assert abs(flt.count_params(CATALOG.models[name]) - size) / size < 0.01, name
+    mixtral = CATALOG.models["Mixtral-8x7B"]
+    assert abs(flt.count_params(mixtral, active_only=True) - 12.9e9) / 12.9e9 < 0.02
+
+
+def test_nicknames_borrow_real_shapes():
+    for name, model in CATALOG.models.items():
+        assert flt.count_params(model) == flt.count_params(CATALOG.models[model.shape])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_configuration_is_consistent(seed):
+    cfg = flt.make_run_config(CATALOG, seed, 1)
+    m = cfg.shape
+    assert cfg.tp * cfg.pp * cfg.dp == cfg.gpus == cfg.nodes * cfg.gpus_per_node
+    assert m.heads % cfg.tp == 0 and m.layers % cfg.pp == 0 and cfg.tp <= cfg.gpus_per_node
+    assert cfg.global_batch == cfg.micro_batch * cfg.dp * cfg.grad_accum
+    assert cfg.tokens_per_step == cfg.global_batch * cfg.seq_len
+    assert cfg.mem_need_bytes <= cfg.gpu.memory_mib * flt.MIB
+    assert cfg.mem_used_mib < cfg.gpu.memory_mib
+    assert cfg.gpu.mfu_lo * 0.7 <= cfg.mfu <= cfg.gpu.mfu_hi
+    tps = cfg.mfu * cfg.gpus * cfg.gpu.tflops * 1e12 / cfg.flops_per_token
+    assert abs(cfg.tokens_per_s - tps) / tps < 1e-9
+    assert abs(cfg.step_time_s * cfg.tokens_per_s - cfg.tokens_per_step) < 1
+    assert 2 <= cfg.ckpt_bytes / cfg.params <= 18
+    shards = sum(b for n, b in cfg.export_files if n.endswith(".safetensors"))
+    assert abs(shards - 2 * cfg.params) / (2 * cfg.params) < 0.01
+    assert 0 <= cfg.warmup_steps < cfg.total_steps and cfg.min_lr < cfg.peak_lr
+    tl = flt.Timeline(cfg)
+    assert 4 * 60 <= tl.duration - tl.segments[0].t0 <= 60 * 60     # a watchable run at speed 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_step_follows_from_the_configuration(seed):
+    rs = first_run(seed)
+    cfg = rs.cfg
+    steps = steps_of(rs)
+    assert len(steps) == cfg.total_steps - cfg.start_step
+    prev = None
+    for ev in steps:
+        m = ev.data
+        assert abs(m.tokens_per_s * m.step_time_s - cfg.tokens_per_step) / cfg.tokens_per_step < 1e-6
+        assert m.tokens_seen == m.step * cfg.tokens_per_step
+        assert abs(m.mfu - cfg.flops_per_token * m.tokens_per_s / (cfg.gpus * cfg.gpu.tflops * 1e12)) < 1e-9
+        assert 0.15 <= m.mfu <= 0.7
+        assert 0 < m.lr <= cfg.peak_lr * (1 + 1e-9)
+        assert 0.3 < m.loss < math.log(cfg.shape.vocab) + 3 and 0 < m.grad_norm < 1000
+        if prev is not None:
+            assert ev.t - prev.t >= m.step_time_s * 0.999
+            if prev.data.step >= cfg.warmup_steps:
+                assert m.lr <= prev.data.lr * (1 + 1e-12)
+        prev = ev
+    losses = [e.data.loss for e in steps]
+    ups = sum(1 for a, b in zip(losses, losses[1:]) if b > a)
+    assert ups >= 0.15 * (len(losses) - 1)                    # noisy, not monotone
+    k = max(1, len(losses) // 10)
+    if cfg.start_step == 0:
+        assert sum(losses[-k:]) < sum(losses[:k])               # and falling
+    if cfg.kind == "pretrain":
+        assert abs(losses[0] - math.log(cfg.shape.vocab)) < 1.0  # from scratch: near ln(vocab)
+
+
+def test_lr_is_exactly_on_schedule():
+    cfg = flt.make_run_config(CATALOG, 3, 1)
+    w, total = cfg.warmup_steps, cfg.total_steps
+    assert flt.lr_at(cfg, w - 1) == pytest.approx(cfg.peak_lr)
+    assert flt.lr_at(cfg, total) == pytest.approx(cfg.min_lr)
+    mid = w + (total - w) // 2
+    expect = cfg.min_lr + 0.5 * (cfg.peak_lr - cfg.min_lr) * (1 + math.cos(math.pi * (mid - w) / (total - w)))
+    if cfg.decay == "cosine":
+        assert flt.lr_at(cfg, mid) == pytest.approx(expect)
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_validation_checkpoints_export_and_gpus(seed):
+    rs = first_run(seed)
+    cfg, tl = rs.cfg, rs.timeline
+    events = flt.run_events(tl, -1, tl.duration)
+    steps = {e.data.step: e.data.loss for e in events if e.kind == "step"}
+    vals = [e for e in events if e.kind == "val"]
+    assert vals, "every run validates at least at the end"
+    for v in vals:
+        recent = [steps[s] for s in range(max(cfg.start_step + 1, v.data["step"] - 19), v.data["step"] + 1)]
+        assert abs(v.data["val_loss"] / (sum(recent) / len(recent)) - 1) < 0.2
+        assert v.data["val_ppl"] == pytest.approx(math.exp(v.data["val_loss"]))
+    ckpts = [e for e in events if e.kind == "checkpoint"]
+    assert ckpts and ckpts[-1].data["step"] == cfg.total_steps
+    for c in ckpts:
+        assert 0.2e9 <= c.data["bytes"] / c.data["seconds"] <= 200e9
+    export = [e for e in events if e.kind == "export"][0]
+    assert export.data["total_bytes"] == sum(f["bytes"] for f in export.data["files"])
+    names = [f["name"] for f in export.data["files"]]
+    assert "config.json" in names and "tokenizer.json" in names
+    summary = [e for e in events if e.kind == "summary"][0].data
+    assert summary["steps"] == cfg.total_steps - cfg.start_step
+    assert summary["checkpoints"] == len(ckpts)
+    busy = 0
+    samples = 0
+    for t in range(int(tl.segments[0].t0), int(tl.duration), 30):
+        for g in range(0, cfg.gpus, max(1, cfg.gpus // 8)):
+            r = rs.telemetry.reading(g, t)
+            samples += 1
+            busy += r.util >= 80
+            assert 0 <= r.util <= 100 and 20 <= r.temp_c <= 95
+            assert 0 < r.power_w <= cfg.gpu.power_cap_w and 0 <= r.mem_used_mib <= cfg.gpu.memory_mib
+            if r.util >= 50:
+                assert r.mem_used_mib * flt.MIB >= cfg.params * 2 / cfg.gpus
+    assert busy >= 0.5 * samples
+
+
+def test_temperature_follows_power_with_lag():
+    rs = first_run(5)
+    tl = rs.timeline
+    train = tl.train_segments()[0]
+    temps = [rs.telemetry.reading(0, train.t0 + s).temp_c for s in range(0, 200, 10)]
+    assert temps[-1] - temps[0] >= 10          # heats up over minutes, not at once
+    assert all(abs(b - a) <= 12 for a, b in zip(temps, temps[1:]))
+
+
+def test_state_is_a_function_of_seed_and_time():
+    a, b = first_run(9), first_run(9)
+    t = a.timeline.train_segments()[0].t0 + 300
+    assert a.timeline.moment(t) == b.timeline.moment(t)
+    assert [a.telemetry.reading(g, t) for g in range(8)] == [b.telemetry.reading(g, t) for g in range(8)]
+    early = flt.run_events(a.timeline, 0, t)
+    chunked = []
+    for lo in range(0, int(t), 37):
+        chunked += flt.run_events(b.timeline, lo, min(lo + 37, t))
+    assert [(e.kind, e.t) for e in early] == [(e.kind, e.t) for e in chunked]
+
+
+def test_pinned_options_shape_the_run():
+    cfg = flt.make_run_config(CATALOG, 4, 1, {"model": "Llama-3.1-70B", "gpu_type": "H100", "gpus": 256})
+    assert (cfg.model, cfg.gpu.key, cfg.gpus) == ("Llama-3.1-70B", "H100", 256)
+    with pytest.raises(flt.ConfigError, match="does not fit"):
+        flt.make_run_config(CATALOG, 4, 1, {"model": "Llama-3.1-405B", "gpu_type": "L40S", "gpus": 8})
+
+
+def test_incidents_restart_from_the_last_checkpoint():
+    rs = first_run(11)
+    cfg = rs.cfg
+    rs.forced.append(("crash", cfg.start_step + (cfg.total_steps - cfg.start_step) // 2))
+    rs._rebuild()
+    tl = rs.timeline
+    phases = [s.phase for s in tl.segments]
+    assert phases.count("train") == 2 and "crash" in phases
+    crashed, resumed = tl.train_segments()
+    assert resumed.first == max(cfg.start_step, (crashed.last // cfg.ckpt_interval) * cfg.ckpt_interval)
+    events = flt.run_events(tl, -1, tl.duration)
+    steps = [e.data for e in events if e.kind == "step"]
+    assert steps[-1].step == cfg.total_steps
+    assert all(m.tokens_seen == m.step * cfg.tokens_per_step for m in steps)
+    summary = [e for e in events if e.kind == "summary"][0].data
+    assert summary["restarts"] == 1 and summary["steps_redone"] == crashed.last - resumed.first
+    kinds = [e.kind for e in events]
+    assert kinds.index("xid") < kinds.index("job_failed")
+
+
+def test_jsonl_stream_is_the_same_at_any_speed():
+    fast = run_program(["--format", "jsonl", "--seed", "21", "--speed", "1000000", "--exit-after-runs", "1"])
+    slow = run_program(["--format", "jsonl", "--seed", "21", "--speed", "100000", "--exit-after-runs", "1"])
+    assert fast.returncode == 0 and slow.returncode == 0
+
+    def key_events(text):
+        return [line for line in text.splitlines()
+                if json.loads(line)["event"] in ("step", "val", "checkpoint", "export")]
+    a, b = key_events(fast.stdout), key_events(slow.stdout)
+    assert len(a) > 50 and a == b
+
+
+def test_jsonl_schema():
+    out = run_program(["--format", "jsonl", "--seed", "12", "--speed", "1000000", "--exit-after-runs", "1"])
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    by_kind = {}
+    for e in events:
+        assert {"event", "run", "t"} <= set(e)
+        by_kind.setdefault(e["event"], e)
+    for kind, fields in {
+        "config": "kind model params layers hidden heads kv_heads ffn_hidden vocab seq_len gpu_type gpu_memory_gib "
+                  "gpu_peak_tflops gpu_tdp_w nodes gpus_per_node gpus tp pp dp sharding global_batch_size "
+                  "micro_batch_size grad_accum_steps tokens_per_step start_step total_steps warmup_steps peak_lr "
+                  "min_lr style",
+        "step": "step loss lr grad_norm step_time_s tokens_per_s tokens_seen mfu eta_s",
+        "val": "step val_loss val_ppl", "checkpoint": "step path bytes seconds",
+        "gpu": "gpu node util mem_used_mib mem_total_mib temp_c power_w power_limit_w",
+        "export": "files total_bytes", "summary": "model steps tokens", "log": "level text"}.items():
+        assert kind in by_kind, kind
+        assert set(fields.split()) <= set(by_kind[kind]), kind
+    assert events[-1]["event"] in ("summary", "log")
