@@ -516,6 +516,7 @@ def _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
         else:
             total_steps, start_step = session_steps, 0
             warmup = max(10, int(total_steps * rng.uniform(0.02, 0.06)))
+        steps_per_epoch = total_steps          # one pass over the sampled stream
         peak_lr = (6e-4 if params < 0.5e9 else 3e-4 if params < 4e9 else 3e-4 if params < 20e9
                    else 1.5e-4 if params < 100e9 else 8e-5)
         if kind == "continue":
@@ -1299,7 +1300,8 @@ def tqdm_line(n, total, elapsed, remaining, seconds_per_it, prefix="", postfix="
     """A tqdm progress line with ASCII fill, as tqdm writes to a non-UTF-8 stream."""
     frac = n / float(max(1, total))
     filled = int(frac * 10)
-    bar = "#" * filled + (str(int(frac * 100) % 10) if filled < 10 else "") 
+    partial = int(frac * 100) % 10                     # tqdm's ASCII charset: " 123456789#"
+    bar = "#" * filled + ((str(partial) if partial else " ") if filled < 10 else "")
     bar = (bar + " " * 10)[:10]
     rate = 1.0 / seconds_per_it if seconds_per_it > 0 else 0.0
     if rate >= 1 or always_its:

@@ -1,0 +1,246 @@
+"""Each framework's own log dialect, with the core's numbers in it.
+
+The regular expressions are written from the frameworks' real output: their
+source (Megatron-LM megatron/training/training.py training_log and
+arguments.py; DeepSpeed deepspeed/utils/logging.py, runtime/engine.py,
+utils/timer.py; transformers trainer.py; torchtitan components/metrics.py
+and checkpoint.py; Lightning's TQDMProgressBar; torch.distributed.run;
+NCCL's INFO lines) and from logs people posted in those projects' issues.
+"""
+import json
+import math
+import re
+
+import pytest
+
+import fake_llm_training as flt
+from conftest import run_program
+
+TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+NCCL = r"^[\w.-]+:\d+:\d+ \[\d\] NCCL INFO .+$"            # host:pid:tid [localrank] NCCL INFO ...
+TORCHRUN = r"^(\d+: )?W\d{4} \d\d:\d\d:\d\d\.\d{6} \d+ torch/distributed/run\.py:\d+\] .*$"
+SUMMARY = r"^(\+-+\+-+\+|\| .* \|)$"                           # our own end-of-run table
+COMMON = [NCCL, TORCHRUN, SUMMARY, r"^\(\d+ more nodes print the same notice\)$",
+          r"^Converting checkpoint \S+ to Hugging Face safetensors \(\d+ shards?\) -> \S+$",
+          r"^Saved \d+ files \([\d.]+ [KMGT]?B\) to \S+: .+$",
+          r"^WARNING: slow rank detected: node \S+ \(ranks \d+-\d+\) step time \d+% of median; .+$",
+          r"^node \S+ back to normal step time$",
+          r"^WARNING: loss spike at iteration \d+ .+$"]
+
+# Megatron-LM training_log (2024+, with --log-throughput)
+MEGATRON_STEP = (r"^ \[(?P<ts>" + TS + r")\] iteration\s+(?P<it>\d+)/\s*(?P<total>\d+) \| consumed samples:\s+"
+                 r"(?P<samples>\d+) \| elapsed time per iteration \(ms\): (?P<ms>\d+\.\d) \| throughput per GPU "
+                 r"\(TFLOP/s/GPU\): (?P<tflops>\d+\.\d) \| learning rate: (?P<lr>\d\.\d{6}E[+-]\d\d) \| global batch "
+                 r"size:\s+(?P<gbs>\d+) \| lm loss: (?P<loss>\d\.\d{6}E[+-]\d\d) \| loss scale: (?P<scale>\d+\.\d) \| "
+                 r"grad norm: (?P<gn>\d+\.\d{3}) \| number of skipped iterations:\s+(?P<skip>\d+) \| number of nan "
+                 r"iterations:\s+(?P<nan>\d+) \|$")
+# Megatron-DeepSpeed (the pre-2024 Megatron line: no timestamp, learning rate with 3 decimals)
+MDS_STEP = MEGATRON_STEP.replace(r" \[(?P<ts>" + TS + r")\]", "").replace(r"\d\.\d{6}E[+-]\d\d) \| global",
+                                                                          r"\d\.\d{3}E[+-]\d\d) \| global")
+MEGATRON_OTHER = [
+    r"^using world size: \d+, data-parallel size: \d+, context-parallel size: 1, tensor-model-parallel size: \d+, "
+    r"pipeline-model-parallel size: \d+$",
+    r"^using torch\.(bfloat16|float16) for parameters \.\.\.$",
+    r"^-+ (end of )?arguments -+$", r"^  \w+ \.+ \S.*$",
+    r"^setting number of micro-batches to constant \d+$", r"^> building \S+ tokenizer \.\.\.$",
+    r"^ > padded vocab \(size: \d+\) with \d+ dummy tokens \(new size: \d+\)$",
+    r"^> initialized (tensor|pipeline) model parallel with size \d+$", r"^building GPT model \.\.\.$",
+    r"^ > number of parameters on \(tensor, pipeline\) model parallel rank \((\d+), (\d+)\): (\d+)$",
+    r"^ loading checkpoint from \S+ at iteration \d+$",
+    r"^  successfully loaded checkpoint from \S+ \[ t \d+/\d+, p \d+/\d+ \] at iteration \d+$",
+    r"^\[(before the start of training step|after training is done)\] datetime: " + TS + " $",
+    r"^\(min, max\) time across ranks \(ms\):$", r"^    (evaluate|save-checkpoint) \.+: \(\d+\.\d\d, \d+\.\d\d\)$",
+    r"^-+$", r"^ validation loss at iteration \d+ \| lm loss value: \d\.\d{6}E[+-]\d\d \| lm loss PPL: "
+             r"\d\.\d{6}E[+-]\d\d \| $",
+    r"^saving checkpoint at iteration\s+\d+ to \S+ in torch_dist format$",
+    r"^  successfully saved checkpoint from iteration\s+\d+ to \S+ \[ t \d+/\d+, p \d+/\d+ \]$",
+]
+DS_PREFIX = r"^(\S+: )?\[" + TS + r",\d{3}\] \[INFO\] \[[\w.]+:\d+:\w+\] "
+DEEPSPEED_OTHER = [
+    DS_PREFIX + r"cmd = .+ -m deepspeed\.launcher\.launch .+$",
+    DS_PREFIX + r"(nnodes=\d+, num_local_procs=\d+, node_rank=\d+|dist_world_size=\d+|Setting CUDA_VISIBLE_DEVICES=[\d,]+)$",
+    DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\]]*)\], mom=\[\(0\.9, 0\.95\)\]$",
+    DS_PREFIX + r"epoch=\d+/micro_step=\d+/global_step=\d+, RunningAvgSamplesPerSec=[\d.]+, CurrSamplesPerSec=[\d.]+, "
+                r"MemAllocated=[\d.]+GB, MaxMemAllocated=[\d.]+GB$",
+    DS_PREFIX + r"\[Rank 0\] \[Torch\] Checkpoint global_step\d+ is about to be saved!$",
+    DS_PREFIX + r"\[Rank 0\] Saving model checkpoint: \S+/global_step\d+/mp_rank_00_model_states\.pt$",
+    DS_PREFIX + r"(bf16_)?zero checkpoint saved \S+/global_step\d+/(bf16_)?zero_pp_rank_0_mp_rank_00_optim_states\.pt$",
+    DS_PREFIX + r"\[Torch\] Checkpoint global_step\d+ is ready now!$",
+]
+TITAN = r"^\[rank0\]:\[titan\] " + TS + r",\d{3} - root - INFO - "
+TORCHTITAN_STEP = (TITAN + r"step:\s*(?P<step>\d+)  loss:\s*(?P<loss>[\d.]+)  grad_norm:\s*(?P<gn>[\d.]+)  memory:\s*"
+                   r"(?P<mem>[\d.]+)GiB\((?P<pct>[\d.]+)%\)  tps: (?P<tps>[\d,]+)  tflops: (?P<tflops>[\d,.]+)  "
+                   r"mfu: (?P<mfu>[\d.]+)%$")
+TORCHTITAN_OTHER = [TITAN + r"(Starting job: .+ training|Building \d-D device mesh with .+|\[GC\] .+ \d\.\d\d seconds\."
+                            r"|Preparing .+ dataset|CUDA capacity: .+ with [\d.]+GiB memory"
+                            r"|Model .+ size: [\d,]+ total parameters|Applied .+ to the model"
+                            r"|Peak FLOPS used for computing MFU: \d\.\d{3}e\+\d\d"
+                            r"|CUDA memory usage for model: [\d.]+GiB\([\d.]+%\)"
+                            r"|Trainer is initialized with local batch size \d+, global batch size \d+, gradient "
+                            r"accumulation steps \d+, sequence length \d+, total steps \d+ \(warmup \d+\)"
+                            r"|Loading the checkpoint from \S+\.|Finished loading the checkpoint in [\d.]+ seconds\."
+                            r"|Training starts at step \d+|validate step:\s*\d+  loss:\s*[\d.]+  memory:\s*[\d.]+GiB"
+                            r"\([\d.]+%\)  tps: [\d,]+"
+                            r"|Saving the checkpoint \(or staging if async is enabled\)\."
+                            r"|Saving a full checkpoint at last step, step \d+\."
+                            r"|Finished saving the checkpoint \(or staging if async is enabled\)in [\d.]+ seconds\."
+                            r"|Sleeping 2 seconds for other ranks to complete|Training completed)$"]
+HF = r"^\[INFO\|[\w.]+:\d+\] " + TS + r",\d{3} >> "
+HF_STEP = (r"^\{'loss': (?P<loss>[\d.]+), 'grad_norm': (?P<gn>[\d.e+-]+), 'learning_rate': (?P<lr>[\d.e+-]+), "
+           r"'epoch': (?P<epoch>[\d.]+)\}$")
+TQDM = (r"^\s*(?P<pct>\d{1,3})%\|(?P<bar>[# 0-9]{10})\| (?P<n>\d+)/(?P<total>\d+) \[(?P<el>[\d:]+)<(?P<rem>[\d:?]+), "
+        r"+(?P<rate>[\d.]+)(?P<unit>it/s|s/it)\]$")
+HF_OTHER = [HF + r"(loading weights file model\.safetensors|\*\*\*\*\* Running training \*\*\*\*\*"
+                 r"|  Num examples = [\d,]+|  Num Epochs = [\d,]+|  Instantaneous batch size per device = [\d,]+"
+                 r"|  Total train batch size \(w\. parallel, distributed & accumulation\) = [\d,]+"
+                 r"|  Gradient Accumulation steps = \d+|  Total optimization steps = [\d,]+"
+                 r"|  Number of trainable parameters = [\d,]+|  Batch size = \d+"
+                 r"|  Continuing training from checkpoint, will skip to saved global_step"
+                 r"|  Continuing training from global step \d+|Saving model checkpoint to \S+/checkpoint-\d+"
+                 r"|tokenizer config file saved in \S+/tokenizer_config\.json"
+                 r"|Special tokens file saved in \S+/special_tokens_map\.json|)$",
+            r"^\*\*\*\*\* Running Evaluation \*\*\*\*\*$", r"^$",
+            r"^Training completed\. Do not forget to share your model on huggingface\.co/models =\)$",
+            r"^\{'eval_loss': [\d.]+, 'eval_runtime': [\d.]+, 'eval_samples_per_second': [\d.]+, "
+            r"'eval_steps_per_second': [\d.]+, 'epoch': [\d.]+\}$",
+            r"^\{'train_runtime': [\d.]+, 'train_samples_per_second': [\d.]+, 'train_steps_per_second': [\d.]+, "
+            r"'train_loss': [\d.]+, 'epoch': [\d.]+\}$"]
+LIGHTNING_STEP = (r"^Epoch (?P<ep>\d+):\s+(?P<pct>\d+)%\|[# 0-9]{10}\| (?P<n>\d+)/(?P<tot>\d+) \[(?P<el>[\d:]+)<"
+                  r"(?P<rem>[\d:?]+), +(?P<rate>[\d.]+)it/s, v_num=\d+, train_loss=(?P<loss>[\d.e+-]+)\]$")
+LIGHTNING_OTHER = [r"^(GPU available: True \(cuda\), used: True|TPU available: False, using: 0 TPU cores"
+                   r"|HPU available: False, using: 0 HPUs|distributed_backend=nccl|-{100}|-{51}|"
+                   r"|All distributed processes registered\. Starting with \d+ processes)$",
+                   r"^Initializing distributed: GLOBAL_RANK: \d+, MEMBER: \d+/\d+$",
+                   r"^LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: \[[\d,]+\]$",
+                   r"^  \| Name  \| Type\s+\| Params \| Mode $", r"^0 \| model \| \w+\s+\| [\d.]+ [KMBT]\s* \| train$",
+                   r"^[\d.]+ [KMBT]?\s+(Trainable|Non-trainable|Total) params$", r"^0\s+Non-trainable params$",
+                   r"^[\d.]+ Total estimated model params size \(MB\)$",
+                   r"^Restoring states from the checkpoint path at \S+$",
+                   r"^Validation DataLoader 0: 100%\|#{10}\| \d+/\d+ \[[\d:]+<00:00, +[\d.]+it/s\]$",
+                   r"^Epoch \d+, global step \d+: 'val_loss' reached [\d.]+$",
+                   r"^Epoch \d+, global step \d+: saving model to '\S+/epoch=\d+-step=\d+\.ckpt'$",
+                   r"^`Trainer\.fit` stopped: `max_epochs=\d+` reached\.$"]
+
+DIALECTS = {
+    "megatron": ([MEGATRON_STEP], MEGATRON_OTHER),
+    "deepspeed": ([MDS_STEP], MEGATRON_OTHER + DEEPSPEED_OTHER),
+    "torchtitan": ([TORCHTITAN_STEP], TORCHTITAN_OTHER),
+    "hf": ([HF_STEP, TQDM], HF_OTHER),
+    "lightning": ([LIGHTNING_STEP], LIGHTNING_OTHER),
+}
+
+
+def run_style(style, seed):
+    out = run_program(["--format", "jsonl", "--style", style, "--seed", str(seed), "--speed", "1000000",
+                       "--exit-after-runs", "1", "--from-start"])
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    config = events[0]
+    assert config["event"] == "config" and config["style"] == style
+    steps = {e["step"]: e for e in events if e["event"] == "step"}
+    logs = [e for e in events if e["event"] == "log"]
+    return config, steps, logs
+
+
+def close(a, b, unit):
+    """a equals b after rounding to `unit` (half a unit of slack, plus float noise)."""
+    return abs(a - b) <= unit / 2 + 1e-9 * max(1.0, abs(b))
+
+
+@pytest.mark.parametrize("style", sorted(DIALECTS))
+@pytest.mark.parametrize("seed", [6, 17])
+def test_every_line_is_in_the_frameworks_format(style, seed):
+    config, steps, logs = run_style(style, seed)
+    step_res, other_res = DIALECTS[style]
+    patterns = [re.compile(p) for p in step_res + other_res + COMMON]
+    strays = [l["text"] for l in logs if not any(p.match(l["text"]) for p in patterns)]
+    assert not strays, "lines in no %s format:\n%s" % (style, "\n".join(strays[:10]))
+    step_lines, last_bar = [], None
+    for l in logs:
+        bar = re.match(TQDM, l["text"])
+        if bar:
+            last_bar = int(bar.group("n"))       # the HF dict follows the bar of its step
+        m = re.match(step_res[0], l["text"])
+        if m:
+            step_lines.append((m, last_bar))
+    assert len(step_lines) >= 5
+    checked = 0
+    for m, bar_step in step_lines:
+        d = m.groupdict()
+        if style in ("megatron", "deepspeed"):
+            s = steps[int(d["it"])]
+            assert int(d["total"]) == config["total_steps"]
+            assert int(d["samples"]) == s["step"] * config["global_batch_size"]
+            assert close(float(d["loss"]), s["loss"], 1e-6 * s["loss"])
+            assert close(float(d["ms"]), s["step_time_s"] * 1000, 0.1)
+            assert close(float(d["gn"]), s["grad_norm"], 1e-3)
+            assert abs(float(d["lr"]) - s["lr"]) <= s["lr"] * (1e-6 if style == "megatron" else 1e-3)
+            tflops = config["flops_per_token"] * s["tokens_per_s"] / config["gpus"] / 1e12
+            assert close(float(d["tflops"]), tflops, 0.1)
+        elif style == "torchtitan":
+            s = steps[int(d["step"])]
+            assert close(float(d["loss"]), s["loss"], 1e-4)
+            assert close(float(d["gn"]), s["grad_norm"], 1e-4)
+            assert int(d["tps"].replace(",", "")) == int(round(s["tokens_per_s"] / config["gpus"]))
+            assert close(float(d["mfu"]), 100 * s["mfu"], 0.01)
+        elif style == "hf":
+            s = steps[bar_step]
+            assert close(float(d["loss"]), s["loss"], 1e-4)
+            assert abs(float(d["gn"]) - s["grad_norm"]) <= 1e-5 * s["grad_norm"]
+            assert abs(float(d["lr"]) - s["lr"]) <= 1e-9 * s["lr"]
+            epoch = s["step"] / float(config["total_steps"]) * config["epochs"]
+            assert close(float(d["epoch"]), epoch, 0.01) and len(d["epoch"].split(".")[1]) <= 2
+        elif style == "lightning":
+            per_epoch = config["total_steps"] // config["epochs"]
+            s = steps[int(d["ep"]) * per_epoch + int(d["n"])]
+            assert abs(float(d["loss"]) - s["loss"]) <= 0.006 * s["loss"]        # three significant digits
+            assert close(float(d["rate"]), 1.0 / s["step_time_s"], 0.01)
+        checked += 1
+    assert checked == len(step_lines)
+
+
+def test_tqdm_rate_matches_step_time():
+    config, steps, logs = run_style("hf", 6)
+    for l in logs:
+        m = re.match(TQDM, l["text"])
+        if not m:
+            continue
+        s = steps[int(m.group("n"))]
+        rate = float(m.group("rate"))
+        if m.group("unit") == "s/it":
+            assert close(rate, s["step_time_s"], 0.01)
+        else:
+            assert close(rate, 1.0 / s["step_time_s"], 0.01)
+
+
+def test_auto_style_fits_the_run():
+    catalog = flt.load_catalog()
+    for seed in range(1, 301):
+        cfg = flt.make_run_config(catalog, seed, 1)
+        if cfg.kind == "finetune":
+            assert cfg.style in flt.FINETUNE_STYLES
+        else:
+            assert cfg.style in flt.PRETRAIN_STYLES, (seed, cfg.kind, cfg.style)
+        if cfg.style == "lightning":
+            assert cfg.params < 100e9
+        if cfg.params > 100e9:
+            assert cfg.kind != "finetune" or cfg.gpus >= 64
+
+
+def test_incident_lines_use_the_real_error_text():
+    catalog = flt.load_catalog()
+    session = flt.Session(catalog, 11, {}, "rare", from_start=True)
+    rs = session.current
+    rs.forced.append(("crash", rs.cfg.start_step + 20))
+    rs._rebuild()
+    ctx = flt.LogContext(rs, 1.7e9)
+    lines = [text for ev in flt.run_events(rs.timeline, -1, rs.timeline.duration)
+             for _, text in flt.event_lines(ctx, ev)]
+    text = "\n".join(lines)
+    assert re.search(r"CUDA error: uncorrectable ECC error encountered", text)
+    assert re.search(r"\[Rank (\d+)\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
+                     r"OpType=ALLREDUCE, NumelIn=\d+, NumelOut=\d+, Timeout\(ms\)=\d+\) ran for \d+ milliseconds "
+                     r"before timing out\.", text)
+    assert "torch.distributed.elastic.multiprocessing.errors.ChildFailedError" in text
+    assert "=" * 60 + "\ntrain.py FAILED\n" + "-" * 60 in text
+    assert text.count("NCCL INFO Init COMPLETE") == 0 and text.count("- Init COMPLETE") >= 2   # NCCL re-initialised
