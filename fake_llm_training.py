@@ -1195,6 +1195,7 @@ class RunState(object):
         self.base_cfg = cfg
         self.level = level
         self.forced = []
+        self.chart_cache = None           # the loss chart of the last frame: redrawn when the step moves
         self.start_tau = start_tau        # session time at which this run's t == offset
         self.offset = offset              # run time at which the session met this run
         self._rebuild()
@@ -1203,6 +1204,7 @@ class RunState(object):
         self.cfg, incidents = plan_incidents(self.base_cfg, self.level, self.forced)
         self.timeline = Timeline(self.cfg, incidents)
         self.telemetry = Telemetry(self.timeline)
+        self.chart_cache = None
         self.end_tau = self.start_tau + self.timeline.duration - self.offset
 
     def local(self, tau):
@@ -2190,15 +2192,29 @@ def gpu_style(r):
 
 
 def gpu_cell(gpu, r, cfg, width, glyphs):
-    """One GPU in about `width` cells: index, util bar, memory, temperature, power."""
-    tail = " %3d%% %6d/%6dMiB %3dC %4d/%4dW" % (r.util, r.mem_used_mib, cfg.gpu.memory_mib, r.temp_c,
-                                               r.power_w, cfg.gpu.power_cap_w)
+    """One GPU in `width` cells: index, util bar, memory, temperature, power."""
+    if width >= 56:
+        tail = " %3d%% %6d/%6dMiB %3dC %4d/%4dW" % (r.util, r.mem_used_mib, cfg.gpu.memory_mib, r.temp_c,
+                                                   r.power_w, cfg.gpu.power_cap_w)
+        error = " ERR Xid 48 DBE ECC  %3dC %4d/%4dW" % (r.temp_c, r.power_w, cfg.gpu.power_cap_w)
+    else:
+        tail = " %3d%% %4.1f/%.0fG %2dC %3dW" % (r.util, r.mem_used_mib / 1024.0, cfg.gpu.memory_mib / 1024.0,
+                                               r.temp_c, r.power_w)
+        error = " ERR Xid 48  %2dC %3dW" % (r.temp_c, r.power_w)
     if r.failed:
-        tail = " ERR! Xid 48 (DBE ECC)   %3dC %4d/%4dW" % (r.temp_c, r.power_w, cfg.gpu.power_cap_w)
+        tail = error
     head = "%4d " % gpu
-    bar_w = max(4, min(22, width - len(head) - len(tail)))
-    text = head + bar(r.util / 100.0, bar_w, glyphs) + tail
-    return fit(text, width)
+    bar_w = max(4, min(22, width - len(head) - len(tail) - 1))
+    return fit(head + bar(r.util / 100.0, bar_w, glyphs) + tail, width)
+
+
+def gpu_columns(width):
+    """How many GPU cells side by side, and how wide each is."""
+    if width >= 124:
+        return 2, width // 2
+    if width >= 76:
+        return 2, width // 2
+    return 1, width
 
 
 def node_summary(state, node, readings, width, glyphs):
@@ -2228,9 +2244,7 @@ def gpu_panel(state, width, height):
         cfg.gpus, cfg.gpu.name, cfg.nodes, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
         agg["temp"], agg["temp_sd"], agg["kw"], " | %d GPU FAULT" % agg["failed"] if agg["failed"] else ""),
         width, "title")]
-    cell_w = 62
-    columns = max(1, width // cell_w) if width >= cell_w else 1
-    cell_w = width // columns
+    columns, cell_w = gpu_columns(width)
     rows_per_node = 1 + int(math.ceil(cfg.gpus_per_node / float(columns)))
     room = height - 1
     node = 0
@@ -2275,8 +2289,17 @@ def chart_lines(state, width, height):
     cfg, g = state.cfg, state.ui.glyphs
     step = max(1, state.step)
     plot_w, plot_h = width - 8, height - 2
+    key = (width, height, step, g["point"])
+    cached = getattr(state.rs, "chart_cache", None)
+    if cached and cached[0] == key:
+        return cached[1]
     steps = [max(1, int(step * (i + 1) / float(plot_w))) for i in range(plot_w)]
-    values = [loss_at(cfg, s, state.tl.incidents.spikes) for s in steps]
+    spikes = state.tl.incidents.spikes
+    values = []
+    for i, s in enumerate(steps):
+        prev = steps[i - 1] if i else 0
+        window = [max(1, prev + (s - prev) * k // 3) for k in (1, 2, 3)]   # light smoothing, as W&B draws it
+        values.append(sum(loss_at(cfg, x, spikes) for x in window) / 3.0)
     hi_cap = sorted(values)[int(len(values) * 0.9)] * 1.15   # keep the early drop from flattening the rest
     lo, hi = min(values), max(min(max(values), hi_cap), min(values) + 0.05)
     grid = [[" "] * plot_w for _ in range(plot_h)]
@@ -2300,6 +2323,7 @@ def chart_lines(state, width, height):
         spans = [(8, plot_w, "chart")]
         out.append(Line(text, spans + val_spans))
     out.append(plain_line(" " * 8 + fit("0", plot_w // 2) + ("%d" % step).rjust(plot_w - plot_w // 2), width, "dim"))
+    state.rs.chart_cache = (key, out[:height])
     return out[:height]
 
 
@@ -2346,8 +2370,10 @@ def footer_lines(state, width):
                                                 moment.segment.info[2], moment.segment.info[1])
     elif phase == "summary":
         label, frac, right = "run %d finished; next run" % cfg.run, moment.progress, " %3d%%" % int(moment.progress * 100)
-    bar_w = max(5, width - len(label) - len(right) - 2)
-    line1 = fit("%s %s%s" % (label, bar(frac, bar_w, g), right), width)
+    if len(label) + len(right) + 8 > width:          # narrow: the bar and its percentage come first
+        label, right = "", " %3d%%" % int(frac * 100) + (right if len(right) + 13 <= width else "")
+    bar_w = max(5, width - len(label) - len(right) - (2 if label else 0))
+    line1 = fit(("%s %s%s" % (label, bar(frac, bar_w, g), right)).lstrip(), width)
     if m and phase != "summary":
         figures = "loss %.4f | lr %.2e | gnorm %.2f | %s | %.2f s/it | MFU %.1f%%" % (
             m.loss, m.lr, m.grad_norm, fmt_rate(m.tokens_per_s), m.step_time_s, 100 * m.mfu)
@@ -2416,7 +2442,7 @@ def all_regions(state, width, height):
     if height < 8 or ui.gpu_mode == "hidden":
         gpu_h = 0
     else:
-        columns = max(1, width // 62)
+        columns = gpu_columns(width)[0]
         want = 1 + cfg.nodes * (1 + int(math.ceil(cfg.gpus_per_node / float(columns))))
         gpu_h = min(want, max(3, (height * 9) // 20))
         if ui.gpu_mode == "nodes":

@@ -1,0 +1,83 @@
+"""Frames are pure: the same seed and clock give the same text, at every size."""
+import os
+
+import pytest
+
+import fake_llm_training as flt
+
+CATALOG = flt.load_catalog()
+EPOCH = 1790000000.0          # a fixed wall clock: 2026-09-21 14:13:20 UTC
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+
+
+def frame_at(seed, width, height, tau=0.0, **ui_options):
+    session = flt.Session(CATALOG, seed, {}, "rare")
+    sink = flt.LogSink()
+    writer = flt.ScreenWriter(session, sink, EPOCH)
+    flt.prefill(session, writer)
+    if tau:
+        writer.advance(0.0, tau)
+    ui = flt.Ui()
+    for key, value in ui_options.items():
+        setattr(ui, key, value)
+    rs = session.run_at(tau)
+    state = flt.ScreenState(rs, rs.local(tau), EPOCH + rs.start_tau - rs.offset, sink.lines, ui)
+    return flt.render_frame(state, width, height)
+
+
+def text_of(lines):
+    return "\n".join(line.text for line in lines) + "\n"
+
+
+def test_80x24_frame_is_exactly_the_golden_text():
+    got = text_of(frame_at(5, 80, 24, tau=30.0))
+    path = os.path.join(GOLDEN, "frame_seed5_80x24.txt")
+    if os.environ.get("UPDATE_GOLDEN"):
+        with open(path, "w") as f:
+            f.write(got)
+    with open(path) as f:
+        assert got == f.read()
+
+
+SIZES = [(1, 1), (2, 1), (10, 2), (19, 3), (20, 3), (20, 5), (40, 10), (60, 15), (80, 24), (100, 30),
+         (120, 40), (132, 43), (160, 50), (200, 60), (240, 80)]
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+@pytest.mark.parametrize("seed", [5, 12])
+def test_every_size_gives_exactly_height_lines_of_width_cells(width, height, seed):
+    for options in ({}, {"help": True}, {"gpu_mode": "nodes"}, {"gpu_mode": "hidden", "chart": False},
+                    {"view": "gpus"}, {"view": "chart"}, {"view": "log"}, {"paused": True, "speed": 4.0}):
+        lines = frame_at(seed, width, height, **options)
+        assert len(lines) == height, options
+        for line in lines:
+            assert len(line.text) == width, (options, line.text)
+            assert all(0 <= start < width and start + n <= width for start, n, _ in line.spans), options
+            assert all(ord(c) < 128 for c in line.text)
+
+
+def test_regions_by_priority():
+    at_80 = text_of(frame_at(5, 80, 24))
+    assert "iteration" in at_80 and "CLUSTER" in at_80 and " step " in at_80
+    tiny = text_of(frame_at(5, 20, 5))
+    assert "%" in tiny.splitlines()[-2]                  # the footer survives
+    too_small = text_of(frame_at(5, 12, 2))
+    assert "too small" in too_small
+
+
+def test_gpu_panel_rows_and_more_nodes_line():
+    text = text_of(frame_at(5, 120, 40))
+    rows = [l for l in text.splitlines() if l.startswith("   ") and "MiB" in l and "W" in l]
+    assert len(rows) >= 8
+    assert "more nodes" in text                            # 16 nodes do not fit in 40 lines
+
+
+def test_unicode_glyphs_only_when_asked():
+    lines = frame_at(5, 120, 40, glyphs=flt.GLYPHS_UNICODE)
+    assert any("\u2588" in l.text for l in lines)
+    assert all(ord(c) < 128 for l in frame_at(5, 120, 40) for c in l.text)
+
+
+def test_paused_and_speed_are_shown():
+    footer = text_of(frame_at(5, 100, 30, paused=True, speed=4.0)).splitlines()[-1]
+    assert "PAUSED" in footer and "x4" in footer
