@@ -2415,7 +2415,8 @@ def render_frame(state, width, height):
         return []
     ui = state.ui
     if width < MIN_WIDTH or height < MIN_HEIGHT:
-        msg = ["terminal too small", "%dx%d, need %dx%d" % (width, height, MIN_WIDTH, MIN_HEIGHT)]
+        msg = ["terminal too small" if width >= 18 else "too small",
+               "%dx%d, need %dx%d" % (width, height, MIN_WIDTH, MIN_HEIGHT)]
         return [plain_line(msg[i] if i < len(msg) else "", width, "warn") for i in range(height)]
     footer = footer_lines(state, width) if ui.view == "all" or height >= 8 else []
     footer = footer[-max(0, height):]
