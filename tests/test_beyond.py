@@ -1,0 +1,177 @@
+"""Runs already in progress, incidents, panes that agree, and the nvidia-smi look-alike."""
+import json
+import re
+import subprocess
+import sys
+import time
+
+import fake_llm_training as flt
+from conftest import ROOT, run_program
+from test_frames import EPOCH, frame_at, text_of
+
+CATALOG = flt.load_catalog()
+
+
+def jsonl_steps(seed, *extra):
+    out = run_program(["--format", "jsonl", "--seed", str(seed), "--speed", "1000000", "--exit-after-runs", "1"]
+                      + list(extra))
+    assert out.returncode == 0, out.stderr
+    return [json.loads(l) for l in out.stdout.splitlines()]
+
+
+def test_a_session_joins_a_run_in_progress_with_its_history():
+    lines = frame_at(5, 120, 40)
+    text = text_of(lines)
+    log = [l.text for l in lines[1:21]]
+    assert all(l.strip() for l in log), "the log region is full from the first frame"
+    stamps = re.findall(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\]", "\n".join(log))
+    assert stamps and all(s < time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(EPOCH)) for s in stamps)
+    step = int(re.search(r" step (\d+)/(\d+)", text).group(1))
+    assert re.search(r"step 0-%d\b" % step, text), "the chart covers the run since step 0"
+    loss = float(re.search(r"loss (\d+\.\d{4}) \|", text).group(1))
+    events = jsonl_steps(5, "--from-start")
+    by_step = {e["step"]: e for e in events if e["event"] == "step"}
+    assert abs(by_step[step]["loss"] - loss) <= 5e-5
+    config = events[0]
+    tokens = re.search(r"([\d.]+[KMBT])/([\d.]+[KMBT]) tok", text).group(1)
+    assert tokens == flt.fmt_tokens(step * config["tokens_per_step"])
+    checkpoints = [e for e in events if e["event"] == "checkpoint" and e["step"] <= step]
+    history = [l for l in text.splitlines() if "successfully saved checkpoint" in l]
+    assert not history or int(re.search(r"iteration\s+(\d+)", history[-1]).group(1)) == checkpoints[-1]["step"]
+
+
+def test_the_default_start_point_is_the_same_for_a_seed():
+    a = jsonl_steps(14)
+    b = jsonl_steps(14)
+    first = [e for e in a if e["event"] == "step"][0]
+    assert first == [e for e in b if e["event"] == "step"][0]
+    assert first["step"] > a[0]["start_step"] + 10         # joined mid-run, not at launch
+
+
+def forced(seed, kind, at_fraction=0.5, pins=None):
+    session = flt.Session(CATALOG, seed, pins or {}, "off", from_start=True)
+    rs = session.current
+    cfg = rs.cfg
+    step = cfg.start_step + int((cfg.total_steps - cfg.start_step) * at_fraction)
+    rs.forced.append((kind, step))
+    rs._rebuild()
+    ctx = flt.LogContext(rs, EPOCH)
+    events = flt.run_events(rs.timeline, -1, rs.timeline.duration)
+    lines = [text for ev in events for _, text in flt.event_lines(ctx, ev)]
+    return rs, step, events, lines
+
+
+def test_straggler_slows_steps_and_names_its_node():
+    rs, at, events, lines = forced(6, "straggler")
+    first, last, factor, node = rs.timeline.incidents.stragglers[0]
+    host = rs.cfg.hostname.format(n=rs.cfg.first_node + node)
+    assert any(host in l and "slow rank" in l for l in lines)
+    times = {e.data.step: e.data.step_time_s for e in events if e.kind == "step"}
+    assert times[first + 2] > 1.2 * times[first - 2]
+    t_slow = rs.timeline.step_end(rs.timeline.train_segments()[0], first + 5)
+    slow = rs.telemetry.reading(node * rs.cfg.gpus_per_node, t_slow)
+    other = rs.telemetry.reading(((node + 1) % rs.cfg.nodes) * rs.cfg.gpus_per_node, t_slow)
+    assert slow.util < other.util and slow.power_w < other.power_w
+
+
+def test_loss_spike_comes_with_a_grad_norm_spike_and_recovers():
+    rs, at, events, lines = forced(6, "spike")
+    steps = {e.data.step: e.data for e in events if e.kind == "step"}
+    assert steps[at].loss > 1.2 * steps[at - 3].loss and steps[at].grad_norm > 4 * steps[at - 3].grad_norm
+    assert steps[at + 60].loss < 1.05 * steps[at - 3].loss
+    assert any("loss spike at iteration %d" % at in l for l in lines)
+
+
+def test_gpu_failure_kills_the_job_and_it_resumes_from_the_checkpoint():
+    rs, at, events, lines = forced(8, "crash")
+    crash = rs.timeline.incidents.crashes[0]
+    seg = [s for s in rs.timeline.segments if s.phase == "crash"][0]
+    failed = rs.telemetry.reading(crash[1], seg.t0 + 5)
+    assert failed.failed and failed.util == 0
+    text = "\n".join(lines)
+    assert "uncorrectable ECC error encountered" in text and "Watchdog caught collective operation timeout" in text
+    restarts = [l for l in lines if "NCCL INFO NCCL version" in l]
+    assert len(restarts) == 2                                  # NCCL initialised again after the restart
+    resumed = rs.timeline.train_segments()[1]
+    steps = [e.data for e in events if e.kind == "step"]
+    redone = [m for m in steps if m.attempt == 1]
+    assert redone[0].step == resumed.first + 1 and redone[-1].step == rs.cfg.total_steps
+    assert all(m.tokens_seen == m.step * rs.cfg.tokens_per_step for m in steps)
+    summary = [e for e in events if e.kind == "summary"][0].data
+    assert summary["restarts"] == 1 and summary["wall_s"] == rs.timeline.duration - flt.SUMMARY_SECONDS
+    assert summary["steps_redone"] == crash[0] - resumed.first
+
+
+def test_fp16_runs_back_off_the_loss_scale_and_skip_iterations():
+    events = jsonl_steps(3, "--gpu-type", "V100", "--style", "megatron", "--kind", "pretrain", "--from-start")
+    logs = [e["text"] for e in events if e["event"] == "log" and re.search(r" iteration +\d+/", e["text"])]
+    scales = [float(re.search(r"loss scale: ([\d.]+)", l).group(1)) for l in logs]
+    skipped = [int(re.search(r"skipped iterations:\s+(\d+)", l).group(1)) for l in logs]
+    assert scales[0] > scales[-1] >= 2 ** 13 and sum(skipped) >= 10
+
+
+def run_now(args):
+    return subprocess.Popen([sys.executable, "-m", "fake_llm_training"] + args, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+
+def test_two_processes_with_one_seed_and_start_time_agree():
+    start = "%.3f" % (time.time() - 1000 * 900)            # at speed 0.001 the run stands at t = 900 s
+    for attempt in range(3):
+        a = run_now(["nvidia-smi", "--seed", "23", "--start-at", start, "--speed", "0.001", "--node", "1"])
+        b = run_now(["nvidia-smi", "--seed", "23", "--start-at", start, "--speed", "0.001", "--node", "1"])
+        out_a, out_b = a.communicate(timeout=30)[0], b.communicate(timeout=30)[0]
+        if out_a.splitlines()[0] == out_b.splitlines()[0]:  # the same second on the wall clock
+            break
+    assert a.returncode == 0 and out_a == out_b and "MiB" in out_a
+
+
+# The 570-driver nvidia-smi layout, measured on public nvidia-smi 570.133.20 output of an
+# 8x H100 80GB HBM3 node (91 columns; `|`/`+` at 0, 42, 67 and 90 in the GPU table; the
+# processes table with PID ending at column 32, type at 39, name from 43, memory ending at 88).
+SMI_SEPARATORS = [0, 42, 67, 90]
+SMI_HEADER = re.compile(r"^\| NVIDIA-SMI (\S+) +Driver Version: (\S+) +CUDA Version: (\S+) +\|$")
+SMI_ROW1 = re.compile(r"^\| +(\d+)  (.{27}) +(On|Off) +\| +([0-9A-F]{8}:[0-9A-F]{2}:00\.0) (Off|On) \| +(\S+) \|$")
+SMI_ROW2 = re.compile(r"^\| N/A +(\d+)C +(P\d) +(\d+)W / +(\d+)W \| +(\d+)MiB / +(\d+)MiB \| +(\d+)% +Default \|$")
+SMI_PROC = re.compile(r"^\| +(\d+) +N/A +N/A +(\d+) +C +(\S+) +(\d+)MiB \|$")
+
+
+def test_nvidia_smi_matches_the_real_layout_and_the_run():
+    start = "%.3f" % (time.time() - 1000 * 600)            # the run (from its start) stands at t = 600 s
+    out = run_program(["nvidia-smi", "--seed", "5", "--from-start", "--start-at", start, "--speed", "0.001"])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert re.match(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} {7}$", lines[0])
+    table = lines[1:]
+    assert all(len(l) == 91 for l in table if l.strip()), [l for l in table if len(l) != 91][:3]
+    assert SMI_HEADER.match(table[1]).groups() == ("570.133.20", "570.133.20", "12.8")
+    gpu_rows = [l for l in table[6:] if l.startswith(("| ", "+-", "|=")) and "Processes" not in l][:33]
+    for l in gpu_rows:
+        assert [i for i, c in enumerate(l) if c in "|+"] == SMI_SEPARATORS, l
+    row1 = [SMI_ROW1.match(l) for l in table if SMI_ROW1.match(l)]
+    row2 = [SMI_ROW2.match(l) for l in table if SMI_ROW2.match(l)]
+    procs = [SMI_PROC.match(l) for l in table if SMI_PROC.match(l)]
+    assert len(row1) == len(row2) == len(procs) == 8
+    for l in table:
+        if SMI_PROC.match(l):
+            assert l[27:33].strip().isdigit() and l[39] == "C" and l[43:59] == "/usr/bin/python3" and l[88] == "B"
+    stream = jsonl_steps(5, "--from-start")
+    samples = {e["gpu"]: e for e in stream if e["event"] == "gpu" and e["t"] == 600.0}
+    for i, m in enumerate(row2):
+        temp, perf, power, cap, used, total, util = m.groups()
+        s = samples[i]
+        assert (int(temp), int(power), int(cap), int(used), int(total), int(util)) == \
+               (s["temp_c"], s["power_w"], s["power_limit_w"], s["mem_used_mib"], s["mem_total_mib"], s["util"])
+        assert int(procs[i].group(4)) <= int(used) and row1[i].group(2).strip() == stream[0]["gpu_type"]
+
+
+def test_nvidia_smi_loops_and_rejects_a_missing_node():
+    out = run_program(["nvidia-smi", "--seed", "5", "-l", "1", "--exit-after", "2s"], timeout=30)
+    assert out.returncode == 0 and out.stdout.count("NVIDIA-SMI 570.133.20") >= 2
+    bad = run_program(["nvidia-smi", "--seed", "5", "--node", "400"], timeout=30)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_tmux_flag_outside_tmux_is_a_clear_error():
+    out = run_program(["--tmux", "--seed", "3"], env={"TMUX": ""})
+    assert out.returncode == 2 and "inside a tmux session" in out.stderr
