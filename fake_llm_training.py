@@ -2225,7 +2225,8 @@ def node_summary(state, node, readings, width, glyphs):
     temp = sum(r.temp_c for r in readings) / n
     kw = sum(r.power_w for r in readings) / 1000.0
     failed = any(r.failed for r in readings)
-    head = "%-16s " % fit(state.rs_hostname(node), 16)
+    name_w = max(16, len(state.rs_hostname(cfg.nodes - 1)))
+    head = "%-*s " % (name_w, state.rs_hostname(node))
     tail = " %3.0f%% %5.1f/%.1fG %3.0fC %5.1fkW%s" % (util, mem, cfg.gpu.memory_mib / 1024.0, temp, kw,
                                                      "  GPU ERROR" if failed else "")
     bar_w = max(4, min(22, width - len(head) - len(tail)))
@@ -2789,8 +2790,6 @@ def nvidia_smi_main(argv):
             time.sleep(every)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 def tmux_layout(args, argv):
@@ -3042,13 +3041,6 @@ def main(argv=None):
         return run_stream(session, args, sys.stdout)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # the reader went away (| head): stop quietly
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return 0
 
 
 def entry_point():
@@ -3058,7 +3050,12 @@ def entry_point():
         status = main()
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: a last resort, after the terminal is restored
+    except BrokenPipeError:
+        # the reader went away (| head): stop quietly, and keep the interpreter's
+        # final flush from complaining about the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 0
+    except Exception as exc:  # a last resort, after the terminal is restored
         if debug:
             raise
         sys.stderr.write("fake_llm_training: internal error: %s: %s (run with --debug for details)\n"
