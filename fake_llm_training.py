@@ -913,12 +913,12 @@ THERMAL_TAU = 45.0
 CONTEXT_MIB = 527                      # CUDA context + NCCL before the model exists
 
 
-def power_level(tl, t, node, gpu):
+def power_level(tl, t, node, gpu, m=None):
     """(utilisation %, fraction of the power cap, memory state) at t for one GPU."""
     cfg = tl.cfg
     if t < 0:
         return 0.0, 0.0, "empty"
-    m = tl.moment(t)
+    m = m or tl.moment(t)
     busy = 0.55 + 0.6 * cfg.mfu                         # heavier kernels draw more power
     if m.phase == "train":
         for first, last, factor, slow_node in tl.incidents.stragglers:
@@ -961,49 +961,62 @@ def _thermal_state(tl, t, node, gpu):
 
 
 class Telemetry(object):
-    """Readings of every GPU of a run; caches the thermal state per node class."""
+    """Readings of every GPU of a run.
+
+    Readings change once a simulated second, and all GPUs share the run's
+    phase, so the phase and the thermal state are computed once per second
+    (per node class), and each GPU adds only its own offsets and noise."""
 
     def __init__(self, tl):
         self.tl = tl
         cfg = tl.cfg
         self.seed = cfg.seed * 7919 + cfg.run
-        self._thermal = {}
+        self.offsets = [unit(cfg.seed, S_GPU_OFFSET, g) for g in range(cfg.gpus)]   # per card, for the cluster
+        self.spreads = [int(unit(self.seed, S_MEM, g) * 380) for g in range(cfg.gpus)]  # ranks differ slightly
+        self._moments, self._thermal, self._cluster = {}, {}, {}
+
+    def _cached(self, cache, key, compute):
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = compute()
+        return cache[key]
 
     def _thermal_for(self, t, node, gpu):
         tl = self.tl
         special = any(s[3] == node for s in tl.incidents.stragglers)
         crash_gpu = [c[1] for c in tl.incidents.crashes]
         key = (t, node if special else -1, gpu if gpu in crash_gpu else -1)
-        if key not in self._thermal:
-            if len(self._thermal) > 64:
-                self._thermal.clear()
-            self._thermal[key] = _thermal_state(tl, t, node, gpu)
-        return self._thermal[key]
+        return self._cached(self._thermal, key, lambda: _thermal_state(tl, t, node, gpu))
 
     def reading(self, gpu, t):
-        tl, cfg, s = self.tl, self.tl.cfg, self.seed
+        tl, cfg = self.tl, self.tl.cfg
         second = math.floor(t)
         node = gpu // cfg.gpus_per_node
-        util, level, mem_state = power_level(tl, second, node, gpu)
-        failed = any(c[1] == gpu and tl.moment(second).phase == "crash" for c in tl.incidents.crashes)
-        offset = unit(cfg.seed, S_GPU_OFFSET, gpu)        # per card, fixed for the cluster
+        m = self._cached(self._moments, second, lambda: tl.moment(second)) if second >= 0 else None
+        util, level, mem_state = power_level(tl, second, node, gpu, m)
+        failed = m is not None and m.phase == "crash" and m.segment.info[1] == gpu
+        offset = self.offsets[gpu]
+        x = (unit(self.seed, S_GPU_UTIL, gpu * 1000003 + int(second)) * 18446744073709551616.0)
+        jitter_util = (x % 2097152) / 1048576.0 - 1          # three draws in [-1, 1) from one hash
+        jitter_power = ((x // 2097152) % 2097152) / 1048576.0 - 1
+        jitter_temp = ((x // 4398046511104) % 2097152) / 1048576.0 - 1
         if util >= 90:
-            util = min(100.0, util + 2.5 * smooth_noise(s, S_GPU_UTIL * 100003 + gpu, second / 2.0) + 0.5)
+            util = min(100.0, util + 2.5 * jitter_util + 0.5)
         elif util > 0:
-            util = max(0.0, util + 2 * smooth_noise(s, S_GPU_UTIL * 100003 + gpu, second / 2.0))
+            util = max(0.0, util + 2 * jitter_util)
         gpu_type = cfg.gpu
         power = gpu_type.idle_w + (gpu_type.power_cap_w - gpu_type.idle_w) * level
-        power *= 1 + 0.03 * (offset - 0.5) + 0.02 * smooth_noise(s, S_GPU_POWER * 100003 + gpu, second / 1.5)
+        power *= 1 + 0.03 * (offset - 0.5) + 0.015 * jitter_power
         power = min(power, gpu_type.power_cap_w * 1.0)
         heat = self._thermal_for(second, node, gpu)
-        temp = cfg.ambient_c + 8 + 48 * heat + 8 * (offset - 0.5)
-        temp += 0.6 * smooth_noise(s, S_GPU_TEMP * 100003 + gpu, second / 4.0)
+        temp = cfg.ambient_c + 8 + 48 * heat + 8 * (offset - 0.5) + 0.4 * jitter_temp
         mem = self.memory(gpu, mem_state, second)
         return GpuReading(int(round(util)), mem, int(round(temp)), int(round(power)), failed)
 
     def memory(self, gpu, state, t):
-        cfg = self.cfg_mem = self.tl.cfg
-        spread = int(unit(cfg.seed * 7919 + cfg.run, S_MEM, gpu) * 380)   # ranks differ slightly
+        cfg = self.tl.cfg
+        spread = self.spreads[gpu]
         if state == "empty":
             return 0
         if state == "context":
@@ -1019,6 +1032,9 @@ class Telemetry(object):
 
     def cluster(self, t):
         """Cluster aggregate: mean util, mean memory, temp mean and spread, total kW."""
+        return self._cached(self._cluster, math.floor(t), lambda: self._cluster_now(t))
+
+    def _cluster_now(self, t):
         cfg = self.tl.cfg
         readings = [self.reading(g, t) for g in range(cfg.gpus)]
         n = float(len(readings))
