@@ -642,7 +642,10 @@ def spike_at(cfg, step, forced_spikes=()):
     excess = 0.0
     block = step // 1000
     for b in (block - 1, block):
-        if b < 0 or unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b) >= cfg.spike_rate * 0.08:
+        # Fine-tunes at small learning rates, and runs at the low end of their
+        # schedule, rarely spike: random spikes come only where they happen.
+        if (b < 0 or cfg.kind == "finetune" or b * 1000 > cfg.start_step + 0.85 * (cfg.total_steps - cfg.start_step)
+                or unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b) >= cfg.spike_rate * 0.08):
             continue
         start = b * 1000 + int(unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 1) * 1000)
         size = 0.15 + 0.9 * unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 2)
