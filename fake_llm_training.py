@@ -254,10 +254,11 @@ def unit(seed, stream, n):
 
 
 def normal(seed, stream, n):
-    """A standard normal draw (Box-Muller over two counter draws)."""
-    u1 = unit(seed, stream, 2 * n) or 1e-12
-    u2 = unit(seed, stream, 2 * n + 1)
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    """A near-normal draw (mean 0, sd 1, within +-3.5): the sum of four 16-bit
+    slices of one hash.  Bounded tails suit simulated noise, and it is one hash."""
+    x = int(unit(seed, stream, n) * 18446744073709551616.0)
+    total = (x & 0xFFFF) + ((x >> 16) & 0xFFFF) + ((x >> 32) & 0xFFFF) + ((x >> 48) & 0xFFFF)
+    return (total / 65536.0 - 2.0) * 1.7320508075688772
 
 
 def smooth_noise(seed, stream, x):
@@ -675,21 +676,21 @@ def expected_loss(cfg, step):
     return loss + 0.25 * math.exp(-step / 3.0)
 
 
-def loss_at(cfg, step, forced_spikes=()):
+def loss_at(cfg, step, forced_spikes=(), spike=None):
     """Training loss printed for optimizer step `step`: noisy, spiky, mostly falling."""
     base = expected_loss(cfg, step)
     s = cfg.seed * 7919 + cfg.run
     wobble = cfg.noise * (normal(s, S_LOSS, step) + 0.8 * smooth_noise(s, S_LOSS_SLOW, step / 40.0))
-    return base * (1 + wobble + spike_at(cfg, step, forced_spikes))
+    return base * (1 + wobble + (spike_at(cfg, step, forced_spikes) if spike is None else spike))
 
 
-def grad_norm_at(cfg, step, forced_spikes=()):
+def grad_norm_at(cfg, step, forced_spikes=(), spike=None):
     """Gradient norm: large early, settling, with spikes alongside loss spikes."""
     s = cfg.seed * 7919 + cfg.run
     scale = 5.0 if cfg.kind == "pretrain" else 10.0
     g = cfg.grad_floor + cfg.grad_start / (1 + step / scale) ** 0.8
     g *= math.exp(0.12 * normal(s, S_GRAD, step))
-    return g * (1 + 25 * spike_at(cfg, step, forced_spikes))
+    return g * (1 + 25 * (spike_at(cfg, step, forced_spikes) if spike is None else spike))
 
 
 def val_loss_at(cfg, step):
@@ -1091,17 +1092,20 @@ def step_metrics(tl, seg, step):
     step_time = tl.step_time(seg, step)
     tokens_per_s = cfg.tokens_per_step / step_time
     scale, skipped = loss_scale_at(cfg, step)
+    spike = spike_at(cfg, step, spikes)
     return StepMetrics(
-        step=step, loss=loss_at(cfg, step, spikes), lr=lr_at(cfg, step),
-        grad_norm=grad_norm_at(cfg, step, spikes), step_time_s=step_time,
+        step=step, loss=loss_at(cfg, step, spikes, spike), lr=lr_at(cfg, step),
+        grad_norm=grad_norm_at(cfg, step, spikes, spike), step_time_s=step_time,
         tokens_per_s=tokens_per_s, tokens_seen=step * cfg.tokens_per_step,
         mfu=cfg.flops_per_token * tokens_per_s / (cfg.gpus * cfg.gpu.tflops * 1e12),
         eta_s=tl.eta(seg, step), epoch=step / float(cfg.steps_per_epoch) if cfg.steps_per_epoch else 0.0,
         skipped=skipped, loss_scale=scale, attempt=seg.attempt)
 
 
-def run_events(tl, t0, t1):
-    """Every event of the run with t0 < t <= t1, in time order."""
+def run_events(tl, t0, t1, every_step=True):
+    """Every event of the run with t0 < t <= t1, in time order.  With
+    every_step=False, only the steps a log prints (a screen's or a file's
+    needs); JSON lines want them all."""
     cfg = tl.cfg
     out = []
     for seg in tl.segments:
@@ -1123,12 +1127,12 @@ def run_events(tl, t0, t1):
         if seg.phase == "summary" and t0 < seg.t0 + 0.001 <= t1:
             out.append(Event(seg.t0 + 0.001, "summary", run_summary(tl)))
         if seg.phase == "train" and seg.t1 > t0:
-            out.extend(_train_events(tl, seg, t0, t1))
+            out.extend(_train_events(tl, seg, t0, t1, every_step))
     out.sort(key=lambda e: e.t)
     return out
 
 
-def _train_events(tl, seg, t0, t1):
+def _train_events(tl, seg, t0, t1, every_step=True):
     cfg = tl.cfg
     out = []
     step = tl.last_step_before(seg, t0) if t0 > seg.t0 else seg.first
@@ -1138,7 +1142,7 @@ def _train_events(tl, seg, t0, t1):
         if end > t1:
             break
         if step > seg.first:
-            if end > t0:
+            if end > t0 and (every_step or step % cfg.log_interval == 0 or step == seg.first + 1):
                 out.append(Event(end, "step", step_metrics(tl, seg, step)))
                 for first, last, factor, node in tl.incidents.stragglers:
                     if step == first + 1:
@@ -2040,7 +2044,7 @@ class StreamWriter(object):
                     self._emit(rec)
                 self.done_t = self.done_t - 1e-9 if self.done_t > 0 else -1.0
                 self.gpu_t = self.done_t
-            for ev in run_events(rs.timeline, self.done_t, t1):
+            for ev in run_events(rs.timeline, self.done_t, t1, every_step=self.fmt == "jsonl"):
                 if self.fmt == "jsonl":
                     self._gpu_samples(rs, ev.t)
                 if self.fmt == "jsonl" and ev.kind in JSONL_EVENTS:
@@ -2561,9 +2565,10 @@ class Terminal(object):
 
 
 def history_window(rs):
-    """Run-time span of log history to pre-fill a screen joining mid-run."""
+    """Run-time span of log history to pre-fill a screen joining mid-run: about
+    150 logged steps, more than the tallest log region shows."""
     cfg = rs.cfg
-    return max(120.0, 400 * cfg.step_time_s * max(1, cfg.log_interval))
+    return max(60.0, 150 * cfg.step_time_s * max(1, cfg.log_interval))
 
 
 class LogSink(object):
@@ -2593,12 +2598,13 @@ def prefill(session, writer):
     rs = session.current
     if rs.offset <= 0:
         return
-    start = max(-1.0, rs.offset - history_window(rs))
     ctx = LogContext(rs, writer.epoch0 + rs.start_tau - rs.offset, writer.rank)
-    for phase_ev in run_events(rs.timeline, -1.0, start):
-        if phase_ev.kind == "phase" and phase_ev.data["phase"] in ("launch", "build"):
-            writer._log(ctx, rs, phase_ev)          # the start-up banner stays at the top of a log
-    for ev in run_events(rs.timeline, start, rs.offset):
+    start = max(-1.0, rs.offset - history_window(rs))
+    if start > 0:                      # the start-up banner stays at the top of a log
+        for seg in rs.timeline.segments[:2]:
+            writer._log(ctx, rs, Event(seg.t0, "phase", {"phase": seg.phase, "attempt": 0,
+                                                         "step": seg.first, "info": None}))
+    for ev in run_events(rs.timeline, start, rs.offset, every_step=False):
         writer._log(ctx, rs, ev)
     writer.run, writer.done_t = rs.cfg.run, rs.offset
 
