@@ -2178,15 +2178,25 @@ class ScreenState(object):
         return self.cfg.hostname.format(n=self.cfg.first_node + node)
 
 
+def first_fitting(variants, width):
+    """The first text that fits the width (the last one, cut, if none does)."""
+    for text in variants:
+        if len(text) <= width:
+            return text
+    return variants[-1]
+
+
 def header_line(state, width):
     cfg = state.cfg
     clock = time.strftime("%H:%M:%S", time.gmtime(state.epoch0 + state.t))
-    text = ("%s | %s (%s) %s | %dx %s | %d node%s | TP%d PP%d DP%d | %s | seed %d | %s UTC" % (
-        cfg.name, cfg.model, fmt_params(cfg.params), cfg.kind, cfg.gpus, cfg.gpu.name, cfg.nodes,
-        "s" * (cfg.nodes > 1), cfg.tp, cfg.pp, cfg.dp, cfg.precision, cfg.seed, clock))
-    if len(text) > width:
-        text = "%s (%s) %s | %dx %s | TP%d PP%d DP%d | %s UTC" % (
-            cfg.model, fmt_params(cfg.params), cfg.kind, cfg.gpus, cfg.gpu.key, cfg.tp, cfg.pp, cfg.dp, clock)
+    text = first_fitting([
+        "%s | %s (%s) %s | %dx %s | %d node%s | TP%d PP%d DP%d | %s | seed %d | %s UTC" % (
+            cfg.name, cfg.model, fmt_params(cfg.params), cfg.kind, cfg.gpus, cfg.gpu.name, cfg.nodes,
+            "s" * (cfg.nodes > 1), cfg.tp, cfg.pp, cfg.dp, cfg.precision, cfg.seed, clock),
+        "%s (%s) %s | %dx %s | TP%d PP%d DP%d | %s UTC" % (
+            cfg.model, fmt_params(cfg.params), cfg.kind, cfg.gpus, cfg.gpu.key, cfg.tp, cfg.pp, cfg.dp, clock),
+        "%s %s | %dx %s | %s" % (cfg.model, cfg.kind, cfg.gpus, cfg.gpu.key, clock),
+        "%s | %s" % (cfg.model, clock)], width)
     return plain_line(text, width, "header")
 
 
@@ -2264,10 +2274,18 @@ def gpu_panel(state, width, height):
         return []
     cfg, tel, t, glyphs = state.cfg, state.rs.telemetry, state.t, state.ui.glyphs
     agg = tel.cluster(t)
-    out = [plain_line("CLUSTER %dx %s | %d nodes | util %.1f%% | mem %.1f/%.1f GiB | %.0f+-%.1fC | %.1f kW%s" % (
-        cfg.gpus, cfg.gpu.name, cfg.nodes, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
-        agg["temp"], agg["temp_sd"], agg["kw"], " | %d GPU FAULT" % agg["failed"] if agg["failed"] else ""),
-        width, "title")]
+    fault = " | %d GPU FAULT" % agg["failed"] if agg["failed"] else ""
+    figures = "util %.1f%% | mem %.1f/%.1f GiB | %.0f+-%.1fC | %.1f kW%s" % (
+        agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
+        agg["kw"], fault)
+    out = [plain_line(first_fitting([
+        "CLUSTER %dx %s | %d nodes | %s" % (cfg.gpus, cfg.gpu.name, cfg.nodes, figures),
+        "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, figures),
+        "CLUSTER %dx %s | %.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
+            cfg.gpus, cfg.gpu.key, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
+            agg["temp"], agg["temp_sd"], agg["kw"], fault),
+        "%dx %s %.0f%% %.0fC %.1fkW%s" % (cfg.gpus, cfg.gpu.key, agg["util"], agg["temp"], agg["kw"], fault)],
+        width), width, "title")]
     columns, cell_w = gpu_columns(width)
     rows_per_node = 1 + int(math.ceil(cfg.gpus_per_node / float(columns)))
     room = height - 1
@@ -2403,10 +2421,9 @@ def footer_lines(state, width):
             m.loss, m.lr, m.grad_norm, fmt_rate(m.tokens_per_s), m.step_time_s, 100 * m.mfu)
     else:
         figures = "%s | %dx %s" % (cfg.model, cfg.gpus, cfg.gpu.key)
-    status = (" | PAUSED" if ui.paused else "") + (" | x%g" % ui.speed if ui.speed != 1 else "") + " | ? help"
-    if ui.notice:
-        status = " | " + ui.notice + status
-    line2 = fit(figures + status, width)
+    # what the viewer changed comes first, so a narrow pane still shows it
+    flags = ["PAUSED"] * ui.paused + ["x%g" % ui.speed] * (ui.speed != 1) + [ui.notice] * bool(ui.notice)
+    line2 = fit(" | ".join(flags + [figures, "? help"]), width)
     style2 = "paused" if ui.paused else "footer"
     return [Line(line1, [(0, width, "bar" if phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
@@ -2509,7 +2526,7 @@ PALETTE = {  # style: (colour, attribute with colour, attribute on monochrome te
 class Terminal(object):
     """curses window + palette; draws frames, reads keys."""
 
-    def __init__(self, stdscr, color, unicode):
+    def __init__(self, stdscr, color):
         import curses
         self.curses, self.scr = curses, stdscr
         stdscr.keypad(True)
@@ -2620,11 +2637,9 @@ def run_screen(session, args):
     for name in ("LINES", "COLUMNS"):      # exported sizes would freeze the screen size
         os.environ.pop(name, None)
     color = not args.no_color and not os.environ.get("NO_COLOR")
-    encoding = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "")
-    unicode = args.unicode and encoding == "utf8"
     status = {"code": 0, "last": None}
     try:
-        curses.wrapper(lambda scr: _screen_loop(scr, session, args, color, unicode, status))
+        curses.wrapper(lambda scr: _screen_loop(scr, session, args, color, status))
     except KeyboardInterrupt:
         status["code"] = 130
     last = status["last"]
@@ -2637,10 +2652,12 @@ def run_screen(session, args):
     return status["code"]
 
 
-def _screen_loop(stdscr, session, args, color, unicode, status):
+def _screen_loop(stdscr, session, args, color, status):
     import curses
-    term = Terminal(stdscr, color, unicode)
-    ui = Ui(args.speed, args.view, unicode)
+    term = Terminal(stdscr, color)
+    # Block glyphs only where curses itself encodes UTF-8 (under LC_ALL=C they draw blank).
+    encoding = (getattr(stdscr, "encoding", "") or "").lower().replace("-", "")
+    ui = Ui(args.speed, args.view, args.unicode and encoding == "utf8")
     sink = LogSink()
     writer = ScreenWriter(session, sink, args.epoch0, args.rank)
     prefill(session, writer)
