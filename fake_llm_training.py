@@ -2195,6 +2195,9 @@ def header_line(state, width):
             "s" * (cfg.nodes > 1), cfg.tp, cfg.pp, cfg.dp, cfg.precision, cfg.seed, clock),
         "%s (%s) %s | %dx %s | TP%d PP%d DP%d | %s UTC" % (
             cfg.model, fmt_params(cfg.params), cfg.kind, cfg.gpus, cfg.gpu.key, cfg.tp, cfg.pp, cfg.dp, clock),
+        "%s %s | %dx %s | TP%d PP%d DP%d | %s" % (cfg.model, cfg.kind, cfg.gpus, cfg.gpu.key, cfg.tp, cfg.pp,
+                                                  cfg.dp, clock),
+        "%s | %dx %s | TP%d PP%d | %s" % (cfg.model, cfg.gpus, cfg.gpu.key, cfg.tp, cfg.pp, clock),
         "%s %s | %dx %s | %s" % (cfg.model, cfg.kind, cfg.gpus, cfg.gpu.key, clock),
         "%s | %s" % (cfg.model, clock)], width)
     return plain_line(text, width, "header")
