@@ -39,7 +39,7 @@ def default_data_dir():
 DATA_DIR = default_data_dir()
 GIB = 1024 ** 3
 MIB = 1024 ** 2
-FRAME_SECONDS = 0.5          # two frames a second: enough for a log, cheap over ssh
+FRAME_SECONDS = 1.0          # a frame a second, as nvidia-smi -l 1 (keys redraw at once)
 MAX_FRAME_STEP = 1.0         # wall seconds one frame may advance (suspend, debugger)
 LOG_KEEP = 2000              # log lines kept for the screen
 GPU_SAMPLE_TARGET = 4096     # jsonl: aim for this many GPU readings per minute at most
@@ -978,6 +978,7 @@ class Telemetry(object):
         self.offsets = [unit(cfg.seed, S_GPU_OFFSET, g) for g in range(cfg.gpus)]   # per card, for the cluster
         self.spreads = [int(unit(self.seed, S_MEM, g) * 380) for g in range(cfg.gpus)]  # ranks differ slightly
         self._moments, self._thermal, self._cluster = {}, {}, {}
+        self._second, self._readings = None, {}
 
     def _cached(self, cache, key, compute):
         if key not in cache:
@@ -994,8 +995,16 @@ class Telemetry(object):
         return self._cached(self._thermal, key, lambda: _thermal_state(tl, t, node, gpu))
 
     def reading(self, gpu, t):
-        tl, cfg = self.tl, self.tl.cfg
+        """GpuReading of GPU `gpu` at t (the same for a whole simulated second)."""
         second = math.floor(t)
+        if self._second != second:
+            self._second, self._readings = second, {}
+        if gpu not in self._readings:
+            self._readings[gpu] = self._read(gpu, second)
+        return self._readings[gpu]
+
+    def _read(self, gpu, second):
+        tl, cfg = self.tl, self.tl.cfg
         node = gpu // cfg.gpus_per_node
         m = self._cached(self._moments, second, lambda: tl.moment(second)) if second >= 0 else None
         util, level, mem_state = power_level(tl, second, node, gpu, m)
@@ -2332,8 +2341,10 @@ def chart_lines(state, width, height):
     if height < 4 or width < 16:
         return [Line(" " * width, [])] * max(0, height)
     cfg, g = state.cfg, state.ui.glyphs
-    step = max(1, state.step)
     plot_w, plot_h = width - 8, height - 2
+    # The whole run fits in plot_w columns: redraw when the run has moved by a column.
+    step = max(1, state.step)
+    step -= step % max(1, step // plot_w)
     key = (width, height, step, g["point"])
     cached = getattr(state.rs, "chart_cache", None)
     if cached and cached[0] == key:
@@ -2354,19 +2365,17 @@ def chart_lines(state, width, height):
         return plot_h - 1 - int(round((v - lo) / (hi - lo) * (plot_h - 1)))
     for x, v in enumerate(values):
         grid[row_of(v)][x] = g["point"]
-    val_spans = []
     for x, s in enumerate(steps):
         prev = steps[x - 1] if x else 0
         boundary = (s // cfg.val_interval) * cfg.val_interval
-        if boundary > prev and boundary > 0 and boundary >= cfg.start_step - cfg.val_interval * 0 and boundary <= step:
-            if boundary <= state.step:
-                grid[row_of(val_loss_at(cfg, boundary))][x] = g["val"]
+        if prev < boundary <= step:
+            grid[row_of(val_loss_at(cfg, boundary))][x] = g["val"]
     out = [plain_line("loss (%s train, %s val) step 0-%d" % (g["point"], g["val"], step), width, "title")]
     for r in range(plot_h):
         label = "%7.3f " % hi if r == 0 else ("%7.3f " % lo if r == plot_h - 1 else " " * 8)
         text = fit(label + "".join(grid[r]), width)
         spans = [(8, plot_w, "chart")]
-        out.append(Line(text, spans + val_spans))
+        out.append(Line(text, spans))
     out.append(plain_line(" " * 8 + fit("0", plot_w // 2) + ("%d" % step).rjust(plot_w - plot_w // 2), width, "dim"))
     state.rs.chart_cache = (key, out[:height])
     return out[:height]
