@@ -2346,9 +2346,10 @@ def chart_lines(state, width, height):
     step = max(1, state.step)
     step -= step % max(1, step // plot_w)
     key = (width, height, step, g["point"])
-    cached = getattr(state.rs, "chart_cache", None)
+    title = plain_line("loss (%s train, %s val) step 0-%d" % (g["point"], g["val"], state.step), width, "title")
+    cached = state.rs.chart_cache
     if cached and cached[0] == key:
-        return cached[1]
+        return ([title] + cached[1])[:height]
     steps = [max(1, int(step * (i + 1) / float(plot_w))) for i in range(plot_w)]
     spikes = state.tl.incidents.spikes
     values = []
@@ -2370,15 +2371,15 @@ def chart_lines(state, width, height):
         boundary = (s // cfg.val_interval) * cfg.val_interval
         if prev < boundary <= step:
             grid[row_of(val_loss_at(cfg, boundary))][x] = g["val"]
-    out = [plain_line("loss (%s train, %s val) step 0-%d" % (g["point"], g["val"], step), width, "title")]
+    out = []
     for r in range(plot_h):
         label = "%7.3f " % hi if r == 0 else ("%7.3f " % lo if r == plot_h - 1 else " " * 8)
         text = fit(label + "".join(grid[r]), width)
         spans = [(8, plot_w, "chart")]
         out.append(Line(text, spans))
     out.append(plain_line(" " * 8 + fit("0", plot_w // 2) + ("%d" % step).rjust(plot_w - plot_w // 2), width, "dim"))
-    state.rs.chart_cache = (key, out[:height])
-    return out[:height]
+    state.rs.chart_cache = (key, out)
+    return ([title] + out)[:height]
 
 
 def footer_lines(state, width):
