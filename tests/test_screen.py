@@ -435,3 +435,44 @@ def test_view_chart_full_screen(prog):
         screen_text(lines)
     assert sum("*" in l for l in lines[2:-3]) >= 20, "the plot should use the whole height"
     assert not any(" iteration " in l for l in lines) and not gpu_rows(lines)
+
+
+# ---------------------------------------------------------------------------
+# suspension and GNU screen
+# ---------------------------------------------------------------------------
+
+def test_ctrl_z_and_fg_do_not_jump_the_run(prog, tmp_path):
+    # An interactive shell, so that Ctrl-Z stops the job and fg continues it.
+    prog.tmux.start("bash --norc --noprofile -i")
+    status = tmp_path / "status"
+    prog.tmux.type("cd %s && %s -m fake_llm_training --seed 5 --no-color --speed 20\n"
+                   % (shlex.quote(str(REPO)), shlex.quote(sys.executable)))
+    lines = prog.tmux.wait_for(lambda ls: footer(ls) is not None and STEP.search(footer(ls)[0]), 10,
+                               "the first frame")
+    before = int(STEP.search(footer(lines)[0]).group(1))
+    prog.tmux.send("C-z")
+    prog.tmux.wait_for(lambda ls: any("Stopped" in l for l in ls), 5, "the shell to report the stopped job")
+    assert not prog.tmux.alternate_on()
+    stopped = time.monotonic()
+    time.sleep(4)                             # a long suspension, as a laptop lid would make
+    prog.tmux.type("fg\n")
+    wall = time.monotonic() - stopped
+    lines = prog.tmux.wait_for(lambda ls: footer(ls) is not None and STEP.search(footer(ls)[0])
+                               and int(STEP.search(footer(ls)[0]).group(1)) > before, 10, "the run to go on")
+    after = int(STEP.search(footer(lines)[0]).group(1))
+    step_time = float(re.search(r"([\d.]+) s/it", footer(lines)[1]).group(1))
+    jumped = wall * 20 / step_time            # steps a clock counting the suspension would skip
+    assert after - before < 0.5 * jumped, (before, after, jumped)
+    prog.tmux.send("q")
+    prog.tmux.wait_for(lambda ls: not prog.tmux.alternate_on(), 10, "the program to exit")
+    prog.tmux.type("echo $? > %s\n" % shlex.quote(str(status)))   # fg's status is the program's
+    wait_until(lambda: status.exists() and status.read_text().strip(), 10, "the status")
+    assert status.read_text().strip() == "0"
+
+
+def test_gnu_screen_terminal_type_draws_the_frame(prog):
+    prog.start(["--seed", "5"], env={"TERM": "screen"})
+    lines = prog.tmux.wait_for(full_frame(120, 40), 10, "a full frame with TERM=screen")
+    assert len(gpu_rows(lines)) >= 8
+    prog.tmux.send("q")
+    assert prog.exited() == 0 and not prog.tmux.alternate_on()
