@@ -42,7 +42,6 @@ MIB = 1024 ** 2
 FRAME_SECONDS = 1.0          # a frame a second, as nvidia-smi -l 1 (keys redraw at once)
 MAX_FRAME_STEP = 1.0         # wall seconds one frame may advance (suspend, debugger)
 LOG_KEEP = 2000              # log lines kept for the screen
-GPU_SAMPLE_TARGET = 4096     # jsonl: aim for this many GPU readings per minute at most
 
 
 ########################################################################
@@ -261,18 +260,9 @@ def normal(seed, stream, n):
     return (total / 65536.0 - 2.0) * 1.7320508075688772
 
 
-def smooth_noise(seed, stream, x):
-    """Noise in [-1, 1] that moves smoothly with x (linear between integers)."""
-    i = int(math.floor(x))
-    f = x - i
-    a = 2 * unit(seed, stream, i) - 1
-    b = 2 * unit(seed, stream, i + 1) - 1
-    return a + (b - a) * f
-
-
 # Stream numbers: one per kind of draw, so draws never collide.
-S_LOSS, S_LOSS_SLOW, S_GRAD, S_SPIKE, S_STEP, S_VAL, S_GPU_UTIL, S_GPU_POWER, \
-    S_GPU_TEMP, S_GPU_OFFSET, S_OVERFLOW, S_INCIDENT, S_MEM = range(1, 14)
+S_LOSS, S_GRAD, S_SPIKE, S_STEP, S_VAL, S_GPU_UTIL, S_GPU_OFFSET, S_OVERFLOW, S_INCIDENT, S_MEM = \
+    1, 3, 4, 5, 6, 7, 10, 11, 12, 13
 
 
 ########################################################################
@@ -302,7 +292,7 @@ RunConfig = collections.namedtuple("RunConfig", [
     "launch_seconds", "build_seconds", "load_seconds", "export_seconds", "export_files",
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
     "grad_start", "noise", "spike_rate", "straggler_rate", "xid_rate", "attach_fraction",
-    "ambient_c", "loss_scale_exp",
+    "ambient_c", "loss_scale_exp", "loss_phase",
 ])
 
 
@@ -319,7 +309,7 @@ def nice_at_least(x):
     return min([n for n in NICE_NUMBERS if n >= x] or [NICE_NUMBERS[-1]])
 
 
-def memory_need(model, params, gpu, tp, pp, dp, sharding, recompute, seq, mbs, style):
+def memory_need(model, params, tp, pp, dp, sharding, recompute, seq, mbs, style):
     """Bytes one GPU needs: weights, gradients, optimizer shards, activations."""
     shard = params / float(tp * pp)
     zero = {"none": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}[sharding]
@@ -327,10 +317,11 @@ def memory_need(model, params, gpu, tp, pp, dp, sharding, recompute, seq, mbs, s
     grad_bytes = 4 if style == "megatron" else 2          # Megatron keeps fp32 main grads
     grads = grad_bytes * shard / (dp if zero >= 2 else 1)
     optimizer = 12 * shard / (dp if zero >= 1 else 1)     # fp32 master weights, Adam m and v
+    # Activation bytes per token and layer (Korthikanti et al.: 34 without
+    # recomputation).  With 1F1B the first pipeline stage holds pp micro-batches
+    # of layers/pp layers: the same as one micro-batch of every layer.
     per_token_layer = {"none": 34, "selective": 22, "full": 2}[recompute]
     activations = seq * mbs * model.hidden * model.layers * per_token_layer / float(tp)
-    if pp > 1:
-        activations /= 1.0                                # 1F1B: first stage holds pp micro-batches
     logits = 2 * 4 * seq * mbs * model.vocab / float(tp)  # fp32 logits and their gradient
     overhead = 2.5 * GIB                                  # CUDA context, NCCL buffers, fragmentation
     return weights + grads + optimizer + activations + logits + overhead
@@ -365,7 +356,7 @@ def fit_layout(model, params, gpu, gpus, gpus_per_node, style, seq):
         dp = gpus // (tp * pp)
         for recompute in ("none", "selective", "full"):
             for mbs in (4, 2, 1):
-                need = memory_need(model, params, gpu, tp, pp, dp, sharding, recompute, seq, mbs, style)
+                need = memory_need(model, params, tp, pp, dp, sharding, recompute, seq, mbs, style)
                 if need <= card:
                     return tp, pp, dp, sharding, recompute, mbs, need
     return None
@@ -574,7 +565,7 @@ def _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
         noise=0.006 + 0.02 / math.sqrt(tokens_per_step / 2.5e5),
         spike_rate=1.0, straggler_rate=1.0, xid_rate=1.0,
         attach_fraction=rng.uniform(0.2, 0.7), ambient_c=rng.uniform(24, 31),
-        loss_scale_exp=rng.choice((14, 15, 16, 17)),
+        loss_scale_exp=rng.choice((14, 15, 16, 17)), loss_phase=rng.uniform(0, 2 * math.pi),
     )
 
 
@@ -645,10 +636,11 @@ def spike_at(cfg, step, forced_spikes=()):
     for b in (block - 1, block):
         # Fine-tunes at small learning rates, and runs at the low end of their
         # schedule, rarely spike: random spikes come only where they happen.
-        if (b < 0 or cfg.kind == "finetune" or b * 1000 > cfg.start_step + 0.85 * (cfg.total_steps - cfg.start_step)
-                or unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b) >= cfg.spike_rate * 0.08):
+        if b < 0 or cfg.kind == "finetune" or unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b) >= cfg.spike_rate * 0.08:
             continue
         start = b * 1000 + int(unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 1) * 1000)
+        if start > cfg.start_step + 0.85 * (cfg.total_steps - cfg.start_step):
+            continue
         size = 0.15 + 0.9 * unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 2)
         if start <= step < start + 200:
             excess += size * math.exp(-(step - start) / 12.0)
@@ -660,6 +652,17 @@ def spike_at(cfg, step, forced_spikes=()):
 
 def expected_loss(cfg, step):
     """Loss without step-to-step noise (what a validation pass estimates)."""
+    if cfg.kind == "finetune":
+        return _expected_loss(cfg, step)
+    # As the learning rate anneals the loss drops a little more than the
+    # power law alone: the familiar steepening at the end of a cosine schedule.
+    annealed = 0.0
+    if step >= cfg.warmup_steps:
+        annealed = 1 - (lr_at(cfg, step) - cfg.min_lr) / (cfg.peak_lr - cfg.min_lr)
+    return _expected_loss(cfg, step) * (1 - 0.035 * annealed)
+
+
+def _expected_loss(cfg, step):
     if cfg.kind == "finetune":
         x = step / float(max(1, cfg.steps_per_epoch))
         decay = (1 + 4 * x) ** -0.8 * 0.9 ** int(min(x, cfg.epochs - 1e-9))
@@ -680,7 +683,9 @@ def loss_at(cfg, step, forced_spikes=(), spike=None):
     """Training loss printed for optimizer step `step`: noisy, spiky, mostly falling."""
     base = expected_loss(cfg, step)
     s = cfg.seed * 7919 + cfg.run
-    wobble = cfg.noise * (normal(s, S_LOSS, step) + 0.8 * smooth_noise(s, S_LOSS_SLOW, step / 40.0))
+    # step-to-step noise, plus a slow drift over tens of steps (data mixture, batch difficulty)
+    drift = 0.3 * math.sin(step / 37.0 + cfg.loss_phase) + 0.2 * math.sin(step / 113.0 + 2.1 * cfg.loss_phase)
+    wobble = cfg.noise * (normal(s, S_LOSS, step) + drift)
     return base * (1 + wobble + (spike_at(cfg, step, forced_spikes) if spike is None else spike))
 
 
@@ -968,16 +973,21 @@ class Telemetry(object):
     """Readings of every GPU of a run.
 
     Readings change once a simulated second, and all GPUs share the run's
-    phase, so the phase and the thermal state are computed once per second
-    (per node class), and each GPU adds only its own offsets and noise."""
+    phase, so the phase, the load and the thermal state are computed once per
+    second for each class of GPU (ordinary, on a slow node, the one that
+    fails); each GPU adds only its own offsets and noise."""
 
     def __init__(self, tl):
         self.tl = tl
-        cfg = tl.cfg
+        cfg = self.cfg = tl.cfg
         self.seed = cfg.seed * 7919 + cfg.run
         self.offsets = [unit(cfg.seed, S_GPU_OFFSET, g) for g in range(cfg.gpus)]   # per card, for the cluster
         self.spreads = [int(unit(self.seed, S_MEM, g) * 380) for g in range(cfg.gpus)]  # ranks differ slightly
-        self._moments, self._thermal, self._cluster = {}, {}, {}
+        self.slow_nodes = set(s[3] for s in tl.incidents.stragglers)
+        self.failing_gpus = set(c[1] for c in tl.incidents.crashes)
+        weights = int(cfg.params * 2 / (cfg.tp * cfg.pp) / MIB)
+        self.weights_mib = weights // cfg.dp if cfg.sharding in ("zero3", "fsdp") else weights
+        self._levels, self._cluster = {}, {}
         self._second, self._readings = None, {}
 
     def _cached(self, cache, key, compute):
@@ -987,12 +997,13 @@ class Telemetry(object):
             cache[key] = compute()
         return cache[key]
 
-    def _thermal_for(self, t, node, gpu):
+    def _level(self, second, node, gpu):
+        """(util, power fraction, memory state, failed, smoothed heat) of one class of GPU."""
         tl = self.tl
-        special = any(s[3] == node for s in tl.incidents.stragglers)
-        crash_gpu = [c[1] for c in tl.incidents.crashes]
-        key = (t, node if special else -1, gpu if gpu in crash_gpu else -1)
-        return self._cached(self._thermal, key, lambda: _thermal_state(tl, t, node, gpu))
+        m = tl.moment(second) if second >= 0 else None
+        util, level, mem_state = power_level(tl, second, node, gpu, m)
+        failed = m is not None and m.phase == "crash" and m.segment.info[1] == gpu
+        return util, level, mem_state, failed, _thermal_state(tl, second, node, gpu)
 
     def reading(self, gpu, t):
         """GpuReading of GPU `gpu` at t (the same for a whole simulated second)."""
@@ -1004,44 +1015,38 @@ class Telemetry(object):
         return self._readings[gpu]
 
     def _read(self, gpu, second):
-        tl, cfg = self.tl, self.tl.cfg
+        cfg = self.cfg
         node = gpu // cfg.gpus_per_node
-        m = self._cached(self._moments, second, lambda: tl.moment(second)) if second >= 0 else None
-        util, level, mem_state = power_level(tl, second, node, gpu, m)
-        failed = m is not None and m.phase == "crash" and m.segment.info[1] == gpu
+        key = (second, node if node in self.slow_nodes else -1, gpu if gpu in self.failing_gpus else -1)
+        util, level, mem_state, failed, heat = self._cached(self._levels, key,
+                                                            lambda: self._level(second, node, gpu))
         offset = self.offsets[gpu]
-        x = (unit(self.seed, S_GPU_UTIL, gpu * 1000003 + int(second)) * 18446744073709551616.0)
-        jitter_util = (x % 2097152) / 1048576.0 - 1          # three draws in [-1, 1) from one hash
-        jitter_power = ((x // 2097152) % 2097152) / 1048576.0 - 1
-        jitter_temp = ((x // 4398046511104) % 2097152) / 1048576.0 - 1
+        x = int(unit(self.seed, S_GPU_UTIL, gpu * 1000003 + int(second)) * 18446744073709551616.0)
+        jitter_util = (x & 0x1FFFFF) / 1048576.0 - 1          # three draws in [-1, 1) from one hash
+        jitter_power = ((x >> 21) & 0x1FFFFF) / 1048576.0 - 1
+        jitter_temp = ((x >> 42) & 0x1FFFFF) / 1048576.0 - 1
         if util >= 90:
             util = min(100.0, util + 2.5 * jitter_util + 0.5)
         elif util > 0:
             util = max(0.0, util + 2 * jitter_util)
-        gpu_type = cfg.gpu
-        power = gpu_type.idle_w + (gpu_type.power_cap_w - gpu_type.idle_w) * level
-        power *= 1 + 0.03 * (offset - 0.5) + 0.015 * jitter_power
-        power = min(power, gpu_type.power_cap_w * 1.0)
-        heat = self._thermal_for(second, node, gpu)
+        card = cfg.gpu
+        power = card.idle_w + (card.power_cap_w - card.idle_w) * level
+        power = min(card.power_cap_w, power * (1 + 0.03 * (offset - 0.5) + 0.015 * jitter_power))
         temp = cfg.ambient_c + 8 + 48 * heat + 8 * (offset - 0.5) + 0.4 * jitter_temp
-        mem = self.memory(gpu, mem_state, second)
-        return GpuReading(int(round(util)), mem, int(round(temp)), int(round(power)), failed)
+        return GpuReading(int(round(util)), self.memory(gpu, mem_state), int(round(temp)), int(round(power)), failed)
 
-    def memory(self, gpu, state, t):
-        cfg = self.tl.cfg
-        spread = self.spreads[gpu]
+    def memory(self, gpu, state):
+        """MiB in use: the CUDA context, then the weights, then everything training holds."""
+        cfg = self.cfg
         if state == "empty":
             return 0
         if state == "context":
             return CONTEXT_MIB
-        weights = int(cfg.params * 2 / (cfg.tp * cfg.pp) / MIB)
-        if cfg.sharding in ("zero3", "fsdp"):
-            weights //= cfg.dp
         if state == "weights":
-            return min(cfg.mem_used_mib, CONTEXT_MIB + weights + spread)
+            return min(cfg.mem_used_mib, CONTEXT_MIB + self.weights_mib + self.spreads[gpu])
         if state == "loading":
-            return min(cfg.mem_used_mib, CONTEXT_MIB + weights * 4 + spread)
-        return min(cfg.gpu.memory_mib - 64, cfg.mem_used_mib + spread)
+            return min(cfg.mem_used_mib, CONTEXT_MIB + self.weights_mib * 4 + self.spreads[gpu])
+        return min(cfg.gpu.memory_mib - 64, cfg.mem_used_mib + self.spreads[gpu])
 
     def cluster(self, t):
         """Cluster aggregate: mean util, mean memory, temp mean and spread, total kW."""
@@ -1102,13 +1107,12 @@ def step_metrics(tl, seg, step):
     tokens_per_s = cfg.tokens_per_step / step_time
     scale, skipped = loss_scale_at(cfg, step)
     spike = spike_at(cfg, step, spikes)
-    return StepMetrics(
-        step=step, loss=loss_at(cfg, step, spikes, spike), lr=lr_at(cfg, step),
-        grad_norm=grad_norm_at(cfg, step, spikes, spike), step_time_s=step_time,
-        tokens_per_s=tokens_per_s, tokens_seen=step * cfg.tokens_per_step,
-        mfu=cfg.flops_per_token * tokens_per_s / (cfg.gpus * cfg.gpu.tflops * 1e12),
-        eta_s=tl.eta(seg, step), epoch=step / float(cfg.steps_per_epoch) if cfg.steps_per_epoch else 0.0,
-        skipped=skipped, loss_scale=scale, attempt=seg.attempt)
+    return StepMetrics(          # positional: this is the hottest constructor of a fast-forward
+        step, loss_at(cfg, step, spikes, spike), lr_at(cfg, step), grad_norm_at(cfg, step, spikes, spike),
+        step_time, tokens_per_s, step * cfg.tokens_per_step,
+        cfg.flops_per_token * tokens_per_s / (cfg.gpus * cfg.gpu.tflops * 1e12),
+        tl.eta(seg, step), step / float(cfg.steps_per_epoch) if cfg.steps_per_epoch else 0.0,
+        skipped, scale, seg.attempt)
 
 
 def run_events(tl, t0, t1, every_step=True):
@@ -1261,7 +1265,7 @@ class Session(object):
         self.catalog, self.seed, self.pins, self.level = catalog, seed, pins or {}, incidents
         first = self._new_run(1, 0.0, 0.0)
         if not from_start:
-            first = self._new_run(1, 0.0, attach_time(first.timeline))
+            first = RunState(first.base_cfg, incidents, 0.0, attach_time(first.timeline))
         self.current = first
         self.previous = None
 
@@ -2027,13 +2031,15 @@ class StreamWriter(object):
         cfg = rs.cfg
         every = 5.0 if cfg.gpus <= 16 else 10.0
         t = (math.floor(max(0.0, self.gpu_t) / every) + 1) * every
+        # The commonest line by far, so written from a template rather than json.dumps.
+        line = ('{"event": "gpu", "run": %d, "t": %.1f, "gpu": %%d, "node": %%d, "util": %%d, "mem_used_mib": %%d, '
+                '"mem_total_mib": %d, "temp_c": %%d, "power_w": %%d, "power_limit_w": %d}\n')
+        write = self.out.write
         while t <= t1:
+            head = line % (cfg.run, t, cfg.gpu.memory_mib, cfg.gpu.power_cap_w)
             for g in range(cfg.gpus):
                 r = rs.telemetry.reading(g, t)
-                self._emit(collections.OrderedDict([
-                    ("event", "gpu"), ("run", cfg.run), ("t", t), ("gpu", g), ("node", g // cfg.gpus_per_node),
-                    ("util", r.util), ("mem_used_mib", r.mem_used_mib), ("mem_total_mib", cfg.gpu.memory_mib),
-                    ("temp_c", r.temp_c), ("power_w", r.power_w), ("power_limit_w", cfg.gpu.power_cap_w)]))
+                write(head % (g, g // cfg.gpus_per_node, r.util, r.mem_used_mib, r.temp_c, r.power_w))
             t += every
         self.gpu_t = max(self.gpu_t, t1)
 

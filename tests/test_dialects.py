@@ -8,7 +8,6 @@ and checkpoint.py; Lightning's TQDMProgressBar; torch.distributed.run;
 NCCL's INFO lines) and from logs people posted in those projects' issues.
 """
 import json
-import math
 import re
 
 import pytest

@@ -47,7 +47,7 @@ class Program(object):
     def file(self, name):
         return self.dir / name
 
-    def start(self, args, width=120, height=40, env=None, unset=(), stderr_to_file=False):
+    def start(self, args, width=120, height=40, env=None, unset=(), stderr_to_file=False, code=None):
         q = shlex.quote
         err = " 2> %s" % q(str(self.file("stderr"))) if stderr_to_file else ""
         script = ["trap : INT",                     # the shell survives C-c; the program gets it
@@ -56,7 +56,8 @@ class Program(object):
         script += ["export %s=%s" % (k, q(v)) for k, v in (env or {}).items()]
         script += ["stty -g > %s" % q(str(self.file("stty.before"))),
                    "echo $$ > %s" % q(str(self.file("shell.pid"))),
-                   "%s -m fake_llm_training %s%s" % (q(sys.executable), " ".join(q(a) for a in args), err),
+                   "%s %s %s%s" % (q(sys.executable), "-c %s" % q(code) if code else "-m fake_llm_training",
+                                   " ".join(q(a) for a in args), err),
                    "st=$?",
                    "stty -g > %s" % q(str(self.file("stty.after"))),
                    "echo $st > %s" % q(str(self.file("status"))),
@@ -304,7 +305,7 @@ def test_help_gpu_panel_and_chart_keys(prog):
 # 6. exit paths restore the terminal
 # ---------------------------------------------------------------------------
 
-EXITS = [("q", 0), ("C-c", 130), ("SIGTERM", 143), ("SIGHUP", 129), ("exit-after", 0)]
+EXITS = [("q", 0), ("C-c", 130), ("SIGTERM", 143), ("SIGHUP", 129), ("SIGQUIT", 131), ("exit-after", 0)]
 
 
 @pytest.mark.parametrize("how,code", EXITS, ids=[e[0] for e in EXITS])
@@ -329,6 +330,25 @@ def test_exit_paths_restore_the_terminal(prog, how, code):
         assert "interrupted at step" in after_screen, after_screen
     else:
         assert "interrupted" not in after_screen, after_screen
+
+
+# The real program with one drawing function broken, to exercise the last-resort exit path.
+BROKEN = "import fake_llm_training as f; f.footer_lines = lambda *a: 1 / 0; f.entry_point()"
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_an_unexpected_error_restores_the_terminal_first(prog, debug):
+    prog.start(["--seed", "5", "--no-color"] + (["--debug"] if debug else []), code=BROKEN, stderr_to_file=True)
+    assert prog.exited() == (1 if debug else 70)
+    assert not prog.tmux.alternate_on() and prog.tmux.cursor_visible()
+    before, after = prog.stty()
+    assert before == after
+    err = prog.stderr()
+    if debug:
+        assert "Traceback" in err and "ZeroDivisionError" in err
+    else:
+        assert err.splitlines() == ["fake_llm_training: internal error: ZeroDivisionError: division by zero "
+                                    "(run with --debug for details)"]
 
 
 # ---------------------------------------------------------------------------
