@@ -56,7 +56,7 @@ Model = collections.namedtuple(
     "Model", "name family layers hidden heads kv_heads head_dim ffn_hidden vocab "
              "context tied mlp experts active shape")
 Gpu = collections.namedtuple(
-    "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs mfu_lo mfu_hi precision")
+    "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs mfu_lo mfu_hi precision weight")
 Dataset = collections.namedtuple("Dataset", "name kind tokens examples")
 Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters")
 
@@ -89,7 +89,8 @@ TABLES = {
     "nicknames.txt": [("name", str), ("shape", str)],
     "gpus.txt": [("key", str), ("name", str), ("memory_mib", int), ("tflops", float),
                  ("power_cap_w", int), ("idle_w", int), ("link_gbs", float),
-                 ("mfu_lo", float), ("mfu_hi", float), ("precision", _choice("bf16", "fp16"))],
+                 ("mfu_lo", float), ("mfu_hi", float), ("precision", _choice("bf16", "fp16")),
+                 ("weight", int)],
     "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
                      ("tokens", int), ("examples", _opt_int)],
     "tokenizers.txt": [("family", str), ("tokenizer", str)],
@@ -174,6 +175,11 @@ def load_catalog(data_dir=DATA_DIR):
         if not 0 < v[7] <= v[8] < 1:
             raise DataError("%s:%d: need 0 < mfu_lo <= mfu_hi < 1" %
                             (os.path.join(data_dir, "gpus.txt"), number))
+        if min(v[2], v[3], v[4], v[5]) <= 0 or v[10] < 0:
+            raise DataError("%s:%d: memory, TFLOP/s and power must be positive, weight not negative" %
+                            (os.path.join(data_dir, "gpus.txt"), number))
+    if not any(v[10] for _, v in tables["gpus.txt"]):
+        raise DataError("%s:1: every weight is 0" % os.path.join(data_dir, "gpus.txt"))
     datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
     for kind in ("pretrain", "finetune"):
         if not any(d.kind == kind for d in datasets):
@@ -408,7 +414,7 @@ def make_run_config(catalog, seed, run, pins=None):
     ConfigError when the pins cannot fit together."""
     pins = pins or {}
     rng = random.Random("%d:config:%d" % (seed, run))
-    for attempt in range(200):
+    for _ in range(200):
         kind, style = choose_kind_style(rng, pins.get("kind"), pins.get("style"))
         models = model_pool(catalog, kind, pins.get("model"))
         if not models:
@@ -417,18 +423,13 @@ def make_run_config(catalog, seed, run, pins=None):
         params = count_params(model)
         if pins.get("gpu_type"):
             gpu = catalog.gpus[pins["gpu_type"]]
-        else:
-            gpu = catalog.gpus[rng.choice(list(catalog.gpus) + ["H100", "H100", "A100-80GB", "H200"])
-                               if "H100" in catalog.gpus else rng.choice(list(catalog.gpus))]
+        else:                                   # as common as the data file says
+            gpu = catalog.gpus[rng.choice([key for key, g in catalog.gpus.items() for _ in range(g.weight)])]
         gpus = pins.get("gpus") or rng.choice(cluster_sizes(params, kind) or [8])
         gpus_per_node = min(8, gpus)
         if gpus % gpus_per_node:
             raise ConfigError("--gpus must be 1 to 8, or a multiple of 8")
-        if kind == "finetune":
-            seq = rng.choice((2048, 4096, 4096, 8192))
-        else:
-            seq = rng.choice((2048, 4096, 4096, 8192))
-        seq = min(seq, model.context)
+        seq = min(rng.choice((2048, 4096, 4096, 8192)), model.context)
         layout = fit_layout(model, params, gpu, gpus, gpus_per_node, style, seq)
         if layout is None:
             if pins.get("model") and pins.get("gpu_type") and pins.get("gpus"):
@@ -1982,7 +1983,7 @@ def event_record(ev):
     if ev.kind == "step":
         m = ev.data
         rec = collections.OrderedDict([
-            ("step", m.step), ("loss", round(m.loss, 6)), ("lr", m.lr), ("grad_norm", round(m.grad_norm, 6)),
+            ("step", m.step), ("loss", m.loss), ("lr", m.lr), ("grad_norm", m.grad_norm),
             ("step_time_s", round(m.step_time_s, 6)), ("tokens_per_s", round(m.tokens_per_s, 2)),
             ("tokens_seen", m.tokens_seen), ("mfu", round(m.mfu, 5)), ("eta_s", round(m.eta_s, 2))])
         if m.loss_scale is not None:

@@ -113,7 +113,7 @@ LIGHTNING_OTHER = [r"^(GPU available: True \(cuda\), used: True|TPU available: F
                    r"^LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: \[[\d,]+\]$",
                    r"^  \| Name  \| Type\s+\| Params \| Mode $", r"^0 \| model \| \w+\s+\| [\d.]+ [KMBT]\s* \| train$",
                    r"^[\d.]+ [KMBT]?\s+(Trainable|Non-trainable|Total) params$", r"^0\s+Non-trainable params$",
-                   r"^[\d.]+ Total estimated model params size \(MB\)$",
+                   r"^[\d.]+ *Total estimated model params size \(MB\)$",     # "{:<10.3f}": no gap past 10
                    r"^Restoring states from the checkpoint path at \S+$",
                    r"^Validation DataLoader 0: 100%\|#{10}\| \d+/\d+ \[[\d:]+<00:00, +[\d.]+it/s\]$",
                    r"^Epoch \d+, global step \d+: 'val_loss' reached [\d.]+$",
