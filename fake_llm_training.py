@@ -93,7 +93,7 @@ TABLES = {
                  ("weight", int)],
     "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
                      ("tokens", int), ("examples", _opt_int)],
-    "tokenizers.txt": [("family", str), ("tokenizer", str)],
+    "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str)],
     "clusters.txt": [("hostname", str), ("first", int)],
 }
 
@@ -165,7 +165,7 @@ def load_catalog(data_dir=DATA_DIR):
             raise DataError("%s:%d: duplicate name %r" %
                             (os.path.join(data_dir, "nicknames.txt"), number, name))
         models[name] = models[shape]._replace(name=name)
-    tokenizers = {family: tok for _, (family, tok) in tables["tokenizers.txt"]}
+    tokenizers = {family: (tok, arch) for _, (family, tok, arch) in tables["tokenizers.txt"]}
     for number, v in tables["models.txt"]:
         if v[1] not in tokenizers:
             raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
@@ -288,7 +288,7 @@ class ConfigError(Exception):
 
 RunConfig = collections.namedtuple("RunConfig", [
     "seed", "run", "kind", "style", "name", "model", "shape", "params", "active_params",
-    "tokenizer", "dataset", "gpu", "nodes", "gpus_per_node", "gpus", "tp", "pp", "dp",
+    "tokenizer", "architecture", "dataset", "gpu", "nodes", "gpus_per_node", "gpus", "tp", "pp", "dp",
     "sharding", "recompute", "precision", "seq_len", "micro_batch", "grad_accum",
     "global_batch", "tokens_per_step", "start_step", "total_steps", "warmup_steps",
     "peak_lr", "min_lr", "decay", "betas", "weight_decay", "grad_clip", "epochs",
@@ -544,7 +544,9 @@ def _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
     loss_start, loss_floor = initial_losses(rng, kind, model, params, dataset)
     return RunConfig(
         seed=seed, run=run, kind=kind, style=style, name=name, model=model.name, shape=model,
-        params=params, active_params=active, tokenizer=catalog.tokenizers[model.family],
+        params=params, active_params=active, tokenizer=catalog.tokenizers[model.family][0],
+        architecture=("MixtralForCausalLM" if model.experts and model.family == "mistral"
+                      else catalog.tokenizers[model.family][1]),
         dataset=dataset.name, gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, gpus=gpus,
         tp=tp, pp=pp, dp=dp, sharding=sharding, recompute=recompute, precision=gpu.precision,
         seq_len=seq, micro_batch=mbs, grad_accum=grad_accum, global_batch=global_batch,
@@ -1549,10 +1551,12 @@ def _build_common(ctx, ev):
         for local in (1, 0, 2)[:min(3, cfg.gpus_per_node)]:
             out.append(("INFO", "LOCAL_RANK: %d - CUDA_VISIBLE_DEVICES: [%s]" % (local, visible)))
         out.append(("INFO", ""))
-        out.append(("INFO", "  | Name  | Type             | Params | Mode "))
-        out.append(("INFO", "---------------------------------------------------"))
-        out.append(("INFO", "0 | model | %-16s | %-6s | train" % ("LlamaForCausalLM"[:16], human_count(cfg.params))))
-        out.append(("INFO", "---------------------------------------------------"))
+        type_w, params_w = len(cfg.architecture), max(6, len(human_count(cfg.params)))
+        header = "  | Name  | %-*s | %-*s | Mode " % (type_w, "Type", params_w, "Params")
+        out.append(("INFO", header))
+        out.append(("INFO", "-" * len(header)))
+        out.append(("INFO", "0 | model | %s | %-*s | train" % (cfg.architecture, params_w, human_count(cfg.params))))
+        out.append(("INFO", "-" * len(header)))
         out.append(("INFO", "%-10s%s" % (human_count(cfg.params), "Trainable params")))
         out.append(("INFO", "%-10s%s" % ("0", "Non-trainable params")))
         out.append(("INFO", "%-10s%s" % (human_count(cfg.params), "Total params")))

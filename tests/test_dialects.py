@@ -107,11 +107,11 @@ HF_OTHER = [HF + r"(loading weights file model\.safetensors|\*\*\*\*\* Running t
 LIGHTNING_STEP = (r"^Epoch (?P<ep>\d+):\s+(?P<pct>\d+)%\|[# 0-9]{10}\| (?P<n>\d+)/(?P<tot>\d+) \[(?P<el>[\d:]+)<"
                   r"(?P<rem>[\d:?]+), +(?P<rate>[\d.]+)it/s, v_num=\d+, train_loss=(?P<loss>[\d.e+-]+)\]$")
 LIGHTNING_OTHER = [r"^(GPU available: True \(cuda\), used: True|TPU available: False, using: 0 TPU cores"
-                   r"|HPU available: False, using: 0 HPUs|distributed_backend=nccl|-{100}|-{51}|"
+                   r"|HPU available: False, using: 0 HPUs|distributed_backend=nccl|-{100}|-{40,80}|"
                    r"|All distributed processes registered\. Starting with \d+ processes)$",
                    r"^Initializing distributed: GLOBAL_RANK: \d+, MEMBER: \d+/\d+$",
                    r"^LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: \[[\d,]+\]$",
-                   r"^  \| Name  \| Type\s+\| Params \| Mode $", r"^0 \| model \| \w+\s+\| [\d.]+ [KMBT]\s* \| train$",
+                   r"^  \| Name  \| Type\s+\| Params\s*\| Mode $", r"^0 \| model \| \w+ \| [\d.]+ [KMBT]\s* \| train$",
                    r"^[\d.]+ [KMBT]?\s+(Trainable|Non-trainable|Total) params$", r"^0\s+Non-trainable params$",
                    r"^[\d.]+ *Total estimated model params size \(MB\)$",     # "{:<10.3f}": no gap past 10
                    r"^Restoring states from the checkpoint path at \S+$",
