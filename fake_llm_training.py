@@ -10,9 +10,12 @@ Keys on the full screen: q quit, p or space pause, + and - double or halve the
 speed, g cycle the GPU panel, l toggle the loss chart, ! trigger an incident,
 ? help.  Environment: NO_COLOR (any non-empty value) turns colour off.
 
-The file reads top to bottom in the order data flows:
-data files -> run configuration -> metric model -> events -> dialects ->
-frames -> terminal -> plain and JSON-lines output -> command line.
+The file reads top to bottom in the order data flows: data files -> run
+configuration -> metric model -> timeline -> GPU telemetry -> events ->
+session -> dialects -> plain and JSON-lines output -> frames -> terminal ->
+nvidia-smi look-alike and tmux layout -> command line.  Everything above
+"Frames" knows nothing of terminals, and everything below "Session" only
+formats what the simulation computed.
 """
 
 import bisect
@@ -42,6 +45,7 @@ MIB = 1024 ** 2
 FRAME_SECONDS = 1.0          # a frame a second, as nvidia-smi -l 1 (keys redraw at once)
 MAX_FRAME_STEP = 1.0         # wall seconds one frame may advance (suspend, debugger)
 LOG_KEEP = 2000              # log lines kept for the screen
+MAX_SESSION_SECONDS = 400 * 86400   # --start-at may reach this far back (in simulated time)
 
 
 ########################################################################
@@ -1329,6 +1333,11 @@ class LogContext(object):
         return text
 
 
+def titan_prefix(ctx, t):
+    """torchtitan's logger under torchrun --tee: '[rank0]:[titan] <asctime> - root - INFO - '."""
+    return "[rank0]:[titan] %s - root - INFO - " % ctx.clock(t, millis=True)
+
+
 def fmt_duration(seconds):
     """tqdm's elapsed format: MM:SS, or H:MM:SS past an hour."""
     seconds = int(max(0, seconds))
@@ -1369,41 +1378,6 @@ def lightning_num(x):
             text += "."
         text = text.ljust(5, "0")
     return text
-
-
-def launcher_lines(ctx, ev):
-    """torchrun (or the deepspeed launcher) starting on every node."""
-    cfg = ctx.cfg
-    out = []
-    nodes = min(cfg.nodes, 4)
-    if cfg.style == "deepspeed":
-        stamp = ctx.clock(ev.t, millis=True)
-        out.append(("INFO", "[%s] [INFO] [runner.py:585:main] cmd = /usr/bin/python -u -m deepspeed.launcher.launch "
-                    "--world_info=<base64> --master_addr=%s --master_port=%d --enable_each_rank_log=None "
-                    "train.py --deepspeed_config=ds_config.json" % (stamp, ctx.hostname(0), cfg.master_port)))
-        for node in range(nodes):
-            host = ctx.hostname(node) + ": " if cfg.nodes > 1 else ""
-            out.append(("INFO", "%s[%s] [INFO] [launch.py:164:main] nnodes=%d, num_local_procs=%d, node_rank=%d"
-                        % (host, stamp, cfg.nodes, cfg.gpus_per_node, node)))
-            out.append(("INFO", "%s[%s] [INFO] [launch.py:164:main] dist_world_size=%d" % (host, stamp, cfg.gpus)))
-            out.append(("INFO", "%s[%s] [INFO] [launch.py:168:main] Setting CUDA_VISIBLE_DEVICES=%s"
-                        % (host, stamp, ",".join(str(i) for i in range(cfg.gpus_per_node)))))
-        return out
-    stamp = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%06d" % (int((ev.t % 1) * 1e6) // 1000 * 1000)
-    for node in range(nodes):
-        pid = ctx.pid(node, ev.data["attempt"]) - 1
-        prefix = "W%s %d torch/distributed/run.py:793] " % (stamp, pid)
-        if cfg.nodes > 1:
-            out.append(("WARNING", "%d: %smaster_addr is only used for static rdzv_backend and when "
-                        "rdzv_endpoint is not specified." % (node, prefix)))
-        for text in ("", "*" * 41,
-                     "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, "
-                     "to avoid your system being overloaded, please further tune the variable for optimal "
-                     "performance in your application as needed. ", "*" * 41):
-            out.append(("WARNING", ("%d: " % node if cfg.nodes > 1 else "") + prefix + text))
-    if cfg.nodes > nodes:
-        out.append(("INFO", "(%d more nodes print the same notice)" % (cfg.nodes - nodes)))
-    return out
 
 
 def nccl_lines(ctx, ev):
@@ -1478,158 +1452,401 @@ def megatron_args(ctx):
     return out
 
 
-def _build_common(ctx, ev):
+def torchrun_lines(ctx, ev):
+    """torchrun's agent starting on every node, with its OMP_NUM_THREADS notice."""
     cfg = ctx.cfg
-    out = nccl_lines(ctx, ev)
-    if cfg.style in ("megatron", "deepspeed"):
-        out.append(("INFO", "using world size: %d, data-parallel size: %d, context-parallel size: 1, "
-                    "tensor-model-parallel size: %d, pipeline-model-parallel size: %d"
-                    % (cfg.gpus, cfg.dp, cfg.tp, cfg.pp)))
-        out.append(("INFO", "using torch.%s for parameters ..." % ("bfloat16" if cfg.precision == "bf16" else "float16")))
+    out = []
+    nodes = min(cfg.nodes, 4)
+    stamp = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%06d" % (int((ev.t % 1) * 1e6) // 1000 * 1000)
+    for node in range(nodes):
+        pid = ctx.pid(node, ev.data["attempt"]) - 1
+        prefix = "W%s %d torch/distributed/run.py:793] " % (stamp, pid)
+        if cfg.nodes > 1:
+            out.append(("WARNING", "%d: %smaster_addr is only used for static rdzv_backend and when "
+                        "rdzv_endpoint is not specified." % (node, prefix)))
+        for text in ("", "*" * 41,
+                     "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, "
+                     "to avoid your system being overloaded, please further tune the variable for optimal "
+                     "performance in your application as needed. ", "*" * 41):
+            out.append(("WARNING", ("%d: " % node if cfg.nodes > 1 else "") + prefix + text))
+    if cfg.nodes > nodes:
+        out.append(("INFO", "(%d more nodes print the same notice)" % (cfg.nodes - nodes)))
+    return out
+
+
+def load_path(cfg, step):
+    """Where a run loads from: the released model, or its own last checkpoint."""
+    return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else checkpoint_path(cfg, step)
+
+
+def epoch_of(cfg, step):
+    """The 0-based epoch an optimizer step belongs to."""
+    return (step - 1) // max(1, cfg.steps_per_epoch)
+
+
+class Dialect(object):
+    """One framework's console: each method turns one kind of event into its
+    (level, text) lines.  What all frameworks share lives here; a framework
+    overrides what it prints its own way.  A new framework is one subclass
+    and one entry in DIALECTS."""
+
+    logs_first_step = False     # a line for the first step, whatever the logging interval
+
+    def launch(self, ctx, ev):
+        return torchrun_lines(ctx, ev)
+
+    def build(self, ctx, ev):
+        return []
+
+    def load(self, ctx, ev):
+        return []
+
+    def train_start(self, ctx, ev):
+        return []
+
+    def step(self, ctx, ev):
+        return []
+
+    def val_start(self, ctx, ev):
+        return []
+
+    def val(self, ctx, ev):
+        return []
+
+    def ckpt_start(self, ctx, ev):
+        return []
+
+    def ckpt(self, ctx, ev):
+        return []
+
+    def end(self, ctx, ev):
+        return []
+
+
+class Megatron(Dialect):
+    """Megatron-LM (2024+): timestamped iteration lines, 6-digit learning rate."""
+
+    def iteration_line(self, ctx, ev, stamp, lr_text):
+        cfg, m = ctx.cfg, ev.data
+        tflops = cfg.flops_per_token * m.tokens_per_s / cfg.gpus / 1e12
+        return ("%s iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f | "
+                "throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %s | global batch size: %5d | "
+                "lm loss: %.6E | loss scale: %.1f | grad norm: %.3f | number of skipped iterations: %3d | "
+                "number of nan iterations: %3d |" % (stamp, m.step, cfg.total_steps, m.step * cfg.global_batch,
+                                                      m.step_time_s * 1000, tflops, lr_text, cfg.global_batch,
+                                                      m.loss, m.loss_scale or 1.0, m.grad_norm,
+                                                      skipped_in_interval(cfg, m.step), 0))
+
+    def build(self, ctx, ev):
+        cfg = ctx.cfg
+        out = [("INFO", "using world size: %d, data-parallel size: %d, context-parallel size: 1, "
+                        "tensor-model-parallel size: %d, pipeline-model-parallel size: %d"
+                % (cfg.gpus, cfg.dp, cfg.tp, cfg.pp)),
+               ("INFO", "using torch.%s for parameters ..." % ("bfloat16" if cfg.precision == "bf16" else "float16"))]
         if ev.data["attempt"] == 0:
             out.extend(megatron_args(ctx))
-        out.append(("INFO", "setting number of micro-batches to constant %d" % cfg.grad_accum))
-        out.append(("INFO", "> building %s tokenizer ..." % cfg.tokenizer.split(" ")[0]))
-        out.append(("INFO", " > padded vocab (size: %d) with %d dummy tokens (new size: %d)" % (
-            cfg.shape.vocab, padded_vocab(cfg) - cfg.shape.vocab, padded_vocab(cfg))))
-        out.append(("INFO", "> initialized tensor model parallel with size %d" % cfg.tp))
-        out.append(("INFO", "> initialized pipeline model parallel with size %d" % cfg.pp))
-        out.append(("INFO", "building GPT model ..."))
+        out += [("INFO", "setting number of micro-batches to constant %d" % cfg.grad_accum),
+                ("INFO", "> building %s tokenizer ..." % cfg.tokenizer.split(" ")[0]),
+                ("INFO", " > padded vocab (size: %d) with %d dummy tokens (new size: %d)" % (
+                    cfg.shape.vocab, padded_vocab(cfg) - cfg.shape.vocab, padded_vocab(cfg))),
+                ("INFO", "> initialized tensor model parallel with size %d" % cfg.tp),
+                ("INFO", "> initialized pipeline model parallel with size %d" % cfg.pp),
+                ("INFO", "building GPT model ...")]
         per_rank = cfg.params // (cfg.tp * cfg.pp)
         for tp in range(min(cfg.tp, 2)):
             for pp in range(min(cfg.pp, 2)):
                 out.append(("INFO", " > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %d"
                             % (tp, pp, per_rank)))
-    elif cfg.style == "torchtitan":
-        t = ctx.clock(ev.t, millis=True)
-        pre = "[rank0]:[titan] %s - root - INFO - " % t
-        name = cfg.model
-        out.append(("INFO", pre + "Starting job: %s training" % name))
-        mesh = "['dp_shard']" if cfg.tp == 1 else "['dp_shard', 'tp']"
-        dims = "[%d]" % cfg.dp if cfg.tp == 1 else "[%d, %d]" % (cfg.dp * cfg.pp, cfg.tp)
-        out.append(("INFO", pre + "Building %d-D device mesh with %s, %s" % (1 if cfg.tp == 1 else 2, mesh, dims)))
-        out.append(("INFO", pre + "[GC] Initial GC collection. 0.00 seconds."))
-        out.append(("INFO", pre + "Preparing %s dataset" % cfg.dataset))
-        out.append(("INFO", pre + "CUDA capacity: %s with %.2fGiB memory" % (cfg.gpu.name, cfg.gpu.memory_mib / 1024.0 * 0.993)))
-        out.append(("INFO", pre + "Model %s size: {:,} total parameters".format(cfg.params) % name))
-        if cfg.recompute != "none":
-            out.append(("INFO", pre + "Applied %s activation checkpointing to the model" % cfg.recompute))
-        out.append(("INFO", pre + "Applied FSDP to the model"))
-        out.append(("INFO", pre + "Peak FLOPS used for computing MFU: %.3e" % (cfg.gpu.tflops * 1e12)))
+        return out
+
+    def load(self, ctx, ev):
+        cfg, step = ctx.cfg, ev.data["step"]
+        path = load_path(cfg, step)
+        return [("INFO", " loading checkpoint from %s at iteration %d" % (path, step)),
+                ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
+                 % (path, cfg.tp, cfg.pp, step))]
+
+    def train_start(self, ctx, ev):
+        return [("INFO", "[before the start of training step] datetime: %s " % ctx.clock(ev.t))]
+
+    def step(self, ctx, ev):
+        return [("INFO", self.iteration_line(ctx, ev, " [%s]" % ctx.clock(ev.t), "%.6E" % ev.data.lr))]
+
+    def val(self, ctx, ev):
+        d = ev.data
+        text = " validation loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E | " % (
+            d["step"], d["val_loss"], math.exp(min(20, d["val_loss"])))
+        return [("INFO", "(min, max) time across ranks (ms):"),
+                ("INFO", "    %s: (%.2f, %.2f)" % ("evaluate ".ljust(48, "."), d["seconds"] * 1000 * 0.998,
+                                                   d["seconds"] * 1000)),
+                ("INFO", "-" * (len(text) + 1)), ("INFO", text), ("INFO", "-" * (len(text) + 1))]
+
+    def ckpt_start(self, ctx, ev):
+        return [("INFO", "saving checkpoint at iteration %7d to /checkpoints/%s in torch_dist format" % (
+            ev.data["step"], ctx.cfg.name))]
+
+    def ckpt(self, ctx, ev):
+        cfg, d = ctx.cfg, ev.data
+        return [("INFO", "  successfully saved checkpoint from iteration %7d to /checkpoints/%s [ t %d/%d, p %d/%d ]"
+                 % (d["step"], cfg.name, 1, cfg.tp, 1, cfg.pp)),
+                ("INFO", "(min, max) time across ranks (ms):"),
+                ("INFO", "    %s: (%.2f, %.2f)" % ("save-checkpoint ".ljust(48, "."), d["seconds"] * 1000 * 0.997,
+                                                   d["seconds"] * 1000))]
+
+    def end(self, ctx, ev):
+        return [("INFO", "[after training is done] datetime: %s " % ctx.clock(ev.t))]
+
+
+class MegatronDeepSpeed(Megatron):
+    """Megatron-DeepSpeed: the deepspeed launcher, Megatron's pre-2024 iteration
+    line, and DeepSpeed's own step, timer and checkpoint lines beside it."""
+
+    def ds(self, ctx, t, where):
+        return "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), where)
+
+    def launch(self, ctx, ev):
+        cfg = ctx.cfg
+        out = [("INFO", self.ds(ctx, ev.t, "runner.py:585:main") +
+                "cmd = /usr/bin/python -u -m deepspeed.launcher.launch --world_info=<base64> --master_addr=%s "
+                "--master_port=%d --enable_each_rank_log=None train.py --deepspeed_config=ds_config.json"
+                % (ctx.hostname(0), cfg.master_port))]
+        for node in range(min(cfg.nodes, 4)):
+            host = ctx.hostname(node) + ": " if cfg.nodes > 1 else ""
+            out += [("INFO", host + self.ds(ctx, ev.t, "launch.py:164:main") +
+                     "nnodes=%d, num_local_procs=%d, node_rank=%d" % (cfg.nodes, cfg.gpus_per_node, node)),
+                    ("INFO", host + self.ds(ctx, ev.t, "launch.py:164:main") + "dist_world_size=%d" % cfg.gpus),
+                    ("INFO", host + self.ds(ctx, ev.t, "launch.py:168:main") + "Setting CUDA_VISIBLE_DEVICES=%s"
+                     % ",".join(str(i) for i in range(cfg.gpus_per_node)))]
+        return out
+
+    def step(self, ctx, ev):
+        cfg, m = ctx.cfg, ev.data
+        return [("INFO", self.iteration_line(ctx, ev, "", "%.3E" % m.lr)),
+                ("INFO", self.ds(ctx, ev.t, "logging.py:96:log_dist") + "[Rank 0] step=%d, skipped=%d, lr=[%r], "
+                 "mom=[(0.9, 0.95)]" % (m.step, skipped_total(cfg, m.step), m.lr)),
+                ("INFO", self.ds(ctx, ev.t, "timer.py:260:stop") +
+                 "epoch=0/micro_step=%d/global_step=%d, RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, "
+                 "MemAllocated=%.2fGB, MaxMemAllocated=%.2fGB" % (
+                     m.step * cfg.grad_accum, m.step, cfg.tokens_per_s / cfg.seq_len, m.tokens_per_s / cfg.seq_len,
+                     round(cfg.mem_need_bytes * 0.35 / 1e9, 2), round(cfg.mem_need_bytes / 1e9, 2)))]
+
+    def ckpt_start(self, ctx, ev):
+        d = ev.data
+        where = self.ds(ctx, ev.t, "logging.py:96:log_dist")
+        return [("INFO", where + "[Rank 0] [Torch] Checkpoint global_step%d is about to be saved!" % d["step"]),
+                ("INFO", where + "[Rank 0] Saving model checkpoint: %s/mp_rank_00_model_states.pt" % d["path"])]
+
+    def ckpt(self, ctx, ev):
+        d = ev.data
+        prefix = "bf16_" if ctx.cfg.precision == "bf16" else ""
+        return [("INFO", self.ds(ctx, ev.t, "engine.py:3536:_save_zero_checkpoint") +
+                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, d["path"], prefix)),
+                ("INFO", self.ds(ctx, ev.t, "torch_checkpoint_engine.py:33:commit") +
+                 "[Torch] Checkpoint global_step%d is ready now!" % d["step"])]
+
+
+class Torchtitan(Dialect):
+    """torchtitan: '[rank0]:[titan]' logger lines, two spaces between fields."""
+
+    logs_first_step = True
+
+    def build(self, ctx, ev):
+        cfg = ctx.cfg
+        pre = titan_prefix(ctx, ev.t)
+        mesh = ("1-D device mesh with ['dp_shard'], [%d]" % cfg.dp if cfg.tp == 1
+                else "2-D device mesh with ['dp_shard', 'tp'], [%d, %d]" % (cfg.dp * cfg.pp, cfg.tp))
         weights_gib = cfg.params * 2.0 / cfg.gpus / GIB
-        out.append(("INFO", pre + "CUDA memory usage for model: %.2fGiB(%.2f%%)" % (
-            weights_gib, 100 * weights_gib * 1024 / cfg.gpu.memory_mib)))
-        out.append(("INFO", pre + "Trainer is initialized with local batch size %d, global batch size %d, gradient "
-                    "accumulation steps %d, sequence length %d, total steps %d (warmup %d)"
-                    % (cfg.micro_batch, cfg.global_batch, cfg.grad_accum, cfg.seq_len, cfg.total_steps,
-                       cfg.warmup_steps)))
-    elif cfg.style == "hf":
-        pre = "[INFO|trainer.py:2243] %s >> " % ctx.clock(ev.t, millis=True)
-        out.append(("INFO", "[INFO|modeling_utils.py:3934] %s >> loading weights file model.safetensors"
-                    % ctx.clock(ev.t, millis=True)))
-        out.append(("INFO", pre + "***** Running training *****"))
-        out.append(("INFO", pre + "  Num examples = {:,}".format(cfg.train_samples)))
-        out.append(("INFO", pre + "  Num Epochs = {:,}".format(cfg.epochs)))
-        out.append(("INFO", pre + "  Instantaneous batch size per device = {:,}".format(cfg.micro_batch)))
-        out.append(("INFO", pre + "  Total train batch size (w. parallel, distributed & accumulation) = {:,}"
-                    .format(cfg.global_batch)))
-        out.append(("INFO", pre + "  Gradient Accumulation steps = %d" % cfg.grad_accum))
-        out.append(("INFO", pre + "  Total optimization steps = {:,}".format(cfg.total_steps)))
-        out.append(("INFO", pre + "  Number of trainable parameters = {:,}".format(cfg.params)))
-    elif cfg.style == "lightning":
-        out.append(("INFO", "GPU available: True (cuda), used: True"))
-        out.append(("INFO", "TPU available: False, using: 0 TPU cores"))
-        out.append(("INFO", "HPU available: False, using: 0 HPUs"))
-        for rank in (0, 3, 1, 2)[:min(4, cfg.gpus)]:
+        lines = ["Starting job: %s training" % cfg.model, "Building %s" % mesh,
+                 "[GC] Initial GC collection. 0.00 seconds.", "Preparing %s dataset" % cfg.dataset,
+                 "CUDA capacity: %s with %.2fGiB memory" % (cfg.gpu.name, cfg.gpu.memory_mib / 1024.0 * 0.993),
+                 "Model {} size: {:,} total parameters".format(cfg.model, cfg.params)]
+        if cfg.recompute != "none":
+            lines.append("Applied %s activation checkpointing to the model" % cfg.recompute)
+        lines += ["Applied FSDP to the model", "Peak FLOPS used for computing MFU: %.3e" % (cfg.gpu.tflops * 1e12),
+                  "CUDA memory usage for model: %.2fGiB(%.2f%%)" % (weights_gib,
+                                                                   100 * weights_gib * 1024 / cfg.gpu.memory_mib),
+                  "Trainer is initialized with local batch size %d, global batch size %d, gradient accumulation "
+                  "steps %d, sequence length %d, total steps %d (warmup %d)" % (
+                      cfg.micro_batch, cfg.global_batch, cfg.grad_accum, cfg.seq_len, cfg.total_steps,
+                      cfg.warmup_steps)]
+        return [("INFO", pre + text) for text in lines]
+
+    def load(self, ctx, ev):
+        pre = titan_prefix(ctx, ev.t)
+        return [("INFO", pre + "Loading the checkpoint from %s." % load_path(ctx.cfg, ev.data["step"])),
+                ("INFO", pre + "Finished loading the checkpoint in %.2f seconds." % (ctx.cfg.load_seconds or 4.0))]
+
+    def train_start(self, ctx, ev):
+        return [("INFO", titan_prefix(ctx, ev.t) + "Training starts at step %d" % (ev.data["step"] + 1))]
+
+    def step(self, ctx, ev):
+        cfg, m = ctx.cfg, ev.data
+        pre = titan_prefix(ctx, ev.t)
+        tflops = cfg.flops_per_token * m.tokens_per_s / cfg.gpus / 1e12
+        line = ("step: %2d  loss: %7.4f  grad_norm: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}  "
+                "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(m.tokens_per_s / cfg.gpus)), tflops)
+                % (m.step, m.loss, m.grad_norm, cfg.mem_used_mib / 1024.0,
+                   100.0 * cfg.mem_used_mib / cfg.gpu.memory_mib, 100 * m.mfu))
+        out = [("INFO", pre + line)]
+        if m.step % 50 == 0 and m.step > 1:       # training.gc_freq; "Peforming" is torchtitan's spelling
+            out.insert(0, ("INFO", pre + "[GC] Peforming periodical GC collection. 0.%02d seconds." % (
+                3 + int(unit(cfg.seed, 93, m.step) * 9))))
+        return out
+
+    def val(self, ctx, ev):
+        cfg, d = ctx.cfg, ev.data
+        return [("INFO", titan_prefix(ctx, ev.t) + "validate step: %2d  loss: %7.4f  memory: %5.2fGiB(%.2f%%)  "
+                 "tps: {:,}".format(int(round(3 * cfg.tokens_per_s / cfg.gpus))) % (
+                     d["step"], d["val_loss"], cfg.mem_used_mib / 1024.0,
+                     100.0 * cfg.mem_used_mib / cfg.gpu.memory_mib))]
+
+    def ckpt_start(self, ctx, ev):
+        pre, step = titan_prefix(ctx, ev.t), ev.data["step"]
+        if step == ctx.cfg.total_steps:
+            return [("INFO", pre + "Saving a full checkpoint at last step, step %d." % step)]
+        return [("INFO", pre + "Saving the checkpoint (or staging if async is enabled).")]
+
+    def ckpt(self, ctx, ev):
+        pre = titan_prefix(ctx, ev.t)
+        return [("INFO", pre + "[GC] GC collection invoked by checkpointer. 0.02 seconds."),
+                ("INFO", pre + "Finished saving the checkpoint (or staging if async is enabled)in %.2f seconds."
+                 % ev.data["seconds"])]
+
+    def end(self, ctx, ev):
+        pre = titan_prefix(ctx, ev.t)
+        return [("INFO", pre + "Sleeping 2 seconds for other ranks to complete"), ("INFO", pre + "Training completed")]
+
+
+class HFTrainer(Dialect):
+    """Hugging Face Trainer: logger lines with explicit format, tqdm, Python dicts."""
+
+    def hf(self, ctx, t, where):
+        return "[INFO|%s] %s >> " % (where, ctx.clock(t, millis=True))
+
+    def build(self, ctx, ev):
+        cfg = ctx.cfg
+        pre = self.hf(ctx, ev.t, "trainer.py:2243")
+        return [("INFO", self.hf(ctx, ev.t, "modeling_utils.py:3934") + "loading weights file model.safetensors")] + [
+            ("INFO", pre + text) for text in (
+                "***** Running training *****", "  Num examples = {:,}".format(cfg.train_samples),
+                "  Num Epochs = {:,}".format(cfg.epochs),
+                "  Instantaneous batch size per device = {:,}".format(cfg.micro_batch),
+                "  Total train batch size (w. parallel, distributed & accumulation) = {:,}".format(cfg.global_batch),
+                "  Gradient Accumulation steps = %d" % cfg.grad_accum,
+                "  Total optimization steps = {:,}".format(cfg.total_steps),
+                "  Number of trainable parameters = {:,}".format(cfg.params))]
+
+    def load(self, ctx, ev):
+        pre = self.hf(ctx, ev.t, "trainer.py:2270")
+        return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
+                ("INFO", pre + "  Continuing training from global step %d" % ev.data["step"])]
+
+    def step(self, ctx, ev):
+        cfg, m = ctx.cfg, ev.data
+        elapsed = ev.t - ctx.tl.train_segments()[0].t0
+        return [("INFO", tqdm_line(m.step, cfg.total_steps, elapsed, m.eta_s, m.step_time_s)),
+                ("INFO", "{'loss': %r, 'grad_norm': %r, 'learning_rate': %r, 'epoch': %r}" % (
+                    round(m.loss, 4), m.grad_norm, m.lr, round(m.epoch, 2)))]
+
+    def val_start(self, ctx, ev):
+        cfg = ctx.cfg
+        pre = self.hf(ctx, ev.t, "trainer.py:4021")
+        return [("INFO", pre), ("INFO", "***** Running Evaluation *****"),       # logged with a leading newline
+                ("INFO", pre + "  Num examples = {:,}".format(cfg.val_iters * cfg.global_batch)),
+                ("INFO", pre + "  Batch size = %d" % cfg.micro_batch)]
+
+    def val(self, ctx, ev):
+        cfg, d = ctx.cfg, ev.data
+        examples = cfg.val_iters * cfg.global_batch
+        return [("INFO", "{'eval_loss': %r, 'eval_runtime': %r, 'eval_samples_per_second': %r, "
+                         "'eval_steps_per_second': %r, 'epoch': %r}" % (
+                             d["val_loss"], round(d["seconds"], 4), round(examples / d["seconds"], 3),
+                             round(cfg.val_iters / d["seconds"], 3),
+                             round(d["step"] / float(cfg.steps_per_epoch or cfg.total_steps), 2)))]
+
+    def ckpt_start(self, ctx, ev):
+        return [("INFO", self.hf(ctx, ev.t, "trainer.py:3705") + "Saving model checkpoint to %s" % ev.data["path"])]
+
+    def ckpt(self, ctx, ev):
+        path = ev.data["path"]
+        return [("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2641") +
+                 "tokenizer config file saved in %s/tokenizer_config.json" % path),
+                ("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2650") +
+                 "Special tokens file saved in %s/special_tokens_map.json" % path)]
+
+    def end(self, ctx, ev):
+        cfg, s = ctx.cfg, ev.data
+        runtime = s["wall_s"] - cfg.export_seconds
+        return [("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on huggingface.co/models =)"),
+                ("INFO", ""),
+                ("INFO", "{'train_runtime': %r, 'train_samples_per_second': %r, 'train_steps_per_second': %r, "
+                         "'train_loss': %r, 'epoch': %r}" % (
+                             round(runtime, 4), round(cfg.global_batch * s["steps"] / runtime, 3),
+                             round(s["steps"] / runtime, 3), s["train_loss"], float(cfg.epochs)))]
+
+
+class Lightning(Dialect):
+    """PyTorch Lightning: start-up banner, model summary table, epoch progress bars."""
+
+    def build(self, ctx, ev):
+        cfg = ctx.cfg
+        out = [("INFO", "GPU available: True (cuda), used: True"), ("INFO", "TPU available: False, using: 0 TPU cores"),
+               ("INFO", "HPU available: False, using: 0 HPUs")]
+        for rank in (0, 3, 1, 2)[:min(4, cfg.gpus)]:          # ranks report in no particular order
             out.append(("INFO", "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d" % (rank, rank + 1, cfg.gpus)))
-        out.append(("INFO", "-" * 100))
-        out.append(("INFO", "distributed_backend=nccl"))
-        out.append(("INFO", "All distributed processes registered. Starting with %d processes" % cfg.gpus))
-        out.append(("INFO", "-" * 100))
-        out.append(("INFO", ""))
+        out += [("INFO", "-" * 100), ("INFO", "distributed_backend=nccl"),
+                ("INFO", "All distributed processes registered. Starting with %d processes" % cfg.gpus),
+                ("INFO", "-" * 100), ("INFO", "")]
         visible = ",".join(str(i) for i in range(cfg.gpus_per_node))
         for local in (1, 0, 2)[:min(3, cfg.gpus_per_node)]:
             out.append(("INFO", "LOCAL_RANK: %d - CUDA_VISIBLE_DEVICES: [%s]" % (local, visible)))
-        out.append(("INFO", ""))
-        type_w, params_w = len(cfg.architecture), max(6, len(human_count(cfg.params)))
+        count = human_count(cfg.params)
+        type_w, params_w = len(cfg.architecture), max(6, len(count))
         header = "  | Name  | %-*s | %-*s | Mode " % (type_w, "Type", params_w, "Params")
-        out.append(("INFO", header))
-        out.append(("INFO", "-" * len(header)))
-        out.append(("INFO", "0 | model | %s | %-*s | train" % (cfg.architecture, params_w, human_count(cfg.params))))
-        out.append(("INFO", "-" * len(header)))
-        out.append(("INFO", "%-10s%s" % (human_count(cfg.params), "Trainable params")))
-        out.append(("INFO", "%-10s%s" % ("0", "Non-trainable params")))
-        out.append(("INFO", "%-10s%s" % (human_count(cfg.params), "Total params")))
-        out.append(("INFO", "%-10.3f%s" % (cfg.params * 4 / 1e6, "Total estimated model params size (MB)")))
-    return out
+        out += [("INFO", ""), ("INFO", header), ("INFO", "-" * len(header)),
+                ("INFO", "0 | model | %s | %-*s | train" % (cfg.architecture, params_w, count)),
+                ("INFO", "-" * len(header)),
+                ("INFO", "%-10s%s" % (count, "Trainable params")), ("INFO", "%-10s%s" % ("0", "Non-trainable params")),
+                ("INFO", "%-10s%s" % (count, "Total params")),
+                ("INFO", "%-10.3f%s" % (cfg.params * 4 / 1e6, "Total estimated model params size (MB)"))]
+        return out
+
+    def load(self, ctx, ev):
+        return [("INFO", "Restoring states from the checkpoint path at %s" % load_path(ctx.cfg, ev.data["step"]))]
+
+    def step(self, ctx, ev):
+        cfg, m = ctx.cfg, ev.data
+        per_epoch = cfg.steps_per_epoch or cfg.total_steps
+        epoch = epoch_of(cfg, m.step)
+        n = m.step - epoch * per_epoch
+        elapsed = ev.t - ctx.tl.train_segments()[0].t0 - epoch * per_epoch * cfg.step_time_s
+        post = ", v_num=%d, train_loss=%s" % (cfg.run % 7, lightning_num(m.loss))
+        return [("INFO", tqdm_line(n, per_epoch, elapsed, (per_epoch - n) * m.step_time_s, m.step_time_s,
+                                   "Epoch %d: " % epoch, post, always_its=True))]
+
+    def val(self, ctx, ev):
+        cfg, d = ctx.cfg, ev.data
+        return [("INFO", "Validation DataLoader 0: 100%%|##########| %d/%d [%s<00:00, %5.2fit/s]" % (
+            cfg.val_iters, cfg.val_iters, fmt_duration(d["seconds"]), cfg.val_iters / d["seconds"])),
+            ("INFO", "Epoch %d, global step %d: 'val_loss' reached %.5f" % (
+                epoch_of(cfg, d["step"]), d["step"], d["val_loss"]))]
+
+    def ckpt(self, ctx, ev):
+        d = ev.data
+        return [("INFO", "Epoch %d, global step %d: saving model to '%s'" % (
+            epoch_of(ctx.cfg, d["step"]), d["step"], d["path"]))]
+
+    def end(self, ctx, ev):
+        return [("INFO", "`Trainer.fit` stopped: `max_epochs=%d` reached." % ctx.cfg.epochs)]
+
+
+DIALECTS = {"megatron": Megatron(), "deepspeed": MegatronDeepSpeed(), "torchtitan": Torchtitan(),
+            "hf": HFTrainer(), "lightning": Lightning()}
 
 
 def padded_vocab(cfg):
     multiple = 128 * cfg.tp
     return int(math.ceil(cfg.shape.vocab / float(multiple)) * multiple)
-
-
-def _step_lines(ctx, ev):
-    cfg, m = ctx.cfg, ev.data
-    step = m.step
-    first = step == cfg.start_step + 1
-    if step % cfg.log_interval and not (first and cfg.style == "torchtitan"):
-        return []
-    style = cfg.style
-    if style in ("megatron", "deepspeed"):
-        tflops = cfg.flops_per_token * m.tokens_per_s / cfg.gpus / 1e12
-        stamp = " [%s]" % ctx.clock(ev.t) if style == "megatron" else ""
-        lr_text = "%.6E" % m.lr if style == "megatron" else "%.3E" % m.lr
-        scale = m.loss_scale if m.loss_scale else 1.0
-        skipped = skipped_in_interval(cfg, step)
-        line = ("%s iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f | "
-                "throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %s | global batch size: %5d | "
-                "lm loss: %.6E | loss scale: %.1f | grad norm: %.3f | number of skipped iterations: %3d | "
-                "number of nan iterations: %3d |" % (stamp, step, cfg.total_steps, step * cfg.global_batch,
-                                                      m.step_time_s * 1000, tflops, lr_text, cfg.global_batch,
-                                                      m.loss, scale, m.grad_norm, skipped, 0))
-        out = [("INFO", line)]
-        if style == "deepspeed":
-            stamp = ctx.clock(ev.t, millis=True)
-            out.append(("INFO", "[%s] [INFO] [logging.py:96:log_dist] [Rank 0] step=%d, skipped=%d, lr=[%r], "
-                        "mom=[(0.9, 0.95)]" % (stamp, step, skipped_total(cfg, step), m.lr)))
-            samples = m.tokens_per_s / cfg.seq_len
-            out.append(("INFO", "[%s] [INFO] [timer.py:260:stop] epoch=0/micro_step=%d/global_step=%d, "
-                        "RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, MemAllocated=%.2fGB, "
-                        "MaxMemAllocated=%.2fGB" % (stamp, step * cfg.grad_accum, step,
-                                                     cfg.tokens_per_s / cfg.seq_len, samples,
-                                                     round(cfg.mem_need_bytes * 0.35 / 1e9, 2),
-                                                     round(cfg.mem_need_bytes / 1e9, 2))))
-        return out
-    if style == "torchtitan":
-        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
-        mem_gib = cfg.mem_used_mib / 1024.0
-        tflops = cfg.flops_per_token * m.tokens_per_s / cfg.gpus / 1e12
-        line = ("step: %2d  loss: %7.4f  grad_norm: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}  "
-                "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(m.tokens_per_s / cfg.gpus)), tflops)
-                % (step, m.loss, m.grad_norm, mem_gib, 100.0 * cfg.mem_used_mib / cfg.gpu.memory_mib,
-                   100 * m.mfu))
-        out = [("INFO", pre + line)]
-        if step % 50 == 0 and step > 1:
-            out.insert(0, ("INFO", pre + "[GC] Peforming periodical GC collection. 0.%02d seconds." % (
-                3 + int(unit(cfg.seed, 93, step) * 9))))
-        return out
-    elapsed = ev.t - ctx.tl.train_segments()[0].t0
-    per_epoch = cfg.steps_per_epoch or cfg.total_steps
-    if style == "hf":
-        bar = tqdm_line(step, cfg.total_steps, elapsed, m.eta_s, m.step_time_s)
-        record = "{'loss': %r, 'grad_norm': %r, 'learning_rate': %r, 'epoch': %r}" % (
-            round(m.loss, 4), m.grad_norm, m.lr, round(m.epoch, 2))
-        return [("INFO", bar), ("INFO", record)]
-    if style == "lightning":
-        epoch = (step - 1) // per_epoch
-        n = step - epoch * per_epoch
-        post = ", v_num=%d, train_loss=%s" % (cfg.run % 7, lightning_num(m.loss))
-        remaining_epoch = (per_epoch - n) * m.step_time_s
-        bar = tqdm_line(n, per_epoch, elapsed - epoch * per_epoch * cfg.step_time_s, remaining_epoch,
-                        m.step_time_s, "Epoch %d: " % epoch, post, always_its=True)
-        return [("INFO", bar)]
-    return []
 
 
 def skipped_in_interval(cfg, step):
@@ -1649,165 +1866,26 @@ def skipped_total(cfg, step):
     return min(step, settle) + blocks
 
 
-def _val_lines(ctx, ev):
-    cfg, d = ctx.cfg, ev.data
-    style = cfg.style
-    if style in ("megatron", "deepspeed"):
-        text = " validation loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E | " % (
-            d["step"], d["val_loss"], math.exp(min(20, d["val_loss"])))
-        return [("INFO", "(min, max) time across ranks (ms):"),
-                ("INFO", "    %s: (%.2f, %.2f)" % ("evaluate ".ljust(48, "."), d["seconds"] * 1000 * 0.998,
-                                                   d["seconds"] * 1000)),
-                ("INFO", "-" * (len(text) + 1)), ("INFO", text), ("INFO", "-" * (len(text) + 1))]
-    if style == "torchtitan":
-        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
-        return [("INFO", pre + "validate step: %2d  loss: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}".format(
-            int(round(3 * cfg.tokens_per_s / cfg.gpus))) % (d["step"], d["val_loss"], cfg.mem_used_mib / 1024.0,
-                                                           100.0 * cfg.mem_used_mib / cfg.gpu.memory_mib))]
-    if style == "hf":
-        examples = cfg.val_iters * cfg.global_batch
-        return [("INFO", "{'eval_loss': %r, 'eval_runtime': %r, 'eval_samples_per_second': %r, "
-                         "'eval_steps_per_second': %r, 'epoch': %r}" % (
-                             d["val_loss"], round(d["seconds"], 4), round(examples / d["seconds"], 3),
-                             round(cfg.val_iters / d["seconds"], 3),
-                             round(d["step"] / float(cfg.steps_per_epoch or cfg.total_steps), 2)))]
-    if style == "lightning":
-        rate = cfg.val_iters / d["seconds"]
-        return [("INFO", "Validation DataLoader 0: 100%%|##########| %d/%d [%s<00:00, %5.2fit/s]" % (
-            cfg.val_iters, cfg.val_iters, fmt_duration(d["seconds"]), rate)),
-            ("INFO", "Epoch %d, global step %d: 'val_loss' reached %.5f" % (
-                (d["step"] - 1) // max(1, cfg.steps_per_epoch), d["step"], d["val_loss"]))]
-    return []
-
-
-def _val_start_lines(ctx, ev):
-    cfg = ctx.cfg
-    if cfg.style == "hf":
-        pre = "[INFO|trainer.py:4021] %s >> " % ctx.clock(ev.t, millis=True)
-        return [("INFO", pre), ("INFO", "***** Running Evaluation *****"),
-                ("INFO", pre + "  Num examples = {:,}".format(cfg.val_iters * cfg.global_batch)),
-                ("INFO", pre + "  Batch size = %d" % cfg.micro_batch)]
-    return []
-
-
-def _ckpt_start_lines(ctx, ev):
-    cfg, d = ctx.cfg, ev.data
-    if cfg.style == "megatron":
-        return [("INFO", "saving checkpoint at iteration %7d to /checkpoints/%s in torch_dist format" % (
-            d["step"], cfg.name))]
-    if cfg.style == "deepspeed":
-        stamp = ctx.clock(ev.t, millis=True)
-        tag = "global_step%d" % d["step"]
-        return [("INFO", "[%s] [INFO] [logging.py:96:log_dist] [Rank 0] [Torch] Checkpoint %s is about to be saved!"
-                 % (stamp, tag)),
-                ("INFO", "[%s] [INFO] [logging.py:96:log_dist] [Rank 0] Saving model checkpoint: %s/mp_rank_00_model_states.pt"
-                 % (stamp, d["path"]))]
-    if cfg.style == "torchtitan":
-        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
-        if d["step"] == cfg.total_steps:
-            return [("INFO", pre + "Saving a full checkpoint at last step, step %d." % d["step"])]
-        return [("INFO", pre + "Saving the checkpoint (or staging if async is enabled).")]
-    if cfg.style == "hf":
-        return [("INFO", "[INFO|trainer.py:3705] %s >> Saving model checkpoint to %s" % (
-            ctx.clock(ev.t, millis=True), d["path"]))]
-    return []
-
-
-def _ckpt_lines(ctx, ev):
-    cfg, d = ctx.cfg, ev.data
-    if cfg.style == "megatron":
-        return [("INFO", "  successfully saved checkpoint from iteration %7d to /checkpoints/%s [ t %d/%d, p %d/%d ]"
-                 % (d["step"], cfg.name, 1, cfg.tp, 1, cfg.pp)),
-                ("INFO", "(min, max) time across ranks (ms):"),
-                ("INFO", "    %s: (%.2f, %.2f)" % ("save-checkpoint ".ljust(48, "."), d["seconds"] * 1000 * 0.997,
-                                                   d["seconds"] * 1000))]
-    if cfg.style == "deepspeed":
-        stamp = ctx.clock(ev.t, millis=True)
-        prefix = "bf16_" if cfg.precision == "bf16" else ""
-        return [("INFO", "[%s] [INFO] [engine.py:3536:_save_zero_checkpoint] %szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt"
-                 % (stamp, prefix, d["path"], prefix)),
-                ("INFO", "[%s] [INFO] [torch_checkpoint_engine.py:33:commit] [Torch] Checkpoint global_step%d is ready now!"
-                 % (stamp, d["step"]))]
-    if cfg.style == "torchtitan":
-        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
-        return [("INFO", pre + "[GC] GC collection invoked by checkpointer. 0.02 seconds."),
-                ("INFO", pre + "Finished saving the checkpoint (or staging if async is enabled)in %.2f seconds."
-                 % d["seconds"])]
-    if cfg.style == "hf":
-        stamp = ctx.clock(ev.t, millis=True)
-        return [("INFO", "[INFO|tokenization_utils_base.py:2641] %s >> tokenizer config file saved in %s/tokenizer_config.json"
-                 % (stamp, d["path"])),
-                ("INFO", "[INFO|tokenization_utils_base.py:2650] %s >> Special tokens file saved in %s/special_tokens_map.json"
-                 % (stamp, d["path"]))]
-    if cfg.style == "lightning":
-        return [("INFO", "Epoch %d, global step %d: saving model to '%s'" % (
-            (d["step"] - 1) // max(1, cfg.steps_per_epoch), d["step"], d["path"]))]
-    return []
-
-
-def _phase_lines(ctx, ev):
-    cfg, phase = ctx.cfg, ev.data["phase"]
-    attempt = ev.data["attempt"]
+def phase_lines(ctx, ev):
+    """Lines at the start of a phase: launch, build, load, train, export."""
+    cfg, phase, dialect = ctx.cfg, ev.data["phase"], DIALECTS[ctx.cfg.style]
     if phase == "launch":
-        lines = []
-        if attempt:
-            lines.append(("WARNING", "Restarting job (attempt %d): rendezvous with %d nodes, resuming from the last checkpoint"
-                          % (attempt + 1, cfg.nodes)))
-        return lines + launcher_lines(ctx, ev)
+        restart = []
+        if ev.data["attempt"]:
+            restart = [("WARNING", "Restarting job (attempt %d): rendezvous with %d nodes, resuming from the last "
+                                   "checkpoint" % (ev.data["attempt"] + 1, cfg.nodes))]
+        return restart + dialect.launch(ctx, ev)
     if phase == "build":
-        return _build_common(ctx, ev)
+        return nccl_lines(ctx, ev) + dialect.build(ctx, ev)
     if phase == "load":
-        step = ev.data["step"]
-        if cfg.kind == "continue" and step == 0:
-            path = "/models/%s" % cfg.model
-        else:
-            path = checkpoint_path(cfg, step)
-        if cfg.style == "megatron" or cfg.style == "deepspeed":
-            return [("INFO", " loading checkpoint from %s at iteration %d" % (path, step)),
-                    ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
-                     % (path, cfg.tp, cfg.pp, step))]
-        if cfg.style == "torchtitan":
-            pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
-            return [("INFO", pre + "Loading the checkpoint from %s." % path),
-                    ("INFO", pre + "Finished loading the checkpoint in %.2f seconds." % (cfg.load_seconds or 4.0))]
-        if cfg.style == "hf":
-            pre = "[INFO|trainer.py:2270] %s >> " % ctx.clock(ev.t, millis=True)
-            return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
-                    ("INFO", pre + "  Continuing training from global step %d" % step)]
-        return [("INFO", "Restoring states from the checkpoint path at %s" % path)]
+        return dialect.load(ctx, ev)
     if phase == "train":
-        if cfg.style == "megatron" or cfg.style == "deepspeed":
-            return [("INFO", "[before the start of training step] datetime: %s " % ctx.clock(ev.t))]
-        if cfg.style == "torchtitan":
-            pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
-            return [("INFO", pre + "Training starts at step %d" % (ev.data["step"] + 1))]
-        return []
+        return dialect.train_start(ctx, ev)
     if phase == "export":
-        path = "/outputs/%s/hf" % cfg.name
-        return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> %s" % (
-            checkpoint_path(cfg, cfg.total_steps), sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors")),
-            path))]
+        shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
+        return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf" % (
+            checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
     return []
-
-
-def _end_of_training(ctx, ev):
-    """What the framework prints when training ends, before our summary table."""
-    cfg, s = ctx.cfg, ev.data
-    if cfg.style == "hf":
-        runtime = s["wall_s"] - cfg.export_seconds
-        return [("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on huggingface.co/models =)"),
-                ("INFO", ""),
-                ("INFO", "{'train_runtime': %r, 'train_samples_per_second': %r, 'train_steps_per_second': %r, "
-                         "'train_loss': %r, 'epoch': %r}" % (
-                             round(runtime, 4), round(cfg.global_batch * s["steps"] / runtime, 3),
-                             round(s["steps"] / runtime, 3), s["train_loss"], float(cfg.epochs)))]
-    if cfg.style == "lightning":
-        return [("INFO", "`Trainer.fit` stopped: `max_epochs=%d` reached." % cfg.epochs)]
-    if cfg.style == "torchtitan":
-        pre = "[rank0]:[titan] %s - root - INFO - " % ctx.clock(ev.t, millis=True)
-        return [("INFO", pre + "Sleeping 2 seconds for other ranks to complete"),
-                ("INFO", pre + "Training completed")]
-    return [("INFO", "[after training is done] datetime: %s " % ctx.clock(ev.t))]
 
 
 def _incident_lines(ctx, ev):
@@ -1921,30 +1999,25 @@ def event_lines(ctx, ev):
 
 def dialect_lines(ctx, ev):
     """The log lines (level, text) an event produces in the run's dialect."""
-    kind = ev.kind
+    cfg, dialect, kind = ctx.cfg, DIALECTS[ctx.cfg.style], ev.kind
     if kind == "phase":
-        return _phase_lines(ctx, ev)
+        return phase_lines(ctx, ev)
     if kind == "step":
-        return _step_lines(ctx, ev)
-    if kind == "val_start":
-        return _val_start_lines(ctx, ev)
-    if kind == "val":
-        return _val_lines(ctx, ev)
-    if kind == "ckpt_start":
-        return _ckpt_start_lines(ctx, ev)
-    if kind == "checkpoint":
-        return _ckpt_lines(ctx, ev)
+        step = ev.data.step
+        first = step == cfg.start_step + 1 and dialect.logs_first_step
+        return dialect.step(ctx, ev) if step % cfg.log_interval == 0 or first else []
     if kind in ("straggler", "straggler_end", "spike", "xid", "job_failed"):
         return _incident_lines(ctx, ev)
     if kind == "export":
-        total = ev.data["total_bytes"]
+        files = ev.data["files"]
         return [("INFO", "Saved %d files (%s) to /outputs/%s/hf: %s" % (
-            len(ev.data["files"]), fmt_bytes(total), ctx.cfg.name,
-            ", ".join(f["name"] for f in ev.data["files"][:3]) + (", ..." if len(ev.data["files"]) > 3 else "")))]
+            len(files), fmt_bytes(ev.data["total_bytes"]), cfg.name,
+            ", ".join(f["name"] for f in files[:3]) + (", ..." if len(files) > 3 else "")))]
     if kind == "summary":
-        return _end_of_training(ctx, ev) + summary_box(ctx.cfg, ev.data)
-    return []
-
+        return dialect.end(ctx, ev) + summary_box(cfg, ev.data)
+    method = {"val_start": dialect.val_start, "val": dialect.val, "ckpt_start": dialect.ckpt_start,
+              "checkpoint": dialect.ckpt}.get(kind)
+    return method(ctx, ev) if method else []
 
 ########################################################################
 # Plain and JSON-lines output
@@ -3005,6 +3078,9 @@ def resolve_args(args, catalog):
                             if args.exit_after_runs else None)
     args.rank = _positive_int(args.rank, "--rank", 0, 4095) if args.rank is not None else None
     args.start_at = parse_start_at(args.start_at) if args.start_at else None
+    if args.start_at is not None and (time.time() - args.start_at) * args.speed > MAX_SESSION_SECONDS:
+        raise UsageError("--start-at is too far in the past at this speed: the session would be over "
+                         "%d simulated days old" % (MAX_SESSION_SECONDS // 86400))
     pins = {}
     if args.model:
         names = {n.lower(): n for n in catalog.models}

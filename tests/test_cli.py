@@ -141,3 +141,8 @@ def test_pip_install_in_a_venv_runs_from_anywhere(tmp_path):
     run = subprocess.run([py, "-m", "fake_llm_training", "--format", "plain", "--seed", "2", "--speed", "1000",
                           "--exit-after", "2s"], cwd="/tmp", stdout=subprocess.PIPE, universal_newlines=True)
     assert run.returncode == 0 and len(run.stdout.splitlines()) > 5
+
+
+def test_start_at_too_far_back_for_the_speed_is_refused():
+    out = run_program(["--start-at", "2020-01-01T00:00:00Z", "--speed", "5", "--format", "plain"], timeout=30)
+    assert out.returncode == 2 and "too far in the past" in out.stderr
