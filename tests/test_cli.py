@@ -146,3 +146,11 @@ def test_pip_install_in_a_venv_runs_from_anywhere(tmp_path):
 def test_start_at_too_far_back_for_the_speed_is_refused():
     out = run_program(["--start-at", "2020-01-01T00:00:00Z", "--speed", "5", "--format", "plain"], timeout=30)
     assert out.returncode == 2 and "too far in the past" in out.stderr
+
+
+def test_benchmark_quick_smoke():
+    """The benchmark runs and prints its table (figures are for the README, not asserted)."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench.py"), "--quick"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| Measurement | Result | Target |" in out.stdout and "first frame" in out.stdout
