@@ -2167,8 +2167,9 @@ def session_now(args, start):
 
 def run_stream(session, args, out):
     """Plain or JSON-lines output paced by the simulated clock; returns the exit status."""
-    color = (args.format == "plain" and out.isatty() and not args.no_color and not os.environ.get("NO_COLOR"))
-    writer = StreamWriter(session, out, args.format, args.epoch0, color, args.rank)
+    fmt = "jsonl" if args.format == "jsonl" else "plain"      # plain also when the screen fell back
+    color = fmt == "plain" and out.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
+    writer = StreamWriter(session, out, fmt, args.epoch0, color, args.rank)
     start = time.monotonic()
     tau = session_now(args, start) if args.start_at is not None else 0.0
     chunk = 120.0 if args.speed >= 1000 else 1.0
@@ -2686,7 +2687,7 @@ def history_window(rs):
 
 
 class LogSink(object):
-    """A file-like target for StreamWriter that keeps the newest lines."""
+    """The log region's memory: the newest LOG_KEEP (level, text) lines, no more."""
 
     def __init__(self, keep=LOG_KEEP):
         self.lines = collections.deque(maxlen=keep)

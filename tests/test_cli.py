@@ -111,6 +111,7 @@ def test_plain_output_to_a_file_has_no_escape_sequences():
     # without --format, piped stdout also gets plain text
     auto = run_program(["--seed", "4", "--speed", "2000", "--exit-after", "2s"])
     assert auto.returncode == 0 and "\x1b" not in auto.stdout and len(auto.stdout.splitlines()) > 5
+    assert not any(line.startswith('{"event"') for line in auto.stdout.splitlines())     # log lines, not JSON
 
 
 def test_exit_after_ends_on_time_at_speed_one():

@@ -137,7 +137,8 @@ def test_runs_without_posix_only_names_and_without_curses():
                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install windows-curses" in out.stderr and len(out.stderr.splitlines()) == 1
-    assert len(out.stdout.splitlines()) > 5 and "\\x1b" not in out.stdout
+    assert len(out.stdout.splitlines()) > 5 and "\x1b" not in out.stdout
+    assert not any(line.startswith('{"event"') for line in out.stdout.splitlines())
 
 
 def test_source_needs_nothing_newer_than_python_3_6():

@@ -373,6 +373,7 @@ def test_dumb_or_missing_term_falls_back_to_plain(prog, term):
     assert prog.exited() == 0
     text = prog.tmux.text()
     assert " iteration " in text, text                    # the log went to stdout (the pane)
+    assert "{\"event\"" not in text, "plain log lines, not JSON"
     assert not prog.tmux.alternate_on()
     assert not any(GPU_ROW_ANY_WIDTH.match(l) for l in text.split("\n")), "a screen was drawn"
     err = prog.stderr().splitlines()
