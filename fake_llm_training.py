@@ -302,7 +302,7 @@ RunConfig = collections.namedtuple("RunConfig", [
     "launch_seconds", "build_seconds", "load_seconds", "export_seconds", "export_files",
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
     "grad_start", "noise", "spike_rate", "straggler_rate", "xid_rate", "attach_fraction",
-    "ambient_c", "loss_scale_exp", "loss_phase",
+    "ambient_c", "loss_scale_exp", "loss_phase", "run_seed",
 ])
 
 
@@ -573,6 +573,7 @@ def _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
         spike_rate=1.0, straggler_rate=1.0, xid_rate=1.0,
         attach_fraction=rng.uniform(0.2, 0.7), ambient_c=rng.uniform(24, 31),
         loss_scale_exp=rng.choice((14, 15, 16, 17)), loss_phase=rng.uniform(0, 2 * math.pi),
+        run_seed=seed * 7919 + run,            # counter draws of this run (not of the cluster)
     )
 
 
@@ -643,12 +644,12 @@ def spike_at(cfg, step, forced_spikes=()):
     for b in (block - 1, block):
         # Fine-tunes at small learning rates, and runs at the low end of their
         # schedule, rarely spike: random spikes come only where they happen.
-        if b < 0 or cfg.kind == "finetune" or unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b) >= cfg.spike_rate * 0.08:
+        if b < 0 or cfg.kind == "finetune" or unit(cfg.run_seed, S_SPIKE, 3 * b) >= cfg.spike_rate * 0.08:
             continue
-        start = b * 1000 + int(unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 1) * 1000)
+        start = b * 1000 + int(unit(cfg.run_seed, S_SPIKE, 3 * b + 1) * 1000)
         if start > cfg.start_step + 0.85 * (cfg.total_steps - cfg.start_step):
             continue
-        size = 0.15 + 0.9 * unit(cfg.seed * 7919 + cfg.run, S_SPIKE, 3 * b + 2)
+        size = 0.15 + 0.9 * unit(cfg.run_seed, S_SPIKE, 3 * b + 2)
         if start <= step < start + 200:
             excess += size * math.exp(-(step - start) / 12.0)
     for start, size in forced_spikes:
@@ -689,7 +690,7 @@ def _expected_loss(cfg, step):
 def loss_at(cfg, step, forced_spikes=(), spike=None):
     """Training loss printed for optimizer step `step`: noisy, spiky, mostly falling."""
     base = expected_loss(cfg, step)
-    s = cfg.seed * 7919 + cfg.run
+    s = cfg.run_seed
     # step-to-step noise, plus a slow drift over tens of steps (data mixture, batch difficulty)
     drift = 0.3 * math.sin(step / 37.0 + cfg.loss_phase) + 0.2 * math.sin(step / 113.0 + 2.1 * cfg.loss_phase)
     wobble = cfg.noise * (normal(s, S_LOSS, step) + drift)
@@ -698,7 +699,7 @@ def loss_at(cfg, step, forced_spikes=(), spike=None):
 
 def grad_norm_at(cfg, step, forced_spikes=(), spike=None):
     """Gradient norm: large early, settling, with spikes alongside loss spikes."""
-    s = cfg.seed * 7919 + cfg.run
+    s = cfg.run_seed
     scale = 5.0 if cfg.kind == "pretrain" else 10.0
     g = cfg.grad_floor + cfg.grad_start / (1 + step / scale) ** 0.8
     g *= math.exp(0.12 * normal(s, S_GRAD, step))
@@ -706,7 +707,7 @@ def grad_norm_at(cfg, step, forced_spikes=(), spike=None):
 
 
 def val_loss_at(cfg, step):
-    s = cfg.seed * 7919 + cfg.run
+    s = cfg.run_seed
     gap = 0.012 if cfg.kind != "finetune" else 0.04 + 0.05 * (step / float(max(1, cfg.total_steps)))
     return expected_loss(cfg, step) * (1 + gap + 0.004 * normal(s, S_VAL, step))
 
@@ -783,13 +784,16 @@ class Timeline(object):
         self._add("summary", SUMMARY_SECONDS, cfg.total_steps, cfg.total_steps, attempt)
 
     # -- steps and times --------------------------------------------------
-    def pause_after(self, step):
-        """Seconds of validation and checkpointing that follow step `step`."""
+    def pauses(self, step):
+        """(validation, checkpoint) seconds that follow step `step`; the last step has both."""
         cfg = self.cfg
         final = step == cfg.total_steps
         val = cfg.val_seconds if (step % cfg.val_interval == 0 or final) else 0.0
         ckpt = cfg.ckpt_seconds if (step % cfg.ckpt_interval == 0 or final) else 0.0
-        return val + ckpt
+        return val, ckpt
+
+    def pause_after(self, step):
+        return sum(self.pauses(step))
 
     def _pauses_between(self, first, step):
         """Pause seconds after steps first+1 .. step-1."""
@@ -799,7 +803,7 @@ class Timeline(object):
         return max(0, vals) * cfg.val_seconds + max(0, ckpts) * cfg.ckpt_seconds
 
     def _jitter(self, step):
-        return 0.04 * self.cfg.step_time_s * unit(self.cfg.seed * 7919 + self.cfg.run, S_STEP, step)
+        return 0.04 * self.cfg.step_time_s * unit(self.cfg.run_seed, S_STEP, step)
 
     def _straggle(self, seg, step):
         """Extra seconds up to step `step` lost to slow nodes in this segment."""
@@ -847,11 +851,8 @@ class Timeline(object):
                           min(1.0, max(0.0, (t - seg.t0) / span)), seg)
         step = self.last_step_before(seg, t)
         end = self.step_end(seg, step)
-        cfg = self.cfg
         if step > seg.first:
-            final = step == cfg.total_steps
-            val = cfg.val_seconds if (step % cfg.val_interval == 0 or final) else 0.0
-            ckpt = cfg.ckpt_seconds if (step % cfg.ckpt_interval == 0 or final) else 0.0
+            val, ckpt = self.pauses(step)
             if t < end + val:
                 return Moment("val", step, (t - end) / val, seg)
             if t < end + val + ckpt:
@@ -880,7 +881,7 @@ def plan_incidents(cfg, level, forced=()):
     loss spike every few thousand steps.  `forced` adds incidents triggered by
     the user as (kind, step)."""
     scale = INCIDENT_LEVELS[level]
-    s = cfg.seed * 7919 + cfg.run
+    s = cfg.run_seed
     steps = cfg.total_steps - cfg.start_step
     hours = steps * cfg.step_time_s / 3600.0
     crashes, stragglers, spikes = [], [], []
@@ -987,7 +988,7 @@ class Telemetry(object):
     def __init__(self, tl):
         self.tl = tl
         cfg = self.cfg = tl.cfg
-        self.seed = cfg.seed * 7919 + cfg.run
+        self.seed = cfg.run_seed
         self.offsets = [unit(cfg.seed, S_GPU_OFFSET, g) for g in range(cfg.gpus)]   # per card, for the cluster
         self.spreads = [int(unit(self.seed, S_MEM, g) * 380) for g in range(cfg.gpus)]  # ranks differ slightly
         self.slow_nodes = set(s[3] for s in tl.incidents.stragglers)
@@ -1094,7 +1095,7 @@ def loss_scale_at(cfg, step):
     settle = 32 - cfg.loss_scale_exp
     if cfg.start_step == 0 and step <= settle:
         return 2.0 ** (32 - step), True
-    s = cfg.seed * 7919 + cfg.run
+    s = cfg.run_seed
     scale, skipped = 2.0 ** cfg.loss_scale_exp, False
     for block in (step // 1000 - 1, step // 1000):
         if block < 0 or unit(s, S_OVERFLOW, 2 * block) >= 0.5:
@@ -1172,20 +1173,20 @@ def _train_events(tl, seg, t0, t1, every_step=True):
                 if tl.incidents.spikes and any(s == step for s, _ in tl.incidents.spikes):
                     out.append(Event(end + 1e-6, "spike", {"step": step}))
             crashed = seg.info is not None and step == seg.last
-            final = step == cfg.total_steps
+            val, ckpt = (0.0, 0.0) if crashed else tl.pauses(step)
             t = end
-            if not crashed and (step % cfg.val_interval == 0 or final):
+            if val:
                 if t0 < t <= t1:
                     out.append(Event(t + 1e-6, "val_start", {"step": step}))
-                t += cfg.val_seconds
+                t += val
                 if t0 < t <= t1:
                     v = val_loss_at(cfg, step)
                     out.append(Event(t, "val", {"step": step, "val_loss": v, "val_ppl": math.exp(v),
                                                 "seconds": cfg.val_seconds}))
-            if not crashed and (step % cfg.ckpt_interval == 0 or final):
+            if ckpt:
                 if t0 < t <= t1:
                     out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "path": checkpoint_path(cfg, step)}))
-                t += cfg.ckpt_seconds
+                t += ckpt
                 if t0 < t <= t1:
                     out.append(Event(t, "checkpoint", {"step": step, "path": checkpoint_path(cfg, step),
                                                        "bytes": cfg.ckpt_bytes, "seconds": cfg.ckpt_seconds}))
@@ -1322,7 +1323,7 @@ class LogContext(object):
         return self.cfg.hostname.format(n=self.cfg.first_node + node)
 
     def pid(self, node, attempt, local_rank=0):
-        base = 1000 + int(unit(self.cfg.seed * 7919 + self.cfg.run, 77, node * 97 + attempt) * 3900000)
+        base = 1000 + int(unit(self.cfg.run_seed, 77, node * 97 + attempt) * 3900000)
         return base + 1 + local_rank
 
     def clock(self, t, fmt="%Y-%m-%d %H:%M:%S", millis=False):
@@ -1861,8 +1862,8 @@ def skipped_total(cfg, step):
     if cfg.precision != "fp16":
         return 0
     settle = 32 - cfg.loss_scale_exp if cfg.start_step == 0 else 0
-    blocks = sum(1 for b in range(step // 1000 + 1) if unit(cfg.seed * 7919 + cfg.run, S_OVERFLOW, 2 * b) < 0.5
-                 and b * 1000 + int(unit(cfg.seed * 7919 + cfg.run, S_OVERFLOW, 2 * b + 1) * 1000) <= step)
+    blocks = sum(1 for b in range(step // 1000 + 1) if unit(cfg.run_seed, S_OVERFLOW, 2 * b) < 0.5
+                 and b * 1000 + int(unit(cfg.run_seed, S_OVERFLOW, 2 * b + 1) * 1000) <= step)
     return min(step, settle) + blocks
 
 
