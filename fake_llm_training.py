@@ -18,12 +18,14 @@ nvidia-smi look-alike and tmux layout -> command line.  Everything above
 formats what the simulation computed.
 """
 
+import argparse
 import bisect
 import collections
 import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -31,12 +33,26 @@ import time
 __version__ = "1.0.0"
 
 
+def plural(n, noun):
+    """'1 node', '2 nodes'."""
+    return "%d %s%s" % (n, noun, "" if n == 1 else "s")
+
+
 def default_data_dir():
-    """data/ beside this file (a checkout), else where `pip install` put it."""
+    """data/ beside this file (a checkout), else where `pip install` put it:
+    under the environment's prefix, or the user base for `pip install --user`."""
+    import site
+    import sysconfig
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    if os.path.isdir(here):
-        return here
-    return os.path.join(sys.prefix, "share", "fake_llm_training", "data")
+    bases = [sys.prefix, sysconfig.get_path("data")]
+    user_base = getattr(site, "getuserbase", lambda: None)()
+    if user_base:
+        bases.append(user_base)
+    candidates = [here] + [os.path.join(b, "share", "fake_llm_training", "data") for b in bases if b]
+    for path in candidates:
+        if os.path.isdir(path):
+            return path
+    return candidates[1]
 
 
 DATA_DIR = default_data_dir()
@@ -230,14 +246,6 @@ def count_params(m, active_only=False):
     per_layer = attention + experts * mlp + router + 2 * m.hidden
     embeddings = m.vocab * m.hidden * (1 if m.tied else 2)
     return m.layers * per_layer + embeddings + m.hidden
-
-
-def closest_names(name, names, n=3):
-    """Names most like `name`, for 'did you mean' hints."""
-    import difflib
-    lowered = {x.lower(): x for x in names}
-    found = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.3)
-    return [lowered[x] for x in found]
 
 
 ########################################################################
@@ -710,6 +718,11 @@ def val_loss_at(cfg, step):
     s = cfg.run_seed
     gap = 0.012 if cfg.kind != "finetune" else 0.04 + 0.05 * (step / float(max(1, cfg.total_steps)))
     return expected_loss(cfg, step) * (1 + gap + 0.004 * normal(s, S_VAL, step))
+
+
+def last_checkpoint_step(cfg, step):
+    """The newest step at or before `step` whose checkpoint was saved."""
+    return (step // cfg.ckpt_interval) * cfg.ckpt_interval
 
 
 def checkpoint_path(cfg, step):
@@ -1990,7 +2003,6 @@ def event_lines(ctx, ev):
     lines = dialect_lines(ctx, ev)
     if not ctx.rank:
         return lines            # rank 0, or the job's combined log
-    import re
     own = "[rank%d]" % ctx.rank
     agent = "%d: " % (ctx.rank // ctx.cfg.gpus_per_node)    # torchrun's agent on this rank's node
     return [(level, text) for level, text in lines
@@ -2122,22 +2134,31 @@ class StreamWriter(object):
             t += every
         self.gpu_t = max(self.gpu_t, t1)
 
-    def advance(self, tau0, tau1):
-        """Write everything up to session time tau1; return (a run ended, session time reached)."""
+    def _start_run(self, rs, t):
+        """The writer meets run `rs` at its time t: jsonl announces its config."""
+        cfg = rs.cfg
+        self.run, self.done_t = cfg.run, t
+        if self.fmt == "jsonl":
+            rec = collections.OrderedDict([("event", "config"), ("run", cfg.run), ("t", round(t, 3))])
+            rec.update(config_record(cfg))
+            self._emit(rec)
+        self.done_t = self.done_t - 1e-9 if self.done_t > 0 else -1.0
+        self.gpu_t = self.done_t
+
+    def advance(self, tau0, tau1, max_steps=None):
+        """Write everything up to session time tau1, or `max_steps` optimizer
+        steps' worth of a run if that comes first; return (a run ended,
+        session time reached)."""
         tau = tau0
         while tau < tau1:
             rs = self.session.run_at(tau)
             cfg = rs.cfg
-            t1 = min(rs.local(tau1), rs.timeline.duration)
-            ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
             if cfg.run != self.run:
-                self.run, self.done_t = cfg.run, rs.local(tau)
-                if self.fmt == "jsonl":
-                    rec = collections.OrderedDict([("event", "config"), ("run", cfg.run), ("t", round(self.done_t, 3))])
-                    rec.update(config_record(cfg))
-                    self._emit(rec)
-                self.done_t = self.done_t - 1e-9 if self.done_t > 0 else -1.0
-                self.gpu_t = self.done_t
+                self._start_run(rs, rs.local(tau))
+            t1 = min(rs.local(tau1), rs.timeline.duration)
+            if max_steps:
+                t1 = min(t1, max(0.0, self.done_t) + max_steps * cfg.step_time_s)
+            ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
             for ev in run_events(rs.timeline, self.done_t, t1, every_step=self.fmt == "jsonl"):
                 if self.fmt == "jsonl":
                     self._gpu_samples(rs, ev.t)
@@ -2154,7 +2175,7 @@ class StreamWriter(object):
                 self._gpu_samples(rs, t1)
             self.done_t = t1
             if t1 < rs.timeline.duration:
-                break                                  # reached tau1 within this run
+                return False, rs.start_tau + t1 - rs.offset      # reached tau1 (or max_steps) in this run
             tau = rs.end_tau
         return False, max(tau, tau1)
 
@@ -2166,29 +2187,32 @@ def session_now(args, start):
     return max(0.0, (time.time() - args.start_at) * args.speed)
 
 
+STREAM_TICK = 0.2          # wall seconds between writes of plain and JSON-lines output
+STREAM_CHUNK_STEPS = 200   # optimizer steps written per slice in fast-forward (bounds memory)
+
+
 def run_stream(session, args, out):
-    """Plain or JSON-lines output paced by the simulated clock; returns the exit status."""
+    """Plain or JSON-lines output paced by the simulated clock; returns the exit status.
+
+    At speed 1 it wakes five times a second and writes what became due; in
+    fast-forward it writes the backlog in slices of a few hundred steps, so
+    memory stays flat and --exit-after is checked between slices."""
     fmt = "jsonl" if args.format == "jsonl" else "plain"      # plain also when the screen fell back
     color = fmt == "plain" and out.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
     writer = StreamWriter(session, out, fmt, args.epoch0, color, args.rank)
     start = time.monotonic()
     tau = session_now(args, start) if args.start_at is not None else 0.0
-    chunk = 120.0 if args.speed >= 1000 else 1.0
     while True:
-        wall = time.monotonic() - start
-        if args.exit_after is not None and wall >= args.exit_after:
+        if args.exit_after is not None and time.monotonic() - start >= args.exit_after:
             return 0
-        target = max(tau, session_now(args, start))
-        target = min(target, tau + chunk * max(1.0, args.speed / 1000.0))
-        if target <= tau:
-            time.sleep(min(0.25, max(0.01, 0.2 / args.speed)))
-            continue
-        ended, tau = writer.advance(tau, target)
-        out.flush()
-        if ended and args.exit_after_runs and writer.runs_done >= args.exit_after_runs:
-            return 0
-        if (time.monotonic() - start) * args.speed < tau:
-            time.sleep(min(0.25, tau / args.speed - (time.monotonic() - start)))
+        now = session_now(args, start)
+        if now > tau:
+            ended, tau = writer.advance(tau, now, STREAM_CHUNK_STEPS)
+            out.flush()
+            if ended and args.exit_after_runs and writer.runs_done >= args.exit_after_runs:
+                return 0
+        if tau >= now:
+            time.sleep(STREAM_TICK)
 
 
 ########################################################################
@@ -2203,6 +2227,7 @@ GLYPHS_ASCII = {"full": "#", "empty": ".", "point": "*", "val": "o", "sep": "|",
 GLYPHS_UNICODE = {"full": "\u2588", "empty": "\u2591", "point": "\u2022", "val": "\u25cb", "sep": "\u2502",
                   "dot": "\u00b7"}
 MIN_WIDTH, MIN_HEIGHT = 20, 3
+VIEWS = ("all", "log", "gpus", "chart")     # --view: every region, or one of them full-screen
 
 
 class Ui(object):
@@ -2680,6 +2705,23 @@ class Terminal(object):
         curses.doupdate()
 
 
+def known_terminal(term, fd):
+    """`term`, or the entry an xterm-like terminal falls back to, if this
+    machine's terminfo knows it; else None."""
+    try:
+        import curses
+    except ImportError:
+        return None
+    candidates = [term] + (["xterm-256color", "xterm"] if term.startswith("xterm-") else [])
+    for name in candidates:
+        try:
+            curses.setupterm(name, fd)
+            return name
+        except curses.error:
+            continue
+    return None
+
+
 def history_window(rs):
     """Run-time span of log history to pre-fill a screen joining mid-run: about
     150 logged steps, more than the tallest log region shows."""
@@ -2725,13 +2767,14 @@ def prefill(session, writer):
     writer.run, writer.done_t = rs.cfg.run, rs.offset
 
 
-def run_screen(session, args):
-    """The full-screen curses program; returns the exit status."""
+def run_screen(session, args, prog):
+    """The full-screen curses program; returns the exit status.  On the way
+    out it names the session, so another pane or nvidia-smi can rejoin it."""
     try:
         import curses
     except ImportError:
-        sys.stderr.write("fake_llm_training: curses is not available here (on Windows: pip install "
-                         "windows-curses); writing plain log lines\n")
+        sys.stderr.write("%s: curses is not available here (on Windows: pip install "
+                         "windows-curses); writing plain log lines\n" % prog)
         return run_stream(session, args, sys.stdout)
     for name in ("LINES", "COLUMNS"):      # exported sizes would freeze the screen size
         os.environ.pop(name, None)
@@ -2744,10 +2787,12 @@ def run_screen(session, args):
     last = status["last"]
     if status["code"] == 130 and last is not None:
         cfg, step = last
-        saved = (step // cfg.ckpt_interval) * cfg.ckpt_interval
+        saved = last_checkpoint_step(cfg, step)
         sys.stderr.write("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s\n"
                          % (step, cfg.total_steps, checkpoint_path(cfg, saved) if saved > cfg.start_step
                             else "(none saved this run)"))
+    sys.stderr.write("%s: session --seed %d --start-at %s\n"
+                     % (prog, args.seed, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(args.epoch0))))
     return status["code"]
 
 
@@ -2893,82 +2938,6 @@ def node_readings(rs, node, t):
     return readings, pids
 
 
-def nvidia_smi_main(argv):
-    """`fake_llm_training nvidia-smi [-l SECONDS] [--node K]`: the GPUs of one node, now."""
-    parser = build_parser()
-    parser.prog = "fake_llm_training nvidia-smi"
-    parser.add_argument("-l", "--loop", metavar="SECONDS", help="print again every SECONDS")
-    parser.add_argument("--node", default="0", help="which node of the run (default 0)")
-    args = parser.parse_args(argv)
-    install_signal_handlers()
-    try:
-        catalog = load_catalog(args.data_dir or DATA_DIR)
-        resolve_args(args, catalog)
-        session = Session(catalog, args.seed, args.pins, args.incidents, args.from_start)
-        every = float(args.loop) if args.loop is not None else None
-        if every is not None and not 0 < every <= 86400:
-            raise UsageError("-l must be above 0 seconds")
-        node = _positive_int(args.node, "--node", 0, 511)
-    except (UsageError, ConfigError, ValueError) as exc:
-        parser.print_usage(sys.stderr)
-        sys.stderr.write("fake_llm_training: error: %s\n" % exc)
-        return 2
-    except DataError as exc:
-        sys.stderr.write("fake_llm_training: %s\n" % exc)
-        return 1
-    start = time.monotonic()
-    try:
-        while True:
-            tau = session_now(args, start)
-            rs = session.run_at(tau)
-            if node >= rs.cfg.nodes:
-                sys.stderr.write("fake_llm_training: error: the run has %d node%s; --node %d does not exist\n"
-                                 % (rs.cfg.nodes, "s" * (rs.cfg.nodes > 1), node))
-                return 2
-            t = rs.local(tau)
-            readings, pids = node_readings(rs, node, t)
-            sys.stdout.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
-            sys.stdout.flush()
-            if every is None or (args.exit_after is not None and time.monotonic() - start >= args.exit_after):
-                return 0
-            time.sleep(every)
-    except KeyboardInterrupt:
-        return 130
-
-
-def tmux_layout(args, argv):
-    """Split the current tmux window into log, GPU and chart panes of one run."""
-    import shlex
-    import subprocess
-    if not os.environ.get("TMUX"):
-        sys.stderr.write("fake_llm_training: error: --tmux works only inside a tmux session\n")
-        return 2
-    keep = [a for a in argv if a != "--tmux" and not a.startswith("--view") and not a.startswith("--start-at")]
-    drop_next = {"--view", "--start-at", "--seed"}
-    cleaned, skip = [], False
-    for a in keep:
-        if skip:
-            skip = False
-            continue
-        if a in drop_next:
-            skip = True
-            continue
-        if a.startswith("--seed="):
-            continue
-        cleaned.append(a)
-    start_at = args.start_at if args.start_at is not None else time.time()
-    base = [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed),
-            "--start-at", "%.3f" % start_at] + cleaned
-
-    def command(view):
-        return " ".join(shlex.quote(x) for x in base + ["--view", view])
-    subprocess.check_call(["tmux", "split-window", "-v", "-p", "45", command("gpus")])
-    subprocess.check_call(["tmux", "split-window", "-h", "-p", "40", command("chart")])
-    subprocess.check_call(["tmux", "select-pane", "-U"])
-    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed),
-                              "--start-at", "%.3f" % start_at] + cleaned + ["--view", "log"])
-
-
 ########################################################################
 # Command line
 ########################################################################
@@ -2977,9 +2946,29 @@ class UsageError(Exception):
     """A bad command-line value: one line, the usage, exit status 2."""
 
 
+def program_name():
+    """The name the user ran us as: the console script, else the module."""
+    base = os.path.basename(sys.argv[0] or "")
+    return "fake-llm-training" if base.startswith("fake-llm-training") else "fake_llm_training"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a mistake raises UsageError: the caller prints the
+    short usage and the one line that matters, not the whole option list."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def fail_usage(prog, message):
+    """The short usage, one error line and where to find more; exit status 2."""
+    sys.stderr.write("usage: %s [options]   (%s --help lists them)\n%s: error: %s\n"
+                     % (prog, prog, prog, message))
+    return 2
+
+
 def parse_duration(text):
     """'90s', '5m', '2h10m', '1.5h' or plain seconds -> seconds."""
-    import re
     text = text.strip().lower()
     if re.match(r"^\d+(\.\d+)?$", text):
         value = float(text)
@@ -2996,7 +2985,6 @@ def parse_duration(text):
 def parse_start_at(text):
     """ISO 8601 (UTC unless it says otherwise) or Unix seconds -> Unix seconds."""
     import calendar
-    import re
     text = text.strip()
     if re.match(r"^\d+(\.\d+)?$", text):
         return float(text)
@@ -3016,40 +3004,52 @@ def parse_start_at(text):
     return float(value)
 
 
-def build_parser():
-    import argparse
-    p = argparse.ArgumentParser(
-        prog="fake_llm_training",
-        description="Make this terminal look as if it trains a large language model on a GPU cluster.",
-        epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, ! incident, ? help. "
-               "Subcommand: 'nvidia-smi [-l SECONDS] [--node K]' prints the GPUs of a node of the run.")
-    p.add_argument("--seed", help="seed of the session (default: random, shown in the header)")
+def add_session_options(p):
+    """Options that choose the session: the same for the screen and nvidia-smi."""
+    p.add_argument("--seed", help="seed of the session (default: random; shown in the help box and on exit)")
     p.add_argument("--speed", default="1", help="simulated seconds per wall second (default 1)")
-    p.add_argument("--exit-after", metavar="DURATION", help="quit after this wall time (90s, 5m, 2h10m)")
-    p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
-    p.add_argument("--format", choices=("screen", "plain", "jsonl"),
-                   help="screen (default on a terminal), plain log lines, or JSON lines")
-    p.add_argument("--style", choices=("auto",) + STYLES, default="auto", help="framework dialect of the log")
+    p.add_argument("--start-at", metavar="TIME",
+                   help="the session started at TIME (ISO 8601 or Unix seconds): panes with one seed agree")
+    p.add_argument("--from-start", action="store_true", help="begin at launch instead of mid-run")
     p.add_argument("--model", help="pin the model (see --list-models)")
     p.add_argument("--gpu-type", help="pin the accelerator (see --list-gpus)")
     p.add_argument("--gpus", help="pin the number of GPUs (1-8, or a multiple of 8 up to 4096)")
     p.add_argument("--kind", choices=KINDS, help="pin the kind of run")
+    p.add_argument("--style", choices=("auto",) + STYLES, default="auto", help="framework dialect of the log")
     p.add_argument("--incidents", choices=tuple(INCIDENT_LEVELS), default="rare",
                    help="how often things go wrong (default rare: real-world rates)")
-    p.add_argument("--from-start", action="store_true", help="begin at launch instead of mid-run")
-    p.add_argument("--start-at", metavar="TIME",
-                   help="the session started at TIME (ISO 8601 or Unix seconds): panes with one seed agree")
-    p.add_argument("--view", choices=("all", "log", "gpus", "chart"), default="all",
-                   help="draw one region full-screen")
+    p.add_argument("--exit-after", metavar="DURATION", help="quit after this wall time (90s, 5m, 2h10m)")
+    p.add_argument("--data-dir", help="read models, GPUs and datasets from this directory")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser(prog):
+    p = Parser(prog=prog,
+               description="Make this terminal look as if it trains a large language model on a GPU cluster.",
+               epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, ! incident, ? help. "
+                      "Subcommand: '%s nvidia-smi --help'." % prog)
+    add_session_options(p)
+    p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
+    p.add_argument("--format", choices=("screen", "plain", "jsonl"),
+                   help="screen (default on a terminal), plain log lines, or JSON lines")
+    p.add_argument("--view", choices=VIEWS, default="all", help="draw one region full-screen")
     p.add_argument("--rank", help="show the log as this rank writes it")
     p.add_argument("--tmux", action="store_true", help="split this tmux window into log, GPU and chart panes")
+    p.add_argument("--tmux-layout", action="store_true", help=argparse.SUPPRESS)   # a pane of --tmux
     p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR=1)")
     p.add_argument("--unicode", action="store_true", help="block-character bars (UTF-8 terminals)")
-    p.add_argument("--data-dir", help="read models, GPUs and datasets from this directory")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
     p.add_argument("--list-gpus", action="store_true", help="list the accelerators and exit")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version="fake_llm_training " + __version__)
+    return p
+
+
+def build_smi_parser(prog):
+    p = Parser(prog=prog + " nvidia-smi",
+               description="Print the GPUs of one node of the session's run, as nvidia-smi does.")
+    add_session_options(p)
+    p.add_argument("-l", "--loop", metavar="SECONDS", help="print again every SECONDS")
+    p.add_argument("--node", default="0", help="which node of the run (default 0)")
     return p
 
 
@@ -3061,6 +3061,46 @@ def _positive_int(text, name, lo, hi):
     if not lo <= value <= hi:
         raise UsageError("%s must be between %d and %d, got %d" % (name, lo, hi, value))
     return value
+
+
+def closest_names(name, names, n=3):
+    """Names most like `name`, for 'did you mean' hints."""
+    import difflib
+    lowered = {x.lower(): x for x in names}
+    found = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.3)
+    return [lowered[x] for x in found]
+
+
+def resolve_name(text, names, flag, listing):
+    """The catalog key `text` names (any case), or a UsageError with a hint."""
+    if text.lower() in names:
+        return names[text.lower()]
+    hint = closest_names(text, sorted(set(names.values())))
+    raise UsageError("unknown %s %r%s" % (flag, text, "; did you mean %s?" % ", ".join(hint) if hint
+                                          else "; see " + listing))
+
+
+def resolve_pins(args, catalog):
+    """The run pins the options ask for: model, GPU type and count, kind, framework."""
+    pins = {}
+    if args.model:
+        pins["model"] = resolve_name(args.model, {n.lower(): n for n in catalog.models}, "--model",
+                                     "--list-models")
+    if args.gpu_type:
+        keys = {}
+        for key, g in catalog.gpus.items():
+            keys[key.lower()] = keys[g.name.lower()] = key
+        pins["gpu_type"] = resolve_name(args.gpu_type, keys, "--gpu-type", "--list-gpus")
+    if args.gpus is not None:
+        gpus = _positive_int(args.gpus, "--gpus", 1, 4096)
+        if gpus > 8 and gpus % 8:
+            raise UsageError("--gpus must be 1 to 8, or a multiple of 8 (nodes of 8 GPUs), got %d" % gpus)
+        pins["gpus"] = gpus
+    if args.kind:
+        pins["kind"] = args.kind
+    if args.style != "auto":
+        pins["style"] = args.style
+    return pins
 
 
 def resolve_args(args, catalog):
@@ -3076,43 +3116,17 @@ def resolve_args(args, catalog):
     if not (0 < args.speed <= 1e9) or args.speed != args.speed:
         raise UsageError("--speed must be above 0 and at most 1e9")
     args.exit_after = parse_duration(args.exit_after) if args.exit_after else None
-    args.exit_after_runs = (_positive_int(args.exit_after_runs, "--exit-after-runs", 1, 10 ** 6)
-                            if args.exit_after_runs else None)
-    args.rank = _positive_int(args.rank, "--rank", 0, 4095) if args.rank is not None else None
+    runs = getattr(args, "exit_after_runs", None)
+    args.exit_after_runs = _positive_int(runs, "--exit-after-runs", 1, 10 ** 6) if runs else None
+    rank = getattr(args, "rank", None)
+    args.rank = _positive_int(rank, "--rank", 0, 4095) if rank is not None else None
     args.start_at = parse_start_at(args.start_at) if args.start_at else None
     if args.start_at is not None and (time.time() - args.start_at) * args.speed > MAX_SESSION_SECONDS:
         raise UsageError("--start-at is too far in the past at this speed: the session would be over "
                          "%d simulated days old" % (MAX_SESSION_SECONDS // 86400))
-    pins = {}
-    if args.model:
-        names = {n.lower(): n for n in catalog.models}
-        if args.model.lower() not in names:
-            hint = closest_names(args.model, list(catalog.models))
-            raise UsageError("unknown --model %r%s" % (args.model, "; did you mean %s?" % ", ".join(hint)
-                                                         if hint else "; see --list-models"))
-        pins["model"] = names[args.model.lower()]
-    if args.gpu_type:
-        keys = {}
-        for key, g in catalog.gpus.items():
-            keys[key.lower()] = key
-            keys[g.name.lower()] = key
-        if args.gpu_type.lower() not in keys:
-            hint = closest_names(args.gpu_type, list(catalog.gpus))
-            raise UsageError("unknown --gpu-type %r%s" % (args.gpu_type, "; did you mean %s?" % ", ".join(hint)
-                                                            if hint else "; see --list-gpus"))
-        pins["gpu_type"] = keys[args.gpu_type.lower()]
-    if args.gpus is not None:
-        gpus = _positive_int(args.gpus, "--gpus", 1, 4096)
-        if gpus > 8 and gpus % 8:
-            raise UsageError("--gpus must be 1 to 8, or a multiple of 8 (nodes of 8 GPUs), got %d" % gpus)
-        pins["gpus"] = gpus
-    if args.kind:
-        pins["kind"] = args.kind
-    if args.style != "auto":
-        pins["style"] = args.style
-    if args.rank is not None and "gpus" in pins and args.rank >= pins["gpus"]:
-        raise UsageError("--rank %d is not below --gpus %d" % (args.rank, pins["gpus"]))
-    args.pins = pins
+    args.pins = resolve_pins(args, catalog)
+    if args.rank is not None and "gpus" in args.pins and args.rank >= args.pins["gpus"]:
+        raise UsageError("--rank %d is not below --gpus %d" % (args.rank, args.pins["gpus"]))
     args.epoch0 = args.start_at if args.start_at is not None else time.time()
     return args
 
@@ -3133,7 +3147,7 @@ def list_gpus(catalog, out):
 
 
 def install_signal_handlers():
-    """SIGTERM and SIGHUP end through the same clean exit path as q."""
+    """SIGTERM, SIGHUP and SIGQUIT end through the same clean exit path as q."""
     def on_signal(signum, frame):
         raise SystemExit(128 + signum)
     for name in ("SIGTERM", "SIGHUP", "SIGQUIT"):
@@ -3141,53 +3155,153 @@ def install_signal_handlers():
             signal.signal(getattr(signal, name), on_signal)
 
 
-def choose_format(args, out):
-    """screen on a capable terminal, else plain (with a note when TERM is the reason)."""
+def choose_format(args, out, prog):
+    """screen on a capable terminal, else plain (with a note when TERM is the reason).
+
+    A terminal type this machine has no entry for (a new emulator's name
+    over ssh) falls back to its family's common entry first, as users expect."""
     if args.format in ("plain", "jsonl"):
         return args.format
     if not (out.isatty() and sys.stdin.isatty()):
         return "plain"
     term = os.environ.get("TERM", "")
-    if term in ("", "dumb", "unknown"):
-        sys.stderr.write("fake_llm_training: TERM=%s cannot draw a screen; writing plain log lines\n" % (term or "(unset)"))
+    usable = known_terminal(term, out.fileno()) if term not in ("", "dumb", "unknown") else None
+    if usable is None:
+        sys.stderr.write("%s: TERM=%s cannot draw a screen here; writing plain log lines\n"
+                         % (prog, term or "(unset)"))
         return "plain"
+    os.environ["TERM"] = usable
     return "screen"
+
+
+def open_session(args, prog, smi=False):
+    """(session, None) from parsed options, or (None, exit status) after saying why."""
+    try:
+        catalog = load_catalog(args.data_dir or DATA_DIR)
+    except DataError as exc:
+        sys.stderr.write("%s: %s\n" % (prog, exc))
+        return None, 1
+    if not smi and (args.list_models or args.list_gpus):
+        (list_models if args.list_models else list_gpus)(catalog, sys.stdout)
+        return None, 0
+    try:
+        resolve_args(args, catalog)
+        return Session(catalog, args.seed, args.pins, args.incidents, args.from_start), None
+    except (UsageError, ConfigError) as exc:
+        return None, fail_usage(prog, exc)
+
+
+def nvidia_smi_main(argv, prog):
+    """`PROG nvidia-smi [-l SECONDS] [--node K]`: the GPUs of one node, now."""
+    try:
+        args = build_smi_parser(prog).parse_args(argv)
+        every = float(args.loop) if args.loop is not None else None
+        if every is not None and not 0 < every <= 86400:
+            raise UsageError("-l must be above 0 seconds")
+        node = _positive_int(args.node, "--node", 0, 511)
+    except (UsageError, ValueError) as exc:
+        return fail_usage(prog + " nvidia-smi", exc)
+    install_signal_handlers()
+    session, status = open_session(args, prog + " nvidia-smi", smi=True)
+    if session is None:
+        return status
+    start = time.monotonic()
+    while True:
+        tau = session_now(args, start)
+        rs = session.run_at(tau)
+        if node >= rs.cfg.nodes:
+            sys.stderr.write("%s nvidia-smi: error: the run has %s; --node %d does not exist\n"
+                             % (prog, plural(rs.cfg.nodes, "node"), node))
+            return 2
+        readings, pids = node_readings(rs, node, rs.local(tau))
+        sys.stdout.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
+        sys.stdout.flush()
+        if every is None or (args.exit_after is not None and time.monotonic() - start >= args.exit_after):
+            return 0
+        time.sleep(every)
+
+
+# Options a --tmux layout sets for each pane itself, and whether they take a value.
+LAYOUT_OWN_OPTIONS = {"--tmux": False, "--view": True, "--start-at": True, "--seed": True}
+LAYOUT_PANES_OPTION = "@fake_llm_training_panes"     # tmux window option: the layout's pane ids
+
+
+def pane_arguments(argv):
+    """The user's arguments without those the layout sets for each pane."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in LAYOUT_OWN_OPTIONS:
+            skip = LAYOUT_OWN_OPTIONS[name] and "=" not in a
+            continue
+        out.append(a)
+    return out
+
+
+def tmux_layout(args, argv, prog):
+    """Split the current tmux window into log, GPU and chart panes of one session;
+    q in any of them ends all three (they share the session's seed and start)."""
+    import shlex
+    import subprocess
+    if not os.environ.get("TMUX"):
+        sys.stderr.write("%s: error: --tmux works only inside a tmux session\n" % prog)
+        return 2
+    start_at = args.start_at if args.start_at is not None else time.time()
+    base = [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed), "--start-at", "%.3f" % start_at,
+            "--tmux-layout"] + pane_arguments(argv)
+
+    def split(flags, view):
+        command = " ".join(shlex.quote(x) for x in base + ["--view", view])
+        out = subprocess.check_output(["tmux", "split-window"] + flags + ["-P", "-F", "#{pane_id}", command])
+        return out.decode().strip()
+    panes = [os.environ.get("TMUX_PANE", ""), split(["-v", "-p", "45"], "gpus")]
+    panes.append(split(["-h", "-p", "40"], "chart"))
+    subprocess.check_call(["tmux", "set-option", "-w", LAYOUT_PANES_OPTION, " ".join(panes)])
+    subprocess.check_call(["tmux", "select-pane", "-t", panes[0]])
+    os.execv(sys.executable, base + ["--view", "log"])
+
+
+def end_tmux_layout():
+    """Close the other panes of this --tmux layout (the viewer pressed q in one)."""
+    import subprocess
+    try:
+        panes = subprocess.check_output(["tmux", "show-options", "-w", "-v", LAYOUT_PANES_OPTION],
+                                        stderr=subprocess.DEVNULL).decode().split()
+        for pane in panes:
+            if pane != os.environ.get("TMUX_PANE"):
+                subprocess.call(["tmux", "kill-pane", "-t", pane], stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.CalledProcessError):
+        pass                     # tmux is gone or the layout was already closed
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = program_name()
     if argv[:1] == ["nvidia-smi"]:
-        return nvidia_smi_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+        return nvidia_smi_main(argv[1:], prog)
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except UsageError as exc:
+        return fail_usage(prog, exc)
     install_signal_handlers()
-    try:
-        catalog = load_catalog(args.data_dir or DATA_DIR)
-    except DataError as exc:
-        sys.stderr.write("fake_llm_training: %s\n" % exc)
-        return 1
-    if args.list_models:
-        list_models(catalog, sys.stdout)
-        return 0
-    if args.list_gpus:
-        list_gpus(catalog, sys.stdout)
-        return 0
-    try:
-        resolve_args(args, catalog)
-        session = Session(catalog, args.seed, args.pins, args.incidents, args.from_start)
-    except (UsageError, ConfigError) as exc:
-        parser.print_usage(sys.stderr)
-        sys.stderr.write("fake_llm_training: error: %s\n" % exc)
-        return 2
+    session, status = open_session(args, prog)
+    if session is None:
+        return status
     if args.tmux:
-        return tmux_layout(args, argv)
-    fmt = choose_format(args, sys.stdout)
-    try:
-        if fmt == "screen":
-            return run_screen(session, args)
-        return run_stream(session, args, sys.stdout)
-    except KeyboardInterrupt:
-        return 130
+        return tmux_layout(args, argv, prog)
+    fmt = choose_format(args, sys.stdout, prog)
+    if fmt != "screen":
+        try:
+            return run_stream(session, args, sys.stdout)
+        except KeyboardInterrupt:
+            return 130
+    status = run_screen(session, args, prog)
+    if args.tmux_layout and status == 0:
+        end_tmux_layout()
+    return status
 
 
 def entry_point():
@@ -3197,6 +3311,8 @@ def entry_point():
         status = main()
     except SystemExit:
         raise
+    except KeyboardInterrupt:
+        status = 130
     except BrokenPipeError:
         # the reader went away (| head): stop quietly, and keep the interpreter's
         # final flush from complaining about the closed pipe
@@ -3205,8 +3321,8 @@ def entry_point():
     except Exception as exc:  # a last resort, after the terminal is restored
         if debug:
             raise
-        sys.stderr.write("fake_llm_training: internal error: %s: %s (run with --debug for details)\n"
-                         % (type(exc).__name__, exc))
+        sys.stderr.write("%s: internal error: %s: %s (run with --debug for details)\n"
+                         % (program_name(), type(exc).__name__, exc))
         status = 70
     sys.exit(status)
 

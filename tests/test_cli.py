@@ -155,3 +155,73 @@ def test_benchmark_quick_smoke():
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| Measurement | Result | Target |" in out.stdout and "first frame" in out.stdout
+
+
+def test_a_mistyped_flag_prints_the_short_usage_and_the_name_it_was_run_as():
+    out = run_program(["--bad"], timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == ["usage: fake_llm_training [options]   (fake_llm_training --help lists them)",
+                                       "fake_llm_training: error: unrecognized arguments: --bad"]
+
+
+def test_the_console_script_names_itself(tmp_path):
+    script = tmp_path / "fake-llm-training"
+    script.write_text("import sys\nsys.path.insert(0, %r)\nimport fake_llm_training\n"
+                      "fake_llm_training.entry_point()\n" % ROOT)
+    out = subprocess.run([sys.executable, str(script), "--bad"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=30)
+    assert out.returncode == 2 and "fake-llm-training: error: unrecognized arguments: --bad" in out.stderr
+
+
+def test_nvidia_smi_help_lists_only_its_own_flags():
+    out = run_program(["nvidia-smi", "--help"], timeout=30)
+    assert out.returncode == 0
+    listed = set(re.findall(r"^\s+(?:-\w, )?(--[\w-]+)", out.stdout, re.M))
+    assert {"--seed", "--start-at", "--node", "--loop", "--model"} <= listed, listed
+    assert not listed & {"--view", "--format", "--tmux", "--unicode", "--rank", "--list-models",
+                         "--exit-after-runs", "--no-color"}, listed
+
+
+def test_pip_install_user_finds_its_data(tmp_path):
+    """`pip install --user .` puts data/ under the user base, not sys.prefix."""
+    env = dict(os.environ, PYTHONUSERBASE=str(tmp_path / "userbase"), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--user", "--no-warn-script-location",
+                           ROOT], cwd=str(tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = str(tmp_path / "userbase" / "bin" / "fake-llm-training")
+    run = subprocess.run([script, "--format", "plain", "--seed", "2", "--speed", "1000", "--exit-after", "2s"],
+                         cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.splitlines()) > 5
+
+
+MEASURE_CHILD = """\
+import resource, subprocess, sys, time
+start = time.monotonic()
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+use = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(use.ru_utime + use.ru_stime, time.monotonic() - start, use.ru_maxrss)
+"""
+
+
+def measure(args):
+    """(CPU seconds, wall seconds, peak resident KiB) of one run of the program."""
+    out = subprocess.run([sys.executable, "-c", MEASURE_CHILD, sys.executable, "-m", "fake_llm_training"] + args,
+                         cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True, timeout=120, check=True)
+    cpu, wall, rss = out.stdout.split()
+    return float(cpu), float(wall), int(rss)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "jsonl"])
+def test_stream_output_at_speed_one_sleeps_between_events(fmt):
+    """Piped into tee or left in a container, it must not pin a core."""
+    cpu, wall, _ = measure(["--format", fmt, "--seed", "3", "--exit-after", "4s"])
+    assert cpu < 0.4 * wall, (cpu, wall)
+
+
+@pytest.mark.parametrize("gpus", ["64", "1024"])
+def test_fast_forward_streams_instead_of_building_a_whole_run(gpus):
+    """Memory bounded by a slice of steps, not by the run (the screen stays near 26 MiB)."""
+    _, _, rss = measure(["--format", "jsonl", "--seed", "3", "--gpus", gpus, "--speed", "1000000",
+                         "--exit-after", "4s"])
+    assert rss < 40 * 1024, "peak resident %d KiB" % rss

@@ -127,7 +127,7 @@ def test_runs_without_posix_only_names_and_without_curses():
             sys.modules[name] = None          # import fails, as on Windows without windows-curses
         import fake_llm_training as f
         catalog = f.load_catalog()
-        parser = f.build_parser()
+        parser = f.build_parser("fake_llm_training")
         args = f.resolve_args(parser.parse_args(["--seed", "3", "--speed", "5000", "--exit-after", "1s"]), catalog)
         f.install_signal_handlers()
         session = f.Session(catalog, args.seed, args.pins, args.incidents, args.from_start)

@@ -497,3 +497,53 @@ def test_gnu_screen_terminal_type_draws_the_frame(prog):
     assert len(gpu_rows(lines)) >= 8
     prog.tmux.send("q")
     assert prog.exited() == 0 and not prog.tmux.alternate_on()
+
+
+@pytest.mark.parametrize("term", ["xterm-ghostty", "xterm-kitty"])
+def test_unknown_xterm_family_terminal_falls_back_to_xterm(prog, term):
+    """A new emulator's TERM over ssh, on a server without its terminfo entry."""
+    prog.start(["--seed", "5"], env={"TERM": term}, stderr_to_file=True)
+    lines = prog.tmux.wait_for(full_frame(120, 40), 10, "a full frame with TERM=%s" % term)
+    assert len(gpu_rows(lines)) >= 8
+    prog.tmux.send("q")
+    assert prog.exited() == 0 and not prog.tmux.alternate_on()
+    assert "internal error" not in prog.stderr()
+
+
+def test_unknown_terminal_of_no_known_family_writes_plain_lines(prog):
+    prog.start(["--seed", "5", "--speed", "50", "--exit-after", "2s"], env={"TERM": "alacritty-nightly"},
+               stderr_to_file=True)
+    assert prog.exited() == 0
+    assert " iteration " in prog.tmux.text() and not prog.tmux.alternate_on()
+    err = prog.stderr().splitlines()
+    assert len(err) == 1 and "TERM=alacritty-nightly" in err[0], err
+
+
+def test_quitting_names_the_session_to_rejoin(prog):
+    prog.start(["--seed", "5", "--no-color"], stderr_to_file=True)
+    prog.tmux.wait_for(full_frame(120, 40), 10, "the first frame")
+    prog.tmux.send("q")
+    assert prog.exited() == 0
+    assert re.search(r"session --seed 5 --start-at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", prog.stderr()), prog.stderr()
+
+
+# ---------------------------------------------------------------------------
+# 10. the --tmux layout
+# ---------------------------------------------------------------------------
+
+def layout_panes(tmux):
+    out = tmux.tmux("list-panes", "-F", "#{pane_id} #{pane_dead}")
+    return [line.split() for line in out.splitlines() if line.strip()]
+
+
+def test_tmux_layout_panes_keep_running_and_q_ends_all_of_them(prog):
+    prog.start(["--tmux", "--view", "gpus", "--start-at", "2026-01-01T00:00:00Z", "--seed", "5", "--no-color"])
+    wait_until(lambda: len(layout_panes(prog.tmux)) == 3, 10, "three panes")
+    time.sleep(1.5)                 # long enough for a pane with bad arguments to have died
+    panes = layout_panes(prog.tmux)
+    assert [dead for _, dead in panes] == ["0", "0", "0"], panes
+    gpus_pane = panes[1][0]
+    prog.tmux.tmux("send-keys", "-t", gpus_pane, "q")
+    wait_until(lambda: all(dead == "1" for _, dead in layout_panes(prog.tmux)), 10,
+               "every pane of the layout to end")
+    assert len(layout_panes(prog.tmux)) == 1, "the other panes are closed, not left dead"
