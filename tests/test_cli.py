@@ -176,7 +176,7 @@ def test_the_console_script_names_itself(tmp_path):
 def test_nvidia_smi_help_lists_only_its_own_flags():
     out = run_program(["nvidia-smi", "--help"], timeout=30)
     assert out.returncode == 0
-    listed = set(re.findall(r"^\s+(?:-\w, )?(--[\w-]+)", out.stdout, re.M))
+    listed = set(re.findall(r"^\s+(?:-\w \w+, )?(--[\w-]+)", out.stdout, re.M))
     assert {"--seed", "--start-at", "--node", "--loop", "--model"} <= listed, listed
     assert not listed & {"--view", "--format", "--tmux", "--unicode", "--rank", "--list-models",
                          "--exit-after-runs", "--no-color"}, listed
