@@ -1287,7 +1287,7 @@ class Session(object):
         first = self._new_run(1, 0.0, 0.0)
         if not from_start:
             first = RunState(first.base_cfg, incidents, 0.0, attach_time(first.timeline))
-        self.current = first
+        self.first = self.current = first
         self.previous = None
 
     def _new_run(self, run, start_tau, offset):
@@ -1295,12 +1295,20 @@ class Session(object):
         return RunState(cfg, self.level, start_tau, offset)
 
     def run_at(self, tau):
-        """The run under way at session time tau (runs move forward only)."""
+        """The run under way at session time tau (any tau >= 0).
+
+        Runs follow each other, so a later run is found by walking forward
+        from the current one, and an earlier one by walking again from the
+        first (runs are pure functions of the seed: the walk rebuilds them)."""
+        if tau < 0:
+            raise ValueError("session time %r is before the session began" % tau)
+        if self.previous is not None and self.previous.start_tau <= tau < self.current.start_tau:
+            return self.previous
+        if tau < self.current.start_tau:
+            self.current, self.previous = self.first, None
         while tau >= self.current.end_tau:
             self.previous = self.current
             self.current = self._new_run(self.current.cfg.run + 1, self.current.end_tau, 0.0)
-        if tau < self.current.start_tau and self.previous is not None and tau >= self.previous.start_tau:
-            return self.previous
         return self.current
 
 
@@ -2233,7 +2241,7 @@ VIEWS = ("all", "log", "gpus", "chart")     # --view: every region, or one of th
 class Ui(object):
     """What the viewer chose: pause, speed, panels (the only mutable screen state)."""
 
-    def __init__(self, speed=1.0, view="all", unicode=False):
+    def __init__(self, speed=1.0, view="all", unicode=False, seed=0):
         self.paused = False
         self.speed = speed
         self.gpu_mode = "gpus"        # gpus, nodes, hidden
@@ -2241,7 +2249,18 @@ class Ui(object):
         self.help = False
         self.view = view
         self.glyphs = GLYPHS_UNICODE if unicode else GLYPHS_ASCII
-        self.notice = ""
+        self.seed = seed
+        self.notice, self.notice_frames = "", 0
+        self.touched = False          # a key was pressed: the footer then shows the help hint
+
+    def set_notice(self, text):
+        self.notice, self.notice_frames = text, NOTICE_FRAMES if text else 0
+
+    def next_frame(self):
+        """A frame was drawn: notices fade after a few."""
+        self.notice_frames = max(0, self.notice_frames - 1)
+        if not self.notice_frames:
+            self.notice = ""
 
 
 def fit(text, width):
@@ -2547,30 +2566,30 @@ def footer_lines(state, width):
         figures = "%s | %dx %s" % (cfg.model, cfg.gpus, cfg.gpu.key)
     # what the viewer changed comes first, so a narrow pane still shows it
     flags = ["PAUSED"] * ui.paused + ["x%g" % ui.speed] * (ui.speed != 1) + [ui.notice] * bool(ui.notice)
-    line2 = fit(" | ".join(flags + [figures, "? help"]), width)
+    hint = ["? help"] if ui.touched or ui.speed != 1 else []     # at speed 1 untouched, a plain console
+    line2 = fit(" | ".join(flags + [figures] + hint), width)
     style2 = "paused" if ui.paused else "footer"
     return [Line(line1, [(0, width, "bar" if phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
 
-HELP_TEXT = ("keys", "q      quit", "p spc  pause / resume", "+ -    double / halve speed",
+HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve speed",
              "g      GPU panel: per GPU / per node / hidden", "l      loss chart on / off",
              "!      trigger an incident now", "?      this help")
 
 
-def overlay_help(lines, width, height):
-    box_w = min(width, max(len(t) for t in HELP_TEXT) + 4)
-    box_h = min(height, len(HELP_TEXT) + 2)
+def overlay_help(lines, width, height, seed):
+    """The keys in a box over the middle of the frame, with the session's seed."""
+    text = ("keys   (session --seed %d)" % seed,) + HELP_KEYS + ("", "Esc, Enter or ? closes this box")
+    box_w = min(width, max(len(t) for t in text) + 4)
+    box_h = min(height, len(text) + 2)
     top, left = max(0, (height - box_h) // 2), max(0, (width - box_w) // 2)
-    rows = ["+" + "-" * (box_w - 2) + "+"] + ["| " + fit(t, box_w - 4) + " |" for t in HELP_TEXT] + \
-           ["+" + "-" * (box_w - 2) + "+"]
-    rows = rows[:box_h]
-    if len(rows) == box_h and box_h >= 2:
-        rows[-1] = "+" + "-" * (box_w - 2) + "+"
-    for i, row in enumerate(rows):
+    rule = "+" + "-" * (box_w - 2) + "+"
+    rows = ([rule] + ["| " + fit(t, box_w - 4) + " |" for t in text])[:box_h - 1] + [rule]
+    for i, row in enumerate(rows[:box_h]):
         y = top + i
         old = lines[y].text
-        text = old[:left] + fit(row, box_w) + old[left + box_w:]
-        lines[y] = Line(fit(text, width), [(left, box_w, "title")])
+        text_y = old[:left] + fit(row, box_w) + old[left + box_w:]
+        lines[y] = Line(fit(text_y, width), [(left, box_w, "title")])
     return lines
 
 
@@ -2598,7 +2617,7 @@ def render_frame(state, width, height):
         body = all_regions(state, width, body_h)
     lines = header + body + footer
     if ui.help:
-        lines = overlay_help(lines, width, height)
+        lines = overlay_help(lines, width, height, ui.seed)
     return lines
 
 
@@ -2801,7 +2820,7 @@ def _screen_loop(stdscr, session, args, color, status):
     term = Terminal(stdscr, color)
     # Block glyphs only where curses itself encodes UTF-8 (under LC_ALL=C they draw blank).
     encoding = (getattr(stdscr, "encoding", "") or "").lower().replace("-", "")
-    ui = Ui(args.speed, args.view, args.unicode and encoding == "utf8")
+    ui = Ui(args.speed, args.view, args.unicode and encoding == "utf8", args.seed)
     sink = LogSink()
     writer = ScreenWriter(session, sink, args.epoch0, args.rank)
     prefill(session, writer)
@@ -2840,7 +2859,13 @@ def _screen_loop(stdscr, session, args, color, status):
             continue
         if key in (ord("q"), ord("Q")):
             return
+        ui.next_frame()
         handle_key(key, ui, rs, rs.local(tau))
+
+
+KEY_SPEEDS = (1.0 / 8, 4096.0)   # + and - stop here: slower is a still frame, faster a blur
+KEY_ESCAPE, KEY_ENTERS = 27, (10, 13, 343)    # 343 is curses.KEY_ENTER (the keypad's Enter)
+NOTICE_FRAMES = 8                # frames a notice such as "incident: crash" stays in the footer
 
 
 def handle_key(key, ui, rs, t):
@@ -2848,13 +2873,18 @@ def handle_key(key, ui, rs, t):
     if key < 0:
         return
     ch = chr(key) if key < 256 else ""
-    ui.notice = ""
-    if ch in ("p", " "):
+    ui.touched = True
+    ui.set_notice("")
+    if ui.help and (key == KEY_ESCAPE or key in KEY_ENTERS):
+        ui.help = False
+    elif ch in ("p", " "):
         ui.paused = not ui.paused
-    elif ch == "+":
-        ui.speed = min(1e6, ui.speed * 2)
-    elif ch == "-":
-        ui.speed = max(1.0 / 64, ui.speed / 2)
+    elif ch in ("+", "-"):
+        wanted = ui.speed * 2 if ch == "+" else ui.speed / 2
+        if KEY_SPEEDS[0] <= wanted <= KEY_SPEEDS[1]:
+            ui.speed = wanted
+        else:
+            ui.set_notice("speed x%g is the %s the keys go" % (ui.speed, "fastest" if ch == "+" else "slowest"))
     elif ch == "g":
         ui.gpu_mode = {"gpus": "nodes", "nodes": "hidden", "hidden": "gpus"}[ui.gpu_mode]
     elif ch == "l":
@@ -2863,7 +2893,7 @@ def handle_key(key, ui, rs, t):
         ui.help = not ui.help
     elif ch == "!":
         kind = rs.trigger(t)
-        ui.notice = ("incident: %s" % kind) if kind else "no incident outside training"
+        ui.set_notice(("incident: %s" % kind) if kind else "no incident outside training")
 
 
 ########################################################################

@@ -153,7 +153,33 @@ def test_state_is_a_function_of_seed_and_time():
     chunked = []
     for lo in range(0, int(t), 37):
         chunked += flt.run_events(b.timeline, lo, min(lo + 37, t))
-    assert [(e.kind, e.t) for e in early] == [(e.kind, e.t) for e in chunked]
+    assert early == chunked                   # the same events, with every figure, in any slicing
+
+
+def test_a_run_is_the_same_whatever_the_start_point_and_query_order():
+    joined = flt.Session(CATALOG, 9, {}, "rare")                    # meets run 1 part-way
+    launched = flt.Session(CATALOG, 9, {}, "rare", from_start=True)
+    a, b = joined.run_at(0.0), launched.run_at(0.0)
+    assert a.cfg == b.cfg
+    t = a.offset + 120.0
+    assert flt.run_events(a.timeline, a.offset, t) == flt.run_events(b.timeline, a.offset, t)
+    assert [a.telemetry.reading(g, t) for g in range(8)] == [b.telemetry.reading(g, t) for g in range(8)]
+
+
+def test_session_finds_the_run_at_any_time_in_any_order():
+    fresh = flt.Session(CATALOG, 31, {}, "rare")
+    ends = []
+    for _ in range(4):
+        rs = fresh.run_at(ends[-1] if ends else 0.0)
+        ends.append(rs.end_tau)
+    times = [0.0] + [e - 1.0 for e in ends] + [e + 1.0 for e in ends]
+    expected = {tau: flt.Session(CATALOG, 31, {}, "rare").run_at(tau).cfg.run for tau in times}
+    session = flt.Session(CATALOG, 31, {}, "rare")
+    for tau in sorted(times, reverse=True) + sorted(times) + times[::3]:
+        assert session.run_at(tau).cfg.run == expected[tau], tau
+    assert sorted(set(expected.values())) == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        session.run_at(-1.0)
 
 
 def test_pinned_options_shape_the_run():

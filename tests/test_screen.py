@@ -160,7 +160,7 @@ def test_frame_at_120x40_shows_header_log_gpus_footer_and_moves(prog):
     assert any(l.startswith("CLUSTER ") for l in lines), screen_text(lines)
     bar_line, figures = footer(lines)
     assert "[#" in bar_line and "%" in bar_line
-    assert figures.startswith("loss ") and "? help" in figures
+    assert figures.startswith("loss ") and "? help" not in figures, "at speed 1 the footer is the run's alone"
     assert prog.tmux.alternate_on(), "the screen should use the alternate screen"
     time.sleep(3)                                  # two snapshots 3 s apart: the run goes on
     later = prog.tmux.lines()
@@ -286,9 +286,15 @@ def test_help_gpu_panel_and_chart_keys(prog):
     prog.start(["--seed", "5", "--no-color"])
     prog.tmux.wait_for(lambda ls: len(gpu_rows(ls)) >= 8 and any("loss (" in l for l in ls), 10, "GPUs and chart")
     prog.tmux.type("?")
-    prog.tmux.wait_for(lambda ls: any("q      quit" in l for l in ls), 5, "the help box")
-    prog.tmux.type("?")
-    prog.tmux.wait_for(lambda ls: not any("q      quit" in l for l in ls), 5, "the help box to close")
+    lines = prog.tmux.wait_for(lambda ls: any("q      quit" in l for l in ls), 5, "the help box")
+    assert any("session --seed 5" in l for l in lines) and any("Esc, Enter or ? closes" in l for l in lines)
+    assert "? help" in footer(lines)[1], "after a key the footer shows the help hint"
+    for close in ("?", "Escape", "Enter"):
+        if close != "?":
+            prog.tmux.type("?")
+            prog.tmux.wait_for(lambda ls: any("q      quit" in l for l in ls), 5, "the help box")
+        prog.tmux.send(close) if close != "?" else prog.tmux.type(close)
+        prog.tmux.wait_for(lambda ls: not any("q      quit" in l for l in ls), 5, "%s to close the help box" % close)
     prog.tmux.type("g")                                     # per node: summaries instead of GPU rows
     prog.tmux.wait_for(lambda ls: not gpu_rows(ls) and any(l.startswith("CLUSTER ") for l in ls), 5, "per-node panel")
     prog.tmux.type("g")                                     # hidden
@@ -385,7 +391,7 @@ def test_dumb_or_missing_term_falls_back_to_plain(prog, term):
 @pytest.mark.parametrize("extra", [[], ["--unicode"]], ids=["default", "unicode-requested"])
 def test_c_locale_draws_only_ascii(prog, extra):
     prog.start(["--seed", "5", "--no-color"] + extra, env={"LANG": "C", "LC_ALL": "C"})
-    lines = prog.tmux.wait_for(lambda ls: "? help" in ls[-1] and any(l.startswith("CLUSTER ") for l in ls),
+    lines = prog.tmux.wait_for(lambda ls: footer(ls) and any(l.startswith("CLUSTER ") for l in ls),
                                10, "a frame in the C locale")
     bad = sorted({c for c in screen_text(lines) if ord(c) > 127})
     assert not bad, "non-ASCII characters drawn in the C locale: %r" % bad
@@ -537,7 +543,8 @@ def layout_panes(tmux):
 
 
 def test_tmux_layout_panes_keep_running_and_q_ends_all_of_them(prog):
-    prog.start(["--tmux", "--view", "gpus", "--start-at", "2026-01-01T00:00:00Z", "--seed", "5", "--no-color"])
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    prog.start(["--tmux", "--view", "gpus", "--start-at", start, "--seed", "5", "--no-color"])
     wait_until(lambda: len(layout_panes(prog.tmux)) == 3, 10, "three panes")
     time.sleep(1.5)                 # long enough for a pane with bad arguments to have died
     panes = layout_panes(prog.tmux)
@@ -547,3 +554,13 @@ def test_tmux_layout_panes_keep_running_and_q_ends_all_of_them(prog):
     wait_until(lambda: all(dead == "1" for _, dead in layout_panes(prog.tmux)), 10,
                "every pane of the layout to end")
     assert len(layout_panes(prog.tmux)) == 1, "the other panes are closed, not left dead"
+
+
+def test_speed_keys_stop_at_their_bounds_and_say_so(prog):
+    prog.start(["--seed", "5", "--no-color", "--speed", "1024"])
+    prog.tmux.wait_for(lambda ls: footer(ls) is not None, 10, "the footer")
+    prog.tmux.type("+++")
+    lines = prog.tmux.wait_for(lambda ls: footer(ls) and "fastest the keys go" in footer(ls)[1], 5,
+                               "the notice at the top speed")
+    assert speed_shown(footer(lines)[1]) == "4096"
+    prog.tmux.wait_for(lambda ls: footer(ls) and "fastest" not in footer(ls)[1], 15, "the notice to fade")
