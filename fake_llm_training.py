@@ -2667,10 +2667,13 @@ PALETTE = {  # style: (colour, attribute with colour, attribute on monochrome te
 
 
 class Terminal(object):
-    """curses window + palette; draws frames, reads keys."""
+    """curses window + palette; draws frames, reads keys.  `curses_module`
+    is the curses module (a test passes a stand-in with the same names)."""
 
-    def __init__(self, stdscr, color):
-        import curses
+    def __init__(self, stdscr, color, curses_module=None):
+        if curses_module is None:
+            import curses as curses_module
+        curses = curses_module
         self.curses, self.scr = curses, stdscr
         stdscr.keypad(True)
         try:
