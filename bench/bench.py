@@ -3,14 +3,14 @@
 
 Run it from the repository root:
 
-    python3 bench/bench.py            # full run, about 5 minutes
-    python3 bench/bench.py --quick    # smoke run for CI, under about 40 seconds
+    python3 bench/bench.py            # full run, about 6 minutes
+    python3 bench/bench.py --quick    # smoke run for CI, under about 45 seconds
 
 Standard library only; Linux (or another Unix with /proc) for the best
 figures; Python 3.6 or newer.  Every figure is taken from outside the program:
 the bench starts `python3 -m fake_llm_training` as a child, in a pseudo
-terminal for the full screen or with a pipe for JSON lines, and reads the
-child's CPU time, memory and output.
+terminal for the full screen or with a pipe for plain text and JSON lines, and
+reads the child's CPU time, memory and output.
 
 Figures:
 
@@ -19,9 +19,12 @@ Figures:
    a bare `python3 -c pass` started the same way;
 2. CPU seconds per wall second of the full screen at speed 1 for several GPU
    counts and terminal sizes, start-up (the first 2 s, or until the first
-   frame) left out;
+   frame) left out; likewise of `--format plain` and `--format jsonl` written
+   to a pipe at speed 1 for 64 and 1024 GPUs (start-up: the first 2 s);
 3. bytes written to the terminal per second in the same runs;
-4. peak resident memory (ru_maxrss) of the same runs;
+4. peak resident memory (ru_maxrss) of the same full-screen runs, and of
+   `--format jsonl` (64 and 1024 GPUs) and `--format plain` (64 GPUs) at
+   speed 1,000,000, their output read and discarded by the bench;
 5. fast-forward throughput: optimizer steps per CPU second of the JSON-lines
    output at speed 1,000,000, and of the simulation core alone (step_metrics
    called in a loop, no output);
@@ -63,6 +66,7 @@ FIRST_FRAME_MS = 150.0
 FIRST_FRAME_VS_BARE = 3.0
 CPU_64_120x40 = 1.0          # percent of one core
 CPU_1024_200x60 = 2.0
+CPU_PIPE = 1.0               # plain and jsonl to a pipe at speed 1: they sleep between writes
 BYTES_PER_S = 2000.0          # 2 KB/s
 PEAK_RSS_MIB = 30.0
 JSONL_STEPS_PER_CPU_S = 5000.0
@@ -71,6 +75,7 @@ SOAK_FLAT_MIB = 4.0           # "within a few MiB"
 
 SETTLE_S = 2.0                # start-up left out of the steady-state figures
 SETTLE_MAX_S = 6.0            # ... unless the first frame is slower than that
+HWM_POLL_S = 0.1              # how often a child's peak resident size (VmHWM) is read
 
 # The first full frame: the GPU panel's first line, then the footer's progress.
 FULL_FRAME = re.compile(br"CLUSTER.*? step \d+/\d+", re.S)
@@ -120,16 +125,20 @@ def proc_cpu_seconds(pid):
         return None
 
 
-def proc_rss_kib(pid):
-    """VmRSS of a live process from /proc/<pid>/status, or None."""
+def proc_status_kib(pid, field):
+    """A field of /proc/<pid>/status in KiB (VmRSS, VmHWM) of a live process, or None."""
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except (OSError, IOError, ValueError):
         pass
     return None
+
+
+def proc_rss_kib(pid):
+    return proc_status_kib(pid, "VmRSS")
 
 
 def rusage_cpu(ru):
@@ -137,7 +146,9 @@ def rusage_cpu(ru):
 
 
 def rusage_maxrss_mib(ru):
-    """ru_maxrss is KiB on Linux, bytes on macOS."""
+    """ru_maxrss is KiB on Linux, bytes on macOS.  On Linux it is also at least
+    the resident size of the process that called exec, which for our children is
+    the copy of the bench itself made at fork: peak_mib() prefers VmHWM."""
     scale = 1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0
     return ru.ru_maxrss / scale
 
@@ -280,49 +291,61 @@ def measure_first_frame(count):
 
 
 # ---------------------------------------------------------------------------
-# 2-4. The full screen at speed 1: CPU, bytes, memory
+# 2-4. Speed 1 (full screen in a pty; plain and JSON lines to a pipe): CPU,
+#      bytes, memory.  Several children are read side by side.
 # ---------------------------------------------------------------------------
 
-class ScreenRun(object):
-    """One full-screen child in a pty, read without blocking."""
+def proc_cpu_precise(pid):
+    """CPU seconds of a live process to the nanosecond, summed over its threads'
+    /proc/<pid>/task/*/schedstat (the same clock as wait4's rusage); falls back
+    to the 10 ms ticks of /proc/<pid>/stat, or None."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+    except (OSError, IOError, IndexError, ValueError):
+        return proc_cpu_seconds(pid)
+    return total / 1e9
 
-    def __init__(self, gpus, cols, rows, seconds):
-        self.gpus, self.cols, self.rows, self.seconds = gpus, cols, rows, seconds
-        self.label = "%d GPUs %dx%d" % (gpus, cols, rows)
+
+class ChildRun(object):
+    """One child whose output we read without blocking (see run_side_by_side).
+    Subclasses start it (pid, fd, t0, deadline) and end it (finish)."""
+
+    def __init__(self, label, seconds):
+        self.label, self.seconds = label, seconds
         self.bytes = 0
         self.tail = b""
-        self.frame_at = None          # seconds after spawn of the first full frame
         self.sample = None            # (time, cpu seconds or None, bytes) after start-up
+        self.hwm_kib = None           # the last VmHWM read (it only grows)
+        self.hwm_at = 0.0
         self.eof_at = None
         self.code = self.rusage = None
 
-    def start(self):
-        argv = PROGRAM + ["--gpus", str(self.gpus), "--seed", "7", "--exit-after", "%ds" % self.seconds]
-        self.pid, self.fd, self.t0 = spawn_in_pty(argv, self.cols, self.rows)
-        self.deadline = self.t0 + self.seconds + 20.0
+    def settled(self, age):
+        return age >= SETTLE_S
 
     def feed(self, data, now):
         self.bytes += len(data)
-        if self.frame_at is None:
-            self.tail += data
-            if FULL_FRAME.search(self.tail):
-                self.frame_at = now - self.t0
-                self.tail = b""
-        else:
-            self.tail = (self.tail + data)[-4096:]
+        self.tail = (self.tail + data)[-4096:]
 
     def tick(self, now):
         """Take the after-start-up sample once start-up is over."""
-        age = now - self.t0
-        if self.sample is None and age >= SETTLE_S and (self.frame_at is not None or age >= SETTLE_MAX_S):
-            self.sample = (now, proc_cpu_seconds(self.pid), self.bytes)
+        if self.sample is None and self.settled(now - self.t0):
+            self.sample = (now, proc_cpu_precise(self.pid), self.bytes)
+        if now >= self.hwm_at:
+            self.hwm_at = now + HWM_POLL_S
+            self.hwm_kib = proc_status_kib(self.pid, "VmHWM") or self.hwm_kib
 
-    def finish(self, now):
-        self.eof_at = now
-        self.code, self.rusage = reap(self.pid)
-        os.close(self.fd)
+    def peak_mib(self):
+        """Peak resident memory of the program: VmHWM as last read while it ran
+        (memory it took only in its last 0.1 s is missed); ru_maxrss where
+        there is no /proc (it includes the bench's own size at fork)."""
+        if self.hwm_kib is not None:
+            return self.hwm_kib / 1024.0
+        return rusage_maxrss_mib(self.rusage) if self.rusage is not None else None
 
-    # results
     def window(self):
         """(wall seconds, CPU seconds, bytes) of the steady part of the run."""
         if self.rusage is None:
@@ -333,10 +356,79 @@ class ScreenRun(object):
         t, cpu, nbytes = self.sample
         return self.eof_at - t, cpu_end - cpu, self.bytes - nbytes
 
+    def steady(self):
+        """window() of a run that ended well, else None."""
+        win = self.window()
+        if self.code != 0 or win is None or win[0] <= 0:
+            return None
+        return win
 
-def run_screens(cases, seconds):
-    """Run the cases side by side; returns their ScreenRuns when all have ended."""
-    runs = [ScreenRun(g, c, r, seconds) for g, c, r in cases]
+
+class ScreenRun(ChildRun):
+    """One full-screen child in a pty."""
+
+    def __init__(self, gpus, cols, rows, seconds):
+        ChildRun.__init__(self, "%d GPUs %dx%d" % (gpus, cols, rows), seconds)
+        self.gpus, self.cols, self.rows = gpus, cols, rows
+        self.frame_at = None          # seconds after spawn of the first full frame
+
+    def start(self):
+        argv = PROGRAM + ["--gpus", str(self.gpus), "--seed", "7", "--exit-after", "%ds" % self.seconds]
+        self.pid, self.fd, self.t0 = spawn_in_pty(argv, self.cols, self.rows)
+        self.deadline = self.t0 + self.seconds + 20.0
+
+    def feed(self, data, now):
+        if self.frame_at is not None:
+            ChildRun.feed(self, data, now)
+            return
+        self.bytes += len(data)
+        self.tail += data
+        if FULL_FRAME.search(self.tail):
+            self.frame_at = now - self.t0
+            self.tail = b""
+
+    def settled(self, age):
+        """Start-up is the first 2 s, or until the first frame if that is later."""
+        return age >= SETTLE_S and (self.frame_at is not None or age >= SETTLE_MAX_S)
+
+    def finish(self, now):
+        self.eof_at = now
+        self.code, self.rusage = reap(self.pid)
+        os.close(self.fd)
+
+
+class PipeRun(ChildRun):
+    """One `--format plain|jsonl` child writing to a pipe that we read and discard."""
+
+    def __init__(self, fmt, gpus, speed, seconds):
+        ChildRun.__init__(self, "%s, %d GPUs" % (fmt, gpus), seconds)
+        self.fmt, self.gpus, self.speed = fmt, gpus, speed
+        self.stderr = ""
+
+    def start(self):
+        argv = PROGRAM + ["--format", self.fmt, "--gpus", str(self.gpus), "--seed", "7",
+                          "--speed", str(self.speed), "--exit-after", "%ds" % self.seconds]
+        self.errors = tempfile.TemporaryFile()
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=child_env(term=False),
+                                     stdout=subprocess.PIPE, stderr=self.errors)
+        self.pid, self.fd = self.proc.pid, self.proc.stdout.fileno()
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        self.deadline = self.t0 + self.seconds + 20.0
+
+    def finish(self, now):
+        self.eof_at = now
+        self.code, self.rusage = reap(self.pid)
+        self.proc.returncode = self.code               # reaped by us, not by Popen
+        self.proc.stdout.close()
+        self.errors.seek(0)
+        self.stderr = self.errors.read().decode("utf-8", "replace")
+        self.errors.close()
+
+
+def run_side_by_side(runs):
+    """Start the runs together, read them all until each has ended; returns runs."""
     for run in runs:
         run.start()
     active = list(runs)
@@ -373,6 +465,7 @@ class StreamResult(object):
         self.first_summary_at = None
         self.rss_after_first = None   # (seconds after spawn, KiB)
         self.rss_last = None
+        self.hwm_kib = None           # VmHWM as last read
         self.code = self.rusage = None
         self.wall = 0.0
         self.stderr = ""
@@ -429,6 +522,7 @@ def stream_run(extra, seconds, watch_rss=False):
         if watch_rss and now >= next_rss:
             next_rss = now + 0.5
             rss = proc_rss_kib(proc.pid)
+            res.hwm_kib = proc_status_kib(proc.pid, "VmHWM") or res.hwm_kib
             if rss is not None:
                 res.rss_last = (now - start, rss)
                 if res.rss_after_first is None and res.first_summary_at is not None and now - start >= 3.0:
@@ -533,28 +627,14 @@ def main():
         shutil.rmtree(PYCACHE, ignore_errors=True)
 
 
-def bench():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="short runs (CI smoke test, under about 40 s)")
-    opts = parser.parse_args()
-    began = time.monotonic()
-    quick = opts.quick
-    screen_s = 6 if quick else 20
-    jsonl_s = 3 if quick else 10
-    soak_s = 20 if quick else 60
-    core_budget = 1.0 if quick else 5.0
-    has_proc = os.path.exists("/proc/self/stat")
-    report = Report()
+def durations(quick):
+    """--exit-after of each kind of run, in seconds (the core's is CPU seconds)."""
+    if quick:
+        return {"screen": 6, "pipe": 4, "jsonl": 3, "memory": 6, "soak": 20, "core": 1.0}
+    return {"screen": 20, "pipe": 15, "jsonl": 10, "memory": 20, "soak": 60, "core": 5.0}
 
-    # Does it run at all?  (also compiles the module once, so later starts are warm)
-    note("checking that the program runs")
-    check = stream_run(["--gpus", "64", "--speed", "1000"], 1)
-    if check.code != 0 or check.lines == 0:
-        sys.stderr.write("bench: the program did not run (exit %s, %d lines of output)\n%s\n"
-                         % (check.code, check.lines, check.stderr))
-        return 1
 
+def print_header(quick):
     load = "load %.2f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else "load unknown"
     print("fake_llm_training benchmark (%s mode), Python %s, %s, %d CPUs, %s" % (
         "quick" if quick else "full", sys.version.split()[0], sys.platform, os.cpu_count() or 0, load))
@@ -562,16 +642,18 @@ def bench():
     if DROPPED:
         print("left out of the program's environment: %s" % ", ".join(DROPPED))
     if quick:
-        print("quick mode: short runs, the full-screen runs side by side; figures are indicative,"
+        print("quick mode: short runs, the speed-1 runs side by side; figures are indicative,"
               " take the README's from a full run")
     print()
 
-    # 1. first frame
+
+def report_first_frame(report):
+    """1. Time to the first full frame; False when there was none."""
     bares, frames, failed = measure_first_frame(5)
     bare = statistics.median(bares)
     if not frames:
         print("first frame: never drawn within 10 s; output ended with:\n%s" % visible_tail(failed or b""))
-        return 1
+        return False
     frame = statistics.median(frames)
     report.add("first frame (120x40, median of %d)" % len(frames), ms(frame),
                "< %d ms and < %gx bare (bare %s)" % (FIRST_FRAME_MS, FIRST_FRAME_VS_BARE, ms(bare)),
@@ -579,55 +661,92 @@ def bench():
     print("    (fastest %s, bare fastest %s)" % (ms(min(frames)), ms(min(bares))))
     if failed is not None:
         report.add("first frame: runs without a frame", "%d of 5" % (5 - len(frames)), "0", False)
+    return True
 
-    # 2-4. full screen at speed 1
-    cases = [(8, 80, 24), (64, 80, 24), (512, 80, 24), (1024, 80, 24),
-             (8, 200, 60), (64, 200, 60), (512, 200, 60), (1024, 200, 60),
-             (64, 120, 40)]
+
+SCREEN_CASES = [(8, 80, 24), (64, 80, 24), (512, 80, 24), (1024, 80, 24),
+                (8, 200, 60), (64, 200, 60), (512, 200, 60), (1024, 200, 60),
+                (64, 120, 40)]
+PIPE_CASES = [("plain", 64), ("plain", 1024), ("jsonl", 64), ("jsonl", 1024)]
+
+
+def run_speed_one(quick, secs):
+    """The speed-1 runs: (screen runs, pipe runs).  The pipe runs sleep between
+    writes, so they run side by side (in quick mode with the screens too)."""
+    screens = [ScreenRun(g, c, r, secs["screen"]) for g, c, r in SCREEN_CASES]
+    pipes = [PipeRun(fmt, gpus, 1, secs["pipe"]) for fmt, gpus in PIPE_CASES]
     if quick:
-        note("full screen: %d runs of %d s side by side" % (len(cases), screen_s))
-        runs = run_screens(cases, screen_s)
-    else:
-        note("full screen: %d runs of %d s, one after another (about %d s)"
-             % (len(cases), screen_s, len(cases) * (screen_s + 1)))
-        runs = []
-        for case in cases:
-            runs.extend(run_screens([case], screen_s))
-    skipped = "first %.0f s" % SETTLE_S if has_proc else "none (no /proc)"
+        note("speed 1: %d full-screen runs of %d s and %d pipe runs of %d s, side by side"
+             % (len(screens), secs["screen"], len(pipes), secs["pipe"]))
+        run_side_by_side(screens + pipes)
+        return screens, pipes
+    note("full screen: %d runs of %d s, one after another (about %d s)"
+         % (len(screens), secs["screen"], len(screens) * (secs["screen"] + 1)))
+    for run in screens:
+        run_side_by_side([run])
+    note("plain and jsonl to a pipe: %d runs of %d s side by side" % (len(pipes), secs["pipe"]))
+    run_side_by_side(pipes)
+    return screens, pipes
+
+
+def report_failure(report, name, run):
+    report.add(name, "failed", "exit 0", False)
+    print("    exit %s; output ended with: %s" % (run.code, visible_tail(run.tail, 200)))
+    if getattr(run, "stderr", ""):
+        print("    stderr: %s" % run.stderr.strip()[-300:])
+
+
+def report_screens(report, runs, secs):
+    """2-4. CPU, bytes and peak memory of the full screen at speed 1."""
+    targets = {(64, 120, 40): CPU_64_120x40, (1024, 200, 60): CPU_1024_200x60}
     for run in runs:
-        win = run.window()
-        if run.code != 0 or win is None or win[0] <= 0:
-            report.add("screen %s" % run.label, "failed", "exit 0", False)
-            print("    exit %s; output ended with: %s" % (run.code, visible_tail(run.tail, 200)))
+        win = run.steady()
+        if win is None:
+            report_failure(report, "screen %s" % run.label, run)
             continue
-        wall, cpu, nbytes = win
-        pct = 100.0 * cpu / wall
-        target, ok = "", None
-        if (run.gpus, run.cols, run.rows) == (64, 120, 40):
-            target, ok = "< %g%% of one core" % CPU_64_120x40, pct < CPU_64_120x40
-        elif (run.gpus, run.cols, run.rows) == (1024, 200, 60):
-            target, ok = "< %g%% of one core" % CPU_1024_200x60, pct < CPU_1024_200x60
-        report.add("CPU, speed 1, %s" % run.label, "%.2f %%" % pct, target, ok)
+        pct = 100.0 * win[1] / win[0]
+        limit = targets.get((run.gpus, run.cols, run.rows))
+        report.add("CPU, speed 1, %s" % run.label, "%.2f %%" % pct,
+                   "< %g%% of one core" % limit if limit else "", pct < limit if limit else None)
     for run in runs:
-        win = run.window()
-        if run.code != 0 or win is None or win[0] <= 0:
-            continue
-        rate = win[2] / win[0]
-        report.add("output, speed 1, %s" % run.label, "%.0f B/s" % rate,
-                   "< %.0f B/s (2 KB/s)" % BYTES_PER_S, rate < BYTES_PER_S)
+        win = run.steady()
+        if win is not None:
+            rate = win[2] / win[0]
+            report.add("output, speed 1, %s" % run.label, "%.0f B/s" % rate,
+                       "< %.0f B/s (2 KB/s)" % BYTES_PER_S, rate < BYTES_PER_S)
     for run in runs:
-        if run.rusage is None:
-            continue
-        peak = rusage_maxrss_mib(run.rusage)
-        report.add("peak RSS, speed 1, %s" % run.label, "%.1f MiB" % peak,
-                   "< %g MiB" % PEAK_RSS_MIB, peak < PEAK_RSS_MIB)
+        peak = run.peak_mib()
+        if peak is not None:
+            report.add("peak RSS, speed 1, %s" % run.label, "%.1f MiB" % peak,
+                       "< %g MiB" % PEAK_RSS_MIB, peak < PEAK_RSS_MIB)
     slowest = max((r.frame_at for r in runs if r.frame_at is not None), default=None)
     print("    (%d s runs, %s left out of CPU and bytes%s)" % (
-        screen_s, skipped, ("; slowest first frame %.2f s" % slowest) if slowest else ""))
+        secs["screen"], skipped_start(), ("; slowest first frame %.2f s" % slowest) if slowest else ""))
 
-    # 5. fast-forward throughput
-    note("fast-forward: jsonl at speed 1e6 for %d s" % jsonl_s)
-    ff = stream_run(["--gpus", "64", "--speed", "1000000"], jsonl_s)
+
+def skipped_start():
+    return "first %.0f s" % SETTLE_S if os.path.exists("/proc/self/stat") else "none (no /proc)"
+
+
+def report_pipes_cpu(report, runs, secs):
+    """CPU of plain text and JSON lines written to a pipe at speed 1."""
+    rates = []
+    for run in runs:
+        win = run.steady()
+        if win is None:
+            report_failure(report, "speed 1, %s to a pipe" % run.label, run)
+            continue
+        pct = 100.0 * win[1] / win[0]
+        report.add("CPU, speed 1, %s to a pipe" % run.label, "%.2f %%" % pct,
+                   "< %g%% of one core" % CPU_PIPE, pct < CPU_PIPE)
+        rates.append("%s %.0f B/s" % (run.label, win[2] / win[0]))
+    print("    (%d s runs, %s left out; written: %s)" % (secs["pipe"], skipped_start(), "; ".join(rates)))
+
+
+def report_fast_forward(report, secs):
+    """5. Steps per CPU second of JSON lines at speed 1e6, and of the core alone."""
+    note("fast-forward: jsonl at speed 1e6 for %d s" % secs["jsonl"])
+    ff = stream_run(["--gpus", "64", "--speed", "1000000"], secs["jsonl"])
     if ff.code != 0 or ff.rusage is None:
         report.add("jsonl fast-forward, 64 GPUs", "failed (exit %s)" % ff.code, "exit 0", False)
     else:
@@ -637,39 +756,74 @@ def bench():
                    ">= {:,.0f}".format(JSONL_STEPS_PER_CPU_S), rate >= JSONL_STEPS_PER_CPU_S)
         print("    (%s steps in %s lines, %.2f CPU s over %.1f s wall)"
               % ("{:,}".format(ff.steps), "{:,}".format(ff.lines), cpu, ff.wall))
-    note("core: step_metrics for %.1f CPU s" % core_budget)
-    core, error = core_throughput(core_budget)
+    note("core: step_metrics for %.1f CPU s" % secs["core"])
+    core, error = core_throughput(secs["core"])
     if core is None:
         report.add("core step_metrics steps / CPU s", "failed", "runs", False)
         print("    %s" % " ".join(error))
-    else:
-        rate = core["steps"] / core["cpu"] if core["cpu"] > 0 else 0.0
-        report.add("core step_metrics steps / CPU s, 64 GPUs", "{:,.0f}".format(rate),
-                   ">= {:,.0f}".format(CORE_STEPS_PER_CPU_S), rate >= CORE_STEPS_PER_CPU_S)
-        print("    (%s steps of %s on %d GPUs in %.2f CPU s)"
-              % ("{:,}".format(core["steps"]), core["model"], core["gpus"], core["cpu"]))
+        return
+    rate = core["steps"] / core["cpu"] if core["cpu"] > 0 else 0.0
+    report.add("core step_metrics steps / CPU s, 64 GPUs", "{:,.0f}".format(rate),
+               ">= {:,.0f}".format(CORE_STEPS_PER_CPU_S), rate >= CORE_STEPS_PER_CPU_S)
+    print("    (%s steps of %s on %d GPUs in %.2f CPU s)"
+          % ("{:,}".format(core["steps"]), core["model"], core["gpus"], core["cpu"]))
 
-    # 6. soak
-    note("soak: jsonl at speed 1e6 for %d s" % soak_s)
-    soak = stream_run(["--speed", "1000000"], soak_s, watch_rss=True)
+
+MEMORY_CASES = [("jsonl", 64), ("jsonl", 1024), ("plain", 64)]
+
+
+def report_fast_forward_memory(report, quick, secs):
+    """Peak resident memory of plain and JSON lines at speed 1e6, the output
+    read and discarded by us (one after another; side by side in quick mode)."""
+    runs = [PipeRun(fmt, gpus, 1000000, secs["memory"]) for fmt, gpus in MEMORY_CASES]
+    note("fast-forward memory: %d runs of %d s at speed 1e6%s"
+         % (len(runs), secs["memory"], " side by side" if quick else ", one after another"))
+    if quick:
+        run_side_by_side(runs)
+    else:
+        for run in runs:
+            run_side_by_side([run])
+    written = []
+    for run in runs:
+        if run.code != 0 or run.rusage is None:
+            report_failure(report, "peak RSS, speed 1e6, %s" % run.label, run)
+            continue
+        peak = run.peak_mib()
+        report.add("peak RSS, speed 1e6, %s" % run.label, "%.1f MiB" % peak,
+                   "< %g MiB" % PEAK_RSS_MIB, peak < PEAK_RSS_MIB)
+        written.append("%s %.1f MB in %.2f CPU s, ru_maxrss %.1f MiB" % (
+            run.label, run.bytes / 1e6, rusage_cpu(run.rusage), rusage_maxrss_mib(run.rusage)))
+    print("    (%d s runs; read and discarded: %s)" % (secs["memory"], "; ".join(written)))
+    print("    (peak RSS is the child's VmHWM read every %g s; wait4's ru_maxrss also counts the"
+          " bench's own pages copied at fork)" % HWM_POLL_S)
+
+
+def report_soak(report, secs):
+    """6. Resident memory of a long fast-forward soak."""
+    note("soak: jsonl at speed 1e6 for %d s" % secs["soak"])
+    soak = stream_run(["--speed", "1000000"], secs["soak"], watch_rss=True)
     if soak.code != 0 or soak.rusage is None:
         report.add("soak RSS", "failed (exit %s)" % soak.code, "exit 0", False)
         print("    %s" % soak.stderr.strip()[-300:])
-    elif soak.rss_after_first is None or soak.rss_last is None:
-        why = "no /proc" if not has_proc else "no run finished"
+        return
+    if soak.rss_after_first is None or soak.rss_last is None:
+        why = "no /proc" if not os.path.exists("/proc/self/stat") else "no run finished"
         report.add("soak RSS after first run", "n/a (%s)" % why, "", None)
-    else:
-        (t1, first), (t2, last) = soak.rss_after_first, soak.rss_last
-        growth = (last - first) / 1024.0
-        report.add("soak RSS after first run (%.0f s)" % t1, "%.1f MiB" % (first / 1024.0), "", None)
-        report.add("soak RSS at end (%.0f s)" % t2, "%.1f MiB" % (last / 1024.0), "", None)
-        report.add("soak RSS growth", "%+.1f MiB" % growth, "flat: < %g MiB" % SOAK_FLAT_MIB,
-                   growth < SOAK_FLAT_MIB)
-        report.add("soak peak RSS", "%.1f MiB" % rusage_maxrss_mib(soak.rusage), "", None)
-        print("    (--exit-after %ds at speed 1e6 ended after %.1f s: %d runs finished, %.1f simulated hours,"
-              " %s lines)" % (soak_s, soak.wall, soak.summaries, soak.simulated_hours(),
-                              "{:,}".format(soak.lines)))
+        return
+    (t1, first), (t2, last) = soak.rss_after_first, soak.rss_last
+    growth = (last - first) / 1024.0
+    report.add("soak RSS after first run (%.0f s)" % t1, "%.1f MiB" % (first / 1024.0), "", None)
+    report.add("soak RSS at end (%.0f s)" % t2, "%.1f MiB" % (last / 1024.0), "", None)
+    report.add("soak RSS growth", "%+.1f MiB" % growth, "flat: < %g MiB" % SOAK_FLAT_MIB,
+               growth < SOAK_FLAT_MIB)
+    peak = soak.hwm_kib / 1024.0 if soak.hwm_kib else rusage_maxrss_mib(soak.rusage)
+    report.add("soak peak RSS", "%.1f MiB" % peak, "", None)
+    print("    (--exit-after %ds at speed 1e6 ended after %.1f s: %d runs finished, %.1f simulated hours,"
+          " %s lines)" % (secs["soak"], soak.wall, soak.summaries, soak.simulated_hours(),
+                          "{:,}".format(soak.lines)))
 
+
+def print_summary(report, began):
     print()
     print(report.markdown())
     print()
@@ -679,8 +833,35 @@ def bench():
     else:
         print("all targets met")
     print("bench time: %.0f s" % (time.monotonic() - began))
-    return 0
 
+
+def bench():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs (CI smoke test, under about 45 s)")
+    quick = parser.parse_args().quick
+    began = time.monotonic()
+    secs = durations(quick)
+    report = Report()
+
+    # Does it run at all?  (also compiles the module once, so later starts are warm)
+    note("checking that the program runs")
+    check = stream_run(["--gpus", "64", "--speed", "1000"], 1)
+    if check.code != 0 or check.lines == 0:
+        sys.stderr.write("bench: the program did not run (exit %s, %d lines of output)\n%s\n"
+                         % (check.code, check.lines, check.stderr))
+        return 1
+    print_header(quick)
+    if not report_first_frame(report):
+        return 1
+    screens, pipes = run_speed_one(quick, secs)
+    report_screens(report, screens, secs)
+    report_pipes_cpu(report, pipes, secs)
+    report_fast_forward(report, secs)
+    report_fast_forward_memory(report, quick, secs)
+    report_soak(report, secs)
+    print_summary(report, began)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
