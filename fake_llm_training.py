@@ -2327,14 +2327,15 @@ def gpu_style(r):
 
 
 MEMO_KEEP = 20000        # memoised values per run before the memo starts afresh (bounds memory)
+HISTORY_KEEP = 200000    # GPU readings memoised at most (seconds out of the window are dropped first)
 
 
-def frame_memo(rs, name):
+def frame_memo(rs, name, keep=MEMO_KEEP):
     """A memo of pure values for this run's frames (emptied when the run is rebuilt, and when it grows)."""
     if not isinstance(rs.chart_cache, dict):
         rs.chart_cache = {}
     memo = rs.chart_cache.setdefault(name, {})
-    if len(memo) > MEMO_KEEP:
+    if len(memo) > keep:
         memo.clear()
     return memo
 
@@ -2370,27 +2371,38 @@ def gpu_columns(width):
     return 1, width
 
 
+def group_reading(state, gpus, second):
+    """Mean (util, power, memory) of some GPUs at one second, as fractions of the card's maximum."""
+    tel, card = state.rs.telemetry, state.cfg.gpu
+    rs = [tel.reading(g, second) for g in gpus]
+    return (sum(r.util for r in rs) / (100.0 * len(rs)),
+            sum(r.power_w for r in rs) / float(card.power_cap_w * len(rs)),
+            sum(r.mem_used_mib for r in rs) / float(card.memory_mib * len(rs)))
+
+
 def gpu_history(state, gpus, columns):
     """Mean (util, power, memory) of `gpus` as fractions of the card's maximum, one per column over the
     last HISTORY_SECONDS, oldest first.  Telemetry is a function of t, so history is computed, not
-    recorded; each simulated second is read once per group of GPUs (memoised)."""
-    memo, tel, card = frame_memo(state.rs, "history"), state.rs.telemetry, state.cfg.gpu
+    recorded; each simulated second is read once per group of GPUs (memoised, see prefetch_history),
+    and each finished column is summed once."""
+    seconds, columns_memo = frame_memo(state.rs, "history"), frame_memo(state.rs, "columns")
     dt = max(1, int(math.ceil(HISTORY_SECONDS / float(columns))))
     now = int(math.floor(state.t))
     out = []
     for c in range(columns):
         first = now - now % dt - (columns - 1 - c) * dt
+        key = (gpus[0], len(gpus), dt, first)
+        if key in columns_memo:
+            out.append(columns_memo[key])
+            continue
         total, n = [0.0, 0.0, 0.0], 0
         for second in range(first, min(first + dt, now + 1)):
-            key = (gpus[0], len(gpus), second)
-            if key not in memo:
-                rs = [tel.reading(g, second) for g in gpus]
-                memo[key] = (sum(r.util for r in rs) / (100.0 * len(rs)),
-                             sum(r.power_w for r in rs) / float(card.power_cap_w * len(rs)),
-                             sum(r.mem_used_mib for r in rs) / float(card.memory_mib * len(rs)))
-            total = [a + b for a, b in zip(total, memo[key])]
+            value = seconds.get((gpus[0], len(gpus), second)) or group_reading(state, gpus, second)
+            total = [a + b for a, b in zip(total, value)]
             n += 1
         out.append(tuple(a / max(1, n) for a in total))
+        if first + dt <= now:                 # a finished column no longer changes
+            columns_memo[key] = out[-1]
     return out
 
 
@@ -2528,27 +2540,66 @@ def cluster_line(state, width):
         width), width, "title")
 
 
+def panel_plan(state, width, height):
+    """What the GPU panel shows below its cluster line: ("block", node), ("summary", node), ("more", n)."""
+    cfg = state.cfg
+    columns, graph_h = gpu_layout(cfg, width, height - 1)
+    block_h = 1 + graph_h + int(math.ceil(cfg.gpus_per_node / float(columns)))
+    plan, used = [], 1
+    for node in range(cfg.nodes):
+        room, remaining = height - used, cfg.nodes - node
+        if room <= 0:
+            break
+        # a whole node if it fits and leaves a line for the rest
+        if state.ui.gpu_mode != "nodes" and block_h <= room - (1 if remaining > 1 else 0):
+            plan.append(("block", node))
+            used += block_h
+        elif room == 1 and remaining > 1:
+            plan.append(("more", remaining))
+            break
+        else:
+            plan.append(("summary", node))
+            used += 1
+    return plan, columns, graph_h
+
+
+def prefetch_history(state, groups):
+    """Read the history of these groups of GPUs second by second, all groups at each second: the
+    telemetry then computes each past second's phase once, not once per group."""
+    memo = frame_memo(state.rs, "history", HISTORY_KEEP)
+    now = int(math.floor(state.t))
+    first = now - HISTORY_SECONDS - int(math.ceil(HISTORY_SECONDS / float(SPARK_MIN)))
+    if len(memo) > len(groups) * (now + 1 - first):          # forget the seconds that scrolled out
+        for key in [k for k in memo if k[2] < first]:
+            del memo[key]
+    for second in range(first, now + 1):
+        for gpus in groups:
+            key = (gpus[0], len(gpus), second)
+            if key not in memo:
+                memo[key] = group_reading(state, gpus, second)
+
+
 def gpu_panel(state, width, height):
     """Cluster line, then whole nodes (GPU rows, histories when they fit), then node summaries, then '+N more'."""
     if height <= 0:
         return []
     cfg, tel, t = state.cfg, state.rs.telemetry, state.t
+    plan, columns, graph_h = panel_plan(state, width, height)
+    gpn = cfg.gpus_per_node
+    groups = [list(range(n * gpn, (n + 1) * gpn)) for kind, n in plan if kind != "more"]
+    if width // columns >= GPU_CELL_W + SPARK_MIN + 6:            # each GPU's own history too
+        groups += [[g] for kind, n in plan if kind == "block" for g in range(n * gpn, (n + 1) * gpn)]
+    if width >= 60:
+        prefetch_history(state, groups)
     out = [cluster_line(state, width)]
-    columns, graph_h = gpu_layout(cfg, width, height - 1)
-    block_h = 1 + graph_h + int(math.ceil(cfg.gpus_per_node / float(columns)))
-    node = 0
-    while node < cfg.nodes and len(out) < height:
-        room, remaining = height - len(out), cfg.nodes - node
-        # a whole node if it fits and leaves a line for the rest
-        if state.ui.gpu_mode != "nodes" and block_h <= room - (1 if remaining > 1 else 0):
+    for kind, node in plan:
+        if kind == "block":
             out += node_block(state, node, width, columns, graph_h)
-        elif room == 1 and remaining > 1:
-            out.append(plain_line("+%d more nodes" % remaining, width, "dim"))
-            break
+        elif kind == "more":
+            out.append(plain_line("+%d more nodes" % node, width, "dim"))
         else:
-            readings = [tel.reading(node * cfg.gpus_per_node + i, t) for i in range(cfg.gpus_per_node)]
+            readings = [tel.reading(node * gpn + i, t) for i in range(gpn)]
             out.append(node_summary(state, node, readings, width, state.ui.glyphs))
-        node += 1
     while len(out) < height:
         out.append(Line(" " * width, []))
     return out[:height]
