@@ -164,7 +164,7 @@ def first_checkpoint(seed, pins):
     events = flt.run_events(rs.timeline, rs.offset, rs.timeline.duration)
     start = [ev.t for ev in events if ev.kind == "ckpt_start"][0]
     end = [ev.t for ev in events if ev.kind == "checkpoint"][0]
-    assert not [ev for ev in flt.run_events(rs.timeline, start - 300, start) if ev.kind == "checkpoint"]
+    assert not [ev for ev in flt.run_events(rs.timeline, start - 150, start) if ev.kind == "checkpoint"]
     return start - rs.offset, end - rs.offset
 
 
