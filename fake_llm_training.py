@@ -2906,10 +2906,10 @@ def wall_figures(state):
 
 
 def big_figures(state, width, height):
-    """The figures side by side in block letters, as many as fit (at double size where there is room)."""
+    """The figures side by side in block letters: as many as fit, at double size when they still fit."""
     figures, ink = wall_figures(state), state.ui.glyphs["big"]
-    for scale in (2, 1):
-        for n in (3, 2, 1):
+    for n in (3, 2, 1):
+        for scale in (2, 1):
             blocks = [(label, big_text(value, ink, scale)) for label, value in figures[:n]]
             widths = [max(len(label), len(rows[0])) for label, rows in blocks]
             if sum(widths) + 4 * (n - 1) <= width and BIG_ROWS * scale + 1 <= height:
