@@ -2826,20 +2826,6 @@ def chart_head(state, width, height, raw, smoothed, vals, glyphs):
     return [plain_line(title, width, "title")]
 
 
-def chart_lines(state, width, height):
-    """The loss chart as TensorBoard draws it: the raw training loss faint, the smoothed loss over it,
-    validation as its own line with markers, 1-2-5 ticks.  Drawn again only when a step ends."""
-    if height < 4 or width < 16:
-        return [Line(" " * width, [])] * max(0, height)
-    g = state.ui.glyphs
-    key = (width, height, state.step, last_val_step(state), state.ui.log_scale, g["braille"])
-    memo = frame_memo(state.rs, "chart")
-    if key not in memo:
-        memo.clear()
-        memo[key] = _chart_lines(state, width, height, g)
-    return memo[key]
-
-
 def _chart_lines(state, width, height, g):
     log = state.ui.log_scale
     steps, raw, smoothed = loss_series(state, 2 * width)
@@ -2870,6 +2856,20 @@ def _chart_lines(state, width, height, g):
         out.append(plain_line(" " * lw + "+" + "".join("+" if c in cols else "-" for c in range(pw)), width, "dim"))
     out.append(plain_line(" " * (lw + 1) + axis_labels(ticks_x, pw), width, "dim"))
     return out
+
+
+def chart_lines(state, width, height):
+    """The loss chart as TensorBoard draws it: the raw training loss faint, the smoothed loss over it,
+    validation as its own line with markers, 1-2-5 ticks.  Drawn again only when a step ends."""
+    if height < 4 or width < 16:
+        return [Line(" " * width, [])] * max(0, height)
+    g = state.ui.glyphs
+    key = (width, height, state.step, last_val_step(state), state.ui.log_scale, g["braille"])
+    memo = frame_memo(state.rs, "chart")
+    if key not in memo:
+        memo.clear()
+        memo[key] = _chart_lines(state, width, height, g)
+    return memo[key]
 
 
 # Big figures for the wall view: 5 rows per character, '#' where ink goes (figlet-style block letters).
@@ -3031,36 +3031,6 @@ def overlay_help(lines, width, height):
     return lines
 
 
-def render_frame(state, width, height):
-    """The whole screen: exactly `height` Lines of exactly `width` cells."""
-    if width <= 0 or height <= 0:
-        return []
-    ui = state.ui
-    if width < MIN_WIDTH or height < MIN_HEIGHT:
-        msg = ["terminal too small" if width >= 18 else "too small",
-               "%dx%d, need %dx%d" % (width, height, MIN_WIDTH, MIN_HEIGHT)]
-        return [plain_line(msg[i] if i < len(msg) else "", width, "warn") for i in range(height)]
-    footer = footer_lines(state, width) if ui.view == "all" or height >= 8 else []
-    footer = footer[-max(0, height):]
-    header = [header_line(state, width)] if height >= 10 else []
-    body_h = height - len(footer) - len(header)
-    view = ui.view
-    if view == "log":
-        body = log_lines(state, width, body_h)
-    elif view == "gpus":
-        body = gpu_panel(state, width, body_h)
-    elif view == "chart":
-        body = chart_lines(state, width, body_h)
-    elif view == "wall":
-        body = wall_lines(state, width, body_h)
-    else:
-        body = all_regions(state, width, body_h)
-    lines = header + body + footer
-    if ui.help:
-        lines = overlay_help(lines, width, height)
-    return lines
-
-
 def all_regions(state, width, height):
     """Log above, GPU panel (with the chart beside it when wide) below."""
     ui, cfg = state.ui, state.cfg
@@ -3091,6 +3061,36 @@ def all_regions(state, width, height):
         else:
             out += gpu_panel(state, width, gpu_h)
     return out
+
+
+def render_frame(state, width, height):
+    """The whole screen: exactly `height` Lines of exactly `width` cells."""
+    if width <= 0 or height <= 0:
+        return []
+    ui = state.ui
+    if width < MIN_WIDTH or height < MIN_HEIGHT:
+        msg = ["terminal too small" if width >= 18 else "too small",
+               "%dx%d, need %dx%d" % (width, height, MIN_WIDTH, MIN_HEIGHT)]
+        return [plain_line(msg[i] if i < len(msg) else "", width, "warn") for i in range(height)]
+    footer = footer_lines(state, width) if ui.view == "all" or height >= 8 else []
+    footer = footer[-max(0, height):]
+    header = [header_line(state, width)] if height >= 10 else []
+    body_h = height - len(footer) - len(header)
+    view = ui.view
+    if view == "log":
+        body = log_lines(state, width, body_h)
+    elif view == "gpus":
+        body = gpu_panel(state, width, body_h)
+    elif view == "chart":
+        body = chart_lines(state, width, body_h)
+    elif view == "wall":
+        body = wall_lines(state, width, body_h)
+    else:
+        body = all_regions(state, width, body_h)
+    lines = header + body + footer
+    if ui.help:
+        lines = overlay_help(lines, width, height)
+    return lines
 
 
 ########################################################################
