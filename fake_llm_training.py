@@ -2607,6 +2607,8 @@ def gpu_panel(state, width, height):
 
 SMOOTHING = 0.6          # TensorBoard's default smoothing weight (the scalar dashboard's slider)
 CHART_SKIP = 0.1         # the linear y range ignores the first tenth of the steps: the drop from ln(vocab)
+CHART_POINTS = 5         # loss points per chart column, at least 2 after rounding the stride to 1-2-5:
+                         # about TensorBoard's 1000 stored points on a wide chart, two per braille column
 MARKER_GAP = 5           # cells at least between two validation markers
 BRAILLE_BASE = 0x2800    # Unicode braille patterns: U+2800 plus one bit per dot
 BRAILLE_DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))   # bit of the dot at [row][column]
@@ -2632,7 +2634,8 @@ def fmt_count(n):
 
 
 def y_axis(lo, hi, rows, positive):
-    """(bottom, top, ticks, decimals): 1-2-5 ticks around lo..hi, four to six (fewer only on fewer rows)."""
+    """(bottom, top, ticks, decimals): 1-2-5 ticks around lo..hi, four to six (fewer only on fewer rows);
+    `positive` for a log axis, which has no zero."""
     most = max(2, min(6, rows))
     least = min(4, most)
     tick = nice_tick(max(hi - lo, 1e-9) / (most - 1))
@@ -2642,12 +2645,15 @@ def y_axis(lo, hi, rows, positive):
             break
         tick = nice_tick(tick * 1.001)
     while b - a + 1 < least:
-        if (b - a) % 2 == 0 and (a > 1 or not positive):
+        if (b - a) % 2 == 0 and a > (1 if positive else 0):
             a -= 1
         else:
             b += 1
     decimals = max(0, -int(math.floor(math.log10(tick) + 1e-9)))
-    return a * tick, b * tick, [k * tick for k in range(a, b + 1)], decimals
+    bottom = a * tick
+    if positive and a <= 0:              # a log axis never reaches zero: it starts at the data
+        bottom, a = lo * 0.98, 1
+    return bottom, b * tick, [k * tick for k in range(a, b + 1)], decimals
 
 
 def x_ticks(last, columns):
@@ -2828,14 +2834,14 @@ def chart_head(state, width, height, raw, smoothed, vals, glyphs):
 
 def _chart_lines(state, width, height, g):
     log = state.ui.log_scale
-    steps, raw, smoothed = loss_series(state, 2 * width)
+    steps, raw, smoothed = loss_series(state, CHART_POINTS * width)
     vals = list(zip(*val_series(state, width)))
     out = chart_head(state, width, height, raw[-1], smoothed[-1], vals, g)
     axis = 1 if height >= 14 else 0
     ph = height - len(out) - 1 - axis
     vvals = [v for _, v in vals]
     lo, hi = (min(raw + vvals), max(smoothed + vvals)) if log else chart_range(steps, raw, smoothed, vals)
-    bottom, top, ticks, decimals = y_axis(lo, hi, ph, True)
+    bottom, top, ticks, decimals = y_axis(lo, hi, ph, log)
     labels = ["%.*f" % (decimals, t) for t in ticks]
     lw = max(len(t) for t in labels) + 1
     pw, ymap, last = width - lw - 1, y_mapper(bottom, top, ph, log), float(steps[-1])
