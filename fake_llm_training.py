@@ -2741,6 +2741,18 @@ def trace(xs, ys, ncols):
     return cols
 
 
+def column_means(xs, ys, ncols):
+    """A polyline through the mean of the points in each column (the smoothed line, one point a column)."""
+    sums = {}
+    for x, y in zip(xs, ys):
+        c = min(ncols - 1, int(x))
+        total = sums.setdefault(c, [0.0, 0])
+        total[0] += y
+        total[1] += 1
+    cols = sorted(sums)
+    return [c + 0.5 for c in cols], [sums[c][0] / sums[c][1] for c in cols]
+
+
 def ascii_column(cell, layer, rows):
     """(row, character) drawing one column of a layer: the raw curve as dots, lines with - / \\ |."""
     ya, yb, lo, hi = cell
@@ -2767,8 +2779,10 @@ def plot_cells(series, markers, pw, ph, glyphs):
     for layer in CHART_LAYERS:
         if layer not in series:
             continue
-        xs, ys = series[layer]
-        for c, cell in enumerate(trace([x * sx for x in xs], [y * sy for y in ys], pw * sx)):
+        xs, ys = [x * sx for x in series[layer][0]], [y * sy for y in series[layer][1]]
+        if layer == "smooth":
+            xs, ys = column_means(xs, ys, pw * sx)
+        for c, cell in enumerate(trace(xs, ys, pw * sx)):
             if cell is None or (layer == "raw" and cell[3] < 0):
                 continue
             if braille:
