@@ -2492,12 +2492,12 @@ def node_block(state, node, width, columns, graph_h):
 
 
 def gpu_layout(cfg, width, room):
-    """(columns, graph rows per node) for whole nodes: one column with history when every node fits so."""
+    """(columns, graph rows per node) for whole nodes: one column when every node fits so, and a
+    history graph per node in the rows left over."""
     gpn, nodes = cfg.gpus_per_node, cfg.nodes
-    if width >= GPU_CELL_W + SPARK_MIN + 6 and nodes * (1 + gpn) <= room:
-        spare = (room - nodes * (1 + gpn)) // nodes
-        return 1, (min(GRAPH_MAX, spare) if spare >= 3 else 0)
-    return gpu_columns(width)[0], 0
+    columns = 1 if nodes * (1 + gpn) <= room else gpu_columns(width)[0]
+    spare = (room - nodes * (1 + int(math.ceil(gpn / float(columns))))) // nodes
+    return columns, (min(GRAPH_MAX, spare) if spare >= 3 and width >= 2 * (SPARK_MIN + 6) + 1 else 0)
 
 
 def node_summary(state, node, readings, width, glyphs):
@@ -3051,6 +3051,9 @@ def overlay_help(lines, width, height):
     return lines
 
 
+BESIDE_ROWS = 18         # rows the chart beside the GPU panel wants, when the screen has them
+
+
 def all_regions(state, width, height):
     """Log above, GPU panel (with the chart beside it when wide) below."""
     ui, cfg = state.ui, state.cfg
@@ -3064,6 +3067,8 @@ def all_regions(state, width, height):
         columns = gpu_columns(panel_w)[0]
         want = 1 + cfg.nodes * (1 + int(math.ceil(cfg.gpus_per_node / float(columns))))
         gpu_h = min(want, max(3, (height * 9) // 20))
+        if chart_w:          # rows for the chart beside; the panel fills them with history
+            gpu_h = max(gpu_h, min(BESIDE_ROWS, (height * 9) // 20))
     chart_beside = chart_w > 0 and gpu_h >= 6
     chart_below = ui.chart and not chart_beside and height - gpu_h >= 26
     chart_h = 9 if chart_below else 0
