@@ -2834,15 +2834,25 @@ def axis_labels(ticks, columns):
 
 
 def chart_head(state, width, height, raw, smoothed, vals, glyphs):
-    """Title (the run's name) and legend (the latest values): one line if they fit, else two if there is room."""
+    """Title (the run's name) and legend (the latest values, each in its line's style): one line if
+    they fit, else two if there is room."""
     title = "loss (%s)%s step %d" % (state.cfg.name, " log scale" if state.ui.log_scale else "", state.step)
-    legend = "%s train %.4f  %s smoothed(%.1f) %.4f" % (glyphs["raw"], raw, glyphs["smooth"], SMOOTHING, smoothed)
+    parts = [("%s train %.4f" % (glyphs["raw"], raw), "raw"),
+             ("%s smoothed(%.1f) %.4f" % (glyphs["smooth"], SMOOTHING, smoothed), "smooth")]
     if vals:
-        legend += "  %s val %.4f" % (glyphs["val"], vals[-1][1])
-    if len(title) + 2 + len(legend) <= width:
-        return [Line(fit(title + "  " + legend, width), [(0, len(title), "title")])]
+        parts.append(("%s val %.4f" % (glyphs["val"], vals[-1][1]), "val"))
+    legend = "  ".join(text for text, _ in parts)
+    one_line = len(title) + 2 + len(legend) <= width
+    start = len(title) + 2 if one_line else 0
+    spans = []
+    for text, layer in parts:
+        spans.append((start, len(text), CHART_STYLE[layer]))
+        start += len(text) + 2
+    spans = [(a, min(n, width - a), st) for a, n, st in spans if a < width]
+    if one_line:
+        return [Line(fit(title + "  " + legend, width), [(0, len(title), "title")] + spans)]
     if height >= 8:
-        return [plain_line(title, width, "title"), plain_line(legend, width)]
+        return [plain_line(title, width, "title"), Line(fit(legend, width), spans)]
     return [plain_line(title, width, "title")]
 
 

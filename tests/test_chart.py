@@ -206,3 +206,25 @@ def test_wall_and_gpus_views_fit_every_size(width, height, unicode):
         lines = frame(5, width, height, unicode=unicode, view=view)
         assert len(lines) == height and all(len(l.text) == width for l in lines), (view, width, height)
         assert all(0 <= s < width and s + n <= width for l in lines for s, n, _ in l.spans)
+
+
+VIEW_CASES = [("wall", 5, 120, 40, {}, False), ("wall", 8, 80, 24, {}, True),
+              ("gpus", 5, 120, 40, {"gpus": 16}, False), ("gpus", 5, 120, 40, {"gpus": 16}, True)]
+
+
+@pytest.mark.parametrize("view,seed,width,height,pins,unicode", VIEW_CASES)
+def test_wall_and_gpus_views_are_exactly_the_golden_text(view, seed, width, height, pins, unicode):
+    got = text_of(frame(seed, width, height, 0.0, pins, unicode, view=view))
+    path = os.path.join(GOLDEN, "%s_seed%d_%dx%d_%s.txt" % (view, seed, width, height,
+                                                           "unicode" if unicode else "ascii"))
+    if os.environ.get("UPDATE_GOLDEN"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(got)
+    with open(path, encoding="utf-8") as f:
+        assert got == f.read()
+
+
+def test_legend_and_lines_carry_their_styles():
+    lines = chart_at(8, 120, 32)
+    styles = set(st for l in lines for _, _, st in l.spans)
+    assert {"dim", "chart", "title"} <= styles            # raw faint, smoothed, validation
