@@ -2362,6 +2362,8 @@ SPARK_MIN = 12           # the narrowest history worth drawing
 SPARK_FIELDS = (("util", 0), ("pwr", 1), ("mem", 2))
 HISTORY_SECONDS = 120    # GPU histories span the last two simulated minutes (nvtop's graph spans about as much)
 GRAPH_MAX = 8            # rows of a node's history graph at most
+HISTORY_PANEL_W = 100    # narrower panels keep their cells for the readings (and the first frame fast:
+                         # a past second costs the telemetry about 1 ms, and a history needs 130 of them)
 
 
 def gpu_columns(width):
@@ -2468,14 +2470,25 @@ def gpu_row(state, gpu, width, glyphs):
     return fit(text, width), spans
 
 
+def node_head_width(state):
+    """Cells of a node's header line before its history (the same for every node, so histories align)."""
+    cfg = state.cfg
+    return len(state.rs_hostname(cfg.nodes - 1)) + len("%d%d%d" % (cfg.nodes - 1, cfg.gpus, cfg.gpus)) + 20
+
+
+def header_history(state, width):
+    """Whether a node's header line carries its history: on panels of HISTORY_PANEL_W cells or more."""
+    return width >= HISTORY_PANEL_W and width - node_head_width(state) >= SPARK_MIN + 6
+
+
 def node_block(state, node, width, columns, graph_h):
     """A node's header (with its history when it fits), its graph, and one cell per GPU."""
     cfg, glyphs = state.cfg, state.ui.glyphs
     gpn = cfg.gpus_per_node
     gpus = list(range(node * gpn, (node + 1) * gpn))
-    name_w = len(state.rs_hostname(cfg.nodes - 1)) + len("%d%d%d" % (cfg.nodes - 1, gpus[0], cfg.gpus - 1))
-    head = fit("%s  node %d  ranks %d-%d" % (state.rs_hostname(node), node, gpus[0], gpus[-1]), name_w + 20)
-    sparks = spark_text(state, gpus, width - len(head), glyphs) if width - len(head) >= SPARK_MIN + 6 else ""
+    head = fit("%s  node %d  ranks %d-%d" % (state.rs_hostname(node), node, gpus[0], gpus[-1]),
+               node_head_width(state))
+    sparks = spark_text(state, gpus, width - len(head), glyphs) if header_history(state, width) else ""
     out = [Line(fit(head + sparks, width), [(0, len(head), "dim")] + [(len(head), len(sparks), "chart")] * bool(sparks))]
     out += node_graph(state, gpus, width, graph_h, glyphs) if graph_h else []
     rows, cell_w = int(math.ceil(gpn / float(columns))), width // columns
@@ -2516,7 +2529,7 @@ def node_summary(state, node, readings, width, glyphs):
     text = head + bar(util / 100.0, bar_w, glyphs) + tail
     style = "bad" if failed else ("good" if util >= 60 else "idle")
     spans = [(0, min(width, len(text)), style)]
-    if width - len(text) >= SPARK_MIN + 6:
+    if width >= HISTORY_PANEL_W and width - len(text) >= SPARK_MIN + 6:
         gpus = range(node * cfg.gpus_per_node, (node + 1) * cfg.gpus_per_node)
         spans.append((len(text), width - len(text), "chart"))
         text += spark_text(state, gpus, width - len(text), glyphs)
@@ -2579,6 +2592,23 @@ def prefetch_history(state, groups):
                 memo[key] = group_reading(state, gpus, second)
 
 
+def history_groups(state, plan, width, columns, graph_h):
+    """The groups of GPUs whose history this panel draws: nodes (header, graph or summary), single GPUs."""
+    cfg, room = state.cfg, SPARK_MIN + 6
+    gpn = cfg.gpus_per_node
+    summary_w = max(16, len(state.rs_hostname(cfg.nodes - 1))) + 1 + 22 + 38      # see node_summary
+    groups = []
+    for kind, n in plan:
+        gpus = list(range(n * gpn, (n + 1) * gpn))
+        if kind == "block" and (graph_h or header_history(state, width)):
+            groups.append(gpus)
+        if kind == "block" and width // columns >= GPU_CELL_W + room:
+            groups += [[g] for g in gpus]
+        if kind == "summary" and width >= HISTORY_PANEL_W and width - summary_w >= room:
+            groups.append(gpus)
+    return groups
+
+
 def gpu_panel(state, width, height):
     """Cluster line, then whole nodes (GPU rows, histories when they fit), then node summaries, then '+N more'."""
     if height <= 0:
@@ -2586,11 +2616,7 @@ def gpu_panel(state, width, height):
     cfg, tel, t = state.cfg, state.rs.telemetry, state.t
     plan, columns, graph_h = panel_plan(state, width, height)
     gpn = cfg.gpus_per_node
-    groups = [list(range(n * gpn, (n + 1) * gpn)) for kind, n in plan if kind != "more"]
-    if width // columns >= GPU_CELL_W + SPARK_MIN + 6:            # each GPU's own history too
-        groups += [[g] for kind, n in plan if kind == "block" for g in range(n * gpn, (n + 1) * gpn)]
-    if width >= 60:
-        prefetch_history(state, groups)
+    prefetch_history(state, history_groups(state, plan, width, columns, graph_h))
     out = [cluster_line(state, width)]
     for kind, node in plan:
         if kind == "block":
