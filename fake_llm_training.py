@@ -2862,7 +2862,7 @@ def axis_labels(ticks, columns):
 def chart_head(state, width, height, raw, smoothed, vals, glyphs):
     """Title (the run's name) and legend (the latest values, each in its line's style): one line if
     they fit, else two if there is room."""
-    title = "loss (%s)%s step %d" % (state.cfg.name, " log scale" if state.ui.log_scale else "", state.step)
+    title = "loss (%s)%s step 0-%d" % (state.cfg.name, " log scale" if state.ui.log_scale else "", state.step)
     parts = [("%s train %.4f" % (glyphs["raw"], raw), "raw"),
              ("%s smoothed(%.1f) %.4f" % (glyphs["smooth"], SMOOTHING, smoothed), "smooth")]
     if vals:
