@@ -2489,7 +2489,8 @@ def node_block(state, node, width, columns, graph_h):
     head = fit("%s  node %d  ranks %d-%d" % (state.rs_hostname(node), node, gpus[0], gpus[-1]),
                node_head_width(state))
     sparks = spark_text(state, gpus, width - len(head), glyphs) if header_history(state, width) else ""
-    out = [Line(fit(head + sparks, width), [(0, len(head), "dim")] + [(len(head), len(sparks), "chart")] * bool(sparks))]
+    spans = [(0, len(head), "dim")] + [(len(head), len(sparks), "chart")] * bool(sparks)
+    out = [Line(fit(head + sparks, width), [sp for sp in spans if sp[0] + sp[1] <= width])]
     out += node_graph(state, gpus, width, graph_h, glyphs) if graph_h else []
     rows, cell_w = int(math.ceil(gpn / float(columns))), width // columns
     for row in range(rows):
