@@ -2490,7 +2490,7 @@ def node_block(state, node, width, columns, graph_h):
                node_head_width(state))
     sparks = spark_text(state, gpus, width - len(head), glyphs) if header_history(state, width) else ""
     spans = [(0, len(head), "dim")] + [(len(head), len(sparks), "chart")] * bool(sparks)
-    out = [Line(fit(head + sparks, width), [sp for sp in spans if sp[0] + sp[1] <= width])]
+    out = [Line(fit(head + sparks, width), [(a, min(n, width - a), st) for a, n, st in spans if a < width])]
     out += node_graph(state, gpus, width, graph_h, glyphs) if graph_h else []
     rows, cell_w = int(math.ceil(gpn / float(columns))), width // columns
     for row in range(rows):
