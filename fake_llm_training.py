@@ -2231,11 +2231,14 @@ def run_stream(session, args, out):
 # attributes.  Nothing here touches the terminal or draws anything random.
 
 Line = collections.namedtuple("Line", "text spans")
-GLYPHS_ASCII = {"full": "#", "empty": ".", "point": "*", "val": "o", "sep": "|", "dot": "."}
+GLYPHS_ASCII = {"full": "#", "empty": ".", "point": "*", "val": "o", "sep": "|", "dot": ".",
+                "raw": ".", "smooth": "-", "spark": ".:-=+*#%@", "area": "_-=#", "big": "#", "braille": False}
 GLYPHS_UNICODE = {"full": "\u2588", "empty": "\u2591", "point": "\u2022", "val": "\u25cb", "sep": "\u2502",
-                  "dot": "\u00b7"}
+                  "dot": "\u00b7", "raw": "\u00b7", "smooth": "\u2500",
+                  "spark": "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588",
+                  "area": "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588", "big": "\u2588", "braille": True}
 MIN_WIDTH, MIN_HEIGHT = 20, 3
-VIEWS = ("all", "log", "gpus", "chart")     # --view: every region, or one of them full-screen
+VIEWS = ("all", "log", "gpus", "chart", "wall")   # --view: every region, one of them, or the wall
 
 
 class Ui(object):
@@ -2249,6 +2252,7 @@ class Ui(object):
         self.help = False
         self.view = view
         self.glyphs = GLYPHS_UNICODE if unicode else GLYPHS_ASCII
+        self.log_scale = False        # the loss chart's y axis (the L key)
         self.seed = seed
         self.notice, self.notice_frames = "", 0
         self.touched = False          # a key was pressed: the footer then shows the help hint
@@ -2366,6 +2370,20 @@ def gpu_style(r):
     return "idle"
 
 
+MEMO_KEEP = 20000        # memoised values per run before the memo starts afresh (bounds memory)
+HISTORY_KEEP = 200000    # GPU readings memoised at most (seconds out of the window are dropped first)
+
+
+def frame_memo(rs, name, keep=MEMO_KEEP):
+    """A memo of pure values for this run's frames (emptied when the run is rebuilt, and when it grows)."""
+    if not isinstance(rs.chart_cache, dict):
+        rs.chart_cache = {}
+    memo = rs.chart_cache.setdefault(name, {})
+    if len(memo) > keep:
+        memo.clear()
+    return memo
+
+
 def gpu_cell(gpu, r, cfg, width, glyphs):
     """One GPU in `width` cells: index, util bar, memory, temperature, power."""
     if width >= 56:
@@ -2383,13 +2401,161 @@ def gpu_cell(gpu, r, cfg, width, glyphs):
     return fit(head + bar(r.util / 100.0, bar_w, glyphs) + tail, width)
 
 
+GPU_CELL_W = 58          # a GPU's cell with full readings (index, bar, MiB, C, W)
+SPARK_MIN = 12           # the narrowest history worth drawing
+SPARK_FIELDS = (("util", 0), ("pwr", 1), ("mem", 2))
+HISTORY_SECONDS = 120    # GPU histories span the last two simulated minutes (nvtop's graph spans about as much)
+GRAPH_MAX = 8            # rows of a node's history graph at most
+HISTORY_PANEL_W = 100    # narrower panels keep their cells for the readings (and the first frame fast:
+                         # a past second costs the telemetry about 1 ms, and a history needs 130 of them)
+
+
 def gpu_columns(width):
     """How many GPU cells side by side, and how wide each is."""
-    if width >= 124:
-        return 2, width // 2
     if width >= 76:
         return 2, width // 2
     return 1, width
+
+
+def group_reading(state, gpus, second):
+    """Mean (util, power, memory) of some GPUs at one second, as fractions of the card's maximum."""
+    tel, card = state.rs.telemetry, state.cfg.gpu
+    rs = [tel.reading(g, second) for g in gpus]
+    return (sum(r.util for r in rs) / (100.0 * len(rs)),
+            sum(r.power_w for r in rs) / float(card.power_cap_w * len(rs)),
+            sum(r.mem_used_mib for r in rs) / float(card.memory_mib * len(rs)))
+
+
+def gpu_history(state, gpus, columns):
+    """Mean (util, power, memory) of `gpus` as fractions of the card's maximum, one per column over the
+    last HISTORY_SECONDS, oldest first.  Telemetry is a function of t, so history is computed, not
+    recorded; each simulated second is read once per group of GPUs (memoised, see prefetch_history),
+    and each finished column is summed once."""
+    seconds, columns_memo = frame_memo(state.rs, "history"), frame_memo(state.rs, "columns")
+    dt = max(1, int(math.ceil(HISTORY_SECONDS / float(columns))))
+    now = int(math.floor(state.t))
+    out = []
+    for c in range(columns):
+        first = now - now % dt - (columns - 1 - c) * dt
+        key = (gpus[0], len(gpus), dt, first)
+        if key in columns_memo:
+            out.append(columns_memo[key])
+            continue
+        total, n = [0.0, 0.0, 0.0], 0
+        for second in range(first, min(first + dt, now + 1)):
+            value = seconds.get((gpus[0], len(gpus), second)) or group_reading(state, gpus, second)
+            total = [a + b for a, b in zip(total, value)]
+            n += 1
+        out.append(tuple(a / max(1, n) for a in total))
+        if first + dt <= now:                 # a finished column no longer changes
+            columns_memo[key] = out[-1]
+    return out
+
+
+def sparkline(values, ramp):
+    """Fractions 0..1 as one character each, from the lowest of the ramp to the highest."""
+    top = len(ramp) - 1
+    return "".join(ramp[int(round(max(0.0, min(1.0, v)) * top))] for v in values)
+
+
+def spark_text(state, gpus, width, glyphs):
+    """' util ... pwr ... mem ...' in exactly `width` cells: as many histories as fit ('' if none)."""
+    n = min(len(SPARK_FIELDS), width // (SPARK_MIN + 6))
+    if n == 0:
+        return " " * max(0, width)
+    each = width // n - 6
+    hist = gpu_history(state, list(gpus), each)
+    return fit("".join(" %-4s %s" % (name, sparkline([h[i] for h in hist], glyphs["spark"]))
+                       for name, i in SPARK_FIELDS[:n]), width)
+
+
+def area_rows(values, height, ramp):
+    """Fractions 0..1 as a filled graph `height` rows tall; the ramp draws the partly filled top cell."""
+    rows = []
+    for r in range(height):
+        below = height - 1 - r
+        row = []
+        for v in values:
+            fill = max(0.0, min(1.0, v)) * height - below
+            row.append(ramp[-1] if fill >= 1 else (" " if fill <= 0 else
+                                                   ramp[max(0, int(math.ceil(fill * len(ramp))) - 1)]))
+        rows.append("".join(row))
+    return rows
+
+
+def node_graph(state, gpus, width, height, glyphs):
+    """A node's utilisation and power over the last minutes: two filled graphs side by side."""
+    half = (width - 1) // 2
+    graph_w = half - 6
+    if graph_w < SPARK_MIN or height < 2:
+        return []
+    hist = gpu_history(state, gpus, graph_w)
+    util = area_rows([h[0] for h in hist], height, glyphs["area"])
+    power = area_rows([h[1] for h in hist], height, glyphs["area"])
+    names = {0: ("util", "power"), 1: ("100%", "%dW" % (state.cfg.gpu.power_cap_w * len(gpus))),
+             height - 1: ("-%ds" % HISTORY_SECONDS, "")}
+    out = []
+    for r in range(height):
+        left, right = names.get(r, ("", ""))
+        text = "%-5s|%s %-5s|%s" % (left, util[r], right[:5], power[r])
+        out.append(Line(fit(text, width), [(6, graph_w, "chart"), (half + 6, graph_w, "chart")]))
+    return out
+
+
+def gpu_row(state, gpu, width, glyphs):
+    """One GPU's readings, and its history beside them when there is room."""
+    r = state.rs.telemetry.reading(gpu, state.t)
+    cell_w = min(width, GPU_CELL_W)
+    text = gpu_cell(gpu, r, state.cfg, cell_w, glyphs)
+    spans = [(0, cell_w, gpu_style(r))]
+    if width - cell_w >= SPARK_MIN + 6:
+        text += spark_text(state, [gpu], width - cell_w, glyphs)
+        spans.append((cell_w, width - cell_w, "chart"))
+    return fit(text, width), spans
+
+
+def node_head_width(state):
+    """Cells of a node's header line before its history (the same for every node, so histories align)."""
+    cfg = state.cfg
+    return len(state.rs_hostname(cfg.nodes - 1)) + len("%d%d%d" % (cfg.nodes - 1, cfg.gpus, cfg.gpus)) + 20
+
+
+def header_history(state, width):
+    """Whether a node's header line carries its history: on panels of HISTORY_PANEL_W cells or more."""
+    return width >= HISTORY_PANEL_W and width - node_head_width(state) >= SPARK_MIN + 6
+
+
+def node_block(state, node, width, columns, graph_h):
+    """A node's header (with its history when it fits), its graph, and one cell per GPU."""
+    cfg, glyphs = state.cfg, state.ui.glyphs
+    gpn = cfg.gpus_per_node
+    gpus = list(range(node * gpn, (node + 1) * gpn))
+    head = fit("%s  node %d  ranks %d-%d" % (state.rs_hostname(node), node, gpus[0], gpus[-1]),
+               node_head_width(state))
+    sparks = spark_text(state, gpus, width - len(head), glyphs) if header_history(state, width) else ""
+    spans = [(0, len(head), "dim")] + [(len(head), len(sparks), "chart")] * bool(sparks)
+    out = [Line(fit(head + sparks, width), [(a, min(n, width - a), st) for a, n, st in spans if a < width])]
+    out += node_graph(state, gpus, width, graph_h, glyphs) if graph_h else []
+    rows, cell_w = int(math.ceil(gpn / float(columns))), width // columns
+    for row in range(rows):
+        text, spans = "", []
+        for col in range(columns):
+            i = row + col * rows
+            if i < gpn:
+                cell, cell_spans = gpu_row(state, gpus[i], cell_w, glyphs)
+                spans += [(s + len(text), n, st) for s, n, st in cell_spans]
+                text += cell
+        out.append(Line(fit(text, width), [s for s in spans if s[0] + s[1] <= width]))
+    return out
+
+
+def gpu_layout(cfg, width, room):
+    """(columns, graph rows per node) for whole nodes: one column when every node fits so, and a
+    history graph per node in the rows left over."""
+    gpn, nodes = cfg.gpus_per_node, cfg.nodes
+    columns = 1 if nodes * (1 + gpn) <= room else gpu_columns(width)[0]
+    spare = (room - nodes * (1 + int(math.ceil(gpn / float(columns))))) // nodes
+    return columns, (min(GRAPH_MAX, spare) if spare >= 3 and width >= 2 * (SPARK_MIN + 6) + 1 else 0)
 
 
 def node_summary(state, node, readings, width, glyphs):
@@ -2405,111 +2571,483 @@ def node_summary(state, node, readings, width, glyphs):
     tail = " %3.0f%% %5.1f/%.1fG %3.0fC %5.1fkW%s" % (util, mem, cfg.gpu.memory_mib / 1024.0, temp, kw,
                                                      "  GPU ERROR" if failed else "")
     bar_w = max(4, min(22, width - len(head) - len(tail)))
-    text = fit(head + bar(util / 100.0, bar_w, glyphs) + tail, width)
+    text = head + bar(util / 100.0, bar_w, glyphs) + tail
     style = "bad" if failed else ("good" if util >= 60 else "idle")
-    return Line(text, [(0, width, style)])
+    spans = [(0, min(width, len(text)), style)]
+    if width >= HISTORY_PANEL_W and width - len(text) >= SPARK_MIN + 6:
+        gpus = range(node * cfg.gpus_per_node, (node + 1) * cfg.gpus_per_node)
+        spans.append((len(text), width - len(text), "chart"))
+        text += spark_text(state, gpus, width - len(text), glyphs)
+    return Line(fit(text, width), spans)
 
 
-def gpu_panel(state, width, height):
-    """Cluster line, then GPU rows node by node, then node summaries, then '+N more'."""
-    if height <= 0:
-        return []
-    cfg, tel, t, glyphs = state.cfg, state.rs.telemetry, state.t, state.ui.glyphs
-    agg = tel.cluster(t)
+def cluster_line(state, width):
+    """The whole cluster in one line: GPUs, nodes, and their aggregate readings."""
+    cfg, agg = state.cfg, state.rs.telemetry.cluster(state.t)
     fault = " | %d GPU FAULT" % agg["failed"] if agg["failed"] else ""
     figures = "util %.1f%% | mem %.1f/%.1f GiB | %.0f+-%.1fC | %.1f kW%s" % (
         agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
         agg["kw"], fault)
-    out = [plain_line(first_fitting([
+    return plain_line(first_fitting([
         "CLUSTER %dx %s | %d nodes | %s" % (cfg.gpus, cfg.gpu.name, cfg.nodes, figures),
         "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, figures),
         "CLUSTER %dx %s | %.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
             cfg.gpus, cfg.gpu.key, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
             agg["temp"], agg["temp_sd"], agg["kw"], fault),
         "%dx %s %.0f%% %.0fC %.1fkW%s" % (cfg.gpus, cfg.gpu.key, agg["util"], agg["temp"], agg["kw"], fault)],
-        width), width, "title")]
-    columns, cell_w = gpu_columns(width)
-    rows_per_node = 1 + int(math.ceil(cfg.gpus_per_node / float(columns)))
-    room = height - 1
-    node = 0
-    by_node = state.ui.gpu_mode == "nodes"
-    while node < cfg.nodes and room > 0:
-        readings = [tel.reading(node * cfg.gpus_per_node + i, t) for i in range(cfg.gpus_per_node)]
-        remaining = cfg.nodes - node
-        # whole node if it fits and leaves a line for the rest
-        if not by_node and rows_per_node <= room - (1 if remaining > 1 else 0):
-            out.append(plain_line("%s  node %d  ranks %d-%d" % (state.rs_hostname(node), node,
-                                                                node * cfg.gpus_per_node,
-                                                                (node + 1) * cfg.gpus_per_node - 1), width, "dim"))
-            for row in range(rows_per_node - 1):
-                text, spans = "", []
-                for col in range(columns):
-                    i = row + col * (rows_per_node - 1)
-                    if i >= cfg.gpus_per_node:
-                        continue
-                    r = readings[i]
-                    cell = gpu_cell(node * cfg.gpus_per_node + i, r, cfg, cell_w, glyphs)
-                    spans.append((len(text), cell_w, gpu_style(r)))
-                    text += cell
-                out.append(Line(fit(text, width), [s for s in spans if s[0] < width]))
-            room -= rows_per_node
+        width), width, "title")
+
+
+def panel_plan(state, width, height):
+    """What the GPU panel shows below its cluster line: ("block", node), ("summary", node), ("more", n)."""
+    cfg = state.cfg
+    columns, graph_h = gpu_layout(cfg, width, height - 1)
+    block_h = 1 + graph_h + int(math.ceil(cfg.gpus_per_node / float(columns)))
+    plan, used = [], 1
+    for node in range(cfg.nodes):
+        room, remaining = height - used, cfg.nodes - node
+        if room <= 0:
+            break
+        # a whole node if it fits and leaves a line for the rest
+        if state.ui.gpu_mode != "nodes" and block_h <= room - (1 if remaining > 1 else 0):
+            plan.append(("block", node))
+            used += block_h
+        elif room == 1 and remaining > 1:
+            plan.append(("more", remaining))
+            break
         else:
-            if room == 1 and remaining > 1:
-                out.append(plain_line("+%d more nodes" % remaining, width, "dim"))
-                room = 0
-                break
-            out.append(node_summary(state, node, readings, width, glyphs))
-            room -= 1
-        node += 1
+            plan.append(("summary", node))
+            used += 1
+    return plan, columns, graph_h
+
+
+def prefetch_history(state, groups):
+    """Read the history of these groups of GPUs second by second, all groups at each second: the
+    telemetry then computes each past second's phase once, not once per group."""
+    memo = frame_memo(state.rs, "history", HISTORY_KEEP)
+    now = int(math.floor(state.t))
+    first = now - HISTORY_SECONDS - int(math.ceil(HISTORY_SECONDS / float(SPARK_MIN)))
+    if len(memo) > len(groups) * (now + 1 - first):          # forget the seconds that scrolled out
+        for key in [k for k in memo if k[2] < first]:
+            del memo[key]
+    for second in range(first, now + 1):
+        for gpus in groups:
+            key = (gpus[0], len(gpus), second)
+            if key not in memo:
+                memo[key] = group_reading(state, gpus, second)
+
+
+def history_groups(state, plan, width, columns, graph_h):
+    """The groups of GPUs whose history this panel draws: nodes (header, graph or summary), single GPUs."""
+    cfg, room = state.cfg, SPARK_MIN + 6
+    gpn = cfg.gpus_per_node
+    summary_w = max(16, len(state.rs_hostname(cfg.nodes - 1))) + 1 + 22 + 38      # see node_summary
+    groups = []
+    for kind, n in plan:
+        gpus = list(range(n * gpn, (n + 1) * gpn))
+        if kind == "block" and (graph_h or header_history(state, width)):
+            groups.append(gpus)
+        if kind == "block" and width // columns >= GPU_CELL_W + room:
+            groups += [[g] for g in gpus]
+        if kind == "summary" and width >= HISTORY_PANEL_W and width - summary_w >= room:
+            groups.append(gpus)
+    return groups
+
+
+def gpu_panel(state, width, height):
+    """Cluster line, then whole nodes (GPU rows, histories when they fit), then node summaries, then '+N more'."""
+    if height <= 0:
+        return []
+    cfg, tel, t = state.cfg, state.rs.telemetry, state.t
+    plan, columns, graph_h = panel_plan(state, width, height)
+    gpn = cfg.gpus_per_node
+    prefetch_history(state, history_groups(state, plan, width, columns, graph_h))
+    out = [cluster_line(state, width)]
+    for kind, node in plan:
+        if kind == "block":
+            out += node_block(state, node, width, columns, graph_h)
+        elif kind == "more":
+            out.append(plain_line("+%d more nodes" % node, width, "dim"))
+        else:
+            readings = [tel.reading(node * gpn + i, t) for i in range(gpn)]
+            out.append(node_summary(state, node, readings, width, state.ui.glyphs))
     while len(out) < height:
         out.append(Line(" " * width, []))
     return out[:height]
 
 
+SMOOTHING = 0.6          # TensorBoard's default smoothing weight (the scalar dashboard's slider)
+CHART_SKIP = 0.1         # the linear y range ignores the first tenth of the steps: the drop from ln(vocab)
+CHART_POINTS = 5         # loss points per chart column, at least 2 after rounding the stride to 1-2-5:
+                         # about TensorBoard's 1000 stored points on a wide chart, two per braille column
+MARKER_GAP = 5           # cells at least between two validation markers
+BRAILLE_BASE = 0x2800    # Unicode braille patterns: U+2800 plus one bit per dot
+BRAILLE_DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))   # bit of the dot at [row][column]
+CHART_LAYERS = ("raw", "val", "smooth")          # drawn in this order: later layers cover earlier ones
+CHART_STYLE = {"raw": "dim", "val": "title", "smooth": "chart", "marker": "title"}
+
+
+def nice_tick(x):
+    """The smallest 1, 2 or 5 times a power of ten that is >= x > 0."""
+    power = 10.0 ** math.floor(math.log10(x))
+    for m in (1, 2, 5):
+        if m * power >= x * (1 - 1e-9):
+            return m * power
+    return 10 * power
+
+
+def fmt_count(n):
+    """A count as an axis label: 0, 500, 20k, 1.5M, 2B."""
+    for suffix, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return ("%.1f" % (n / size)).rstrip("0").rstrip(".") + suffix
+    return "%d" % n
+
+
+def y_axis(lo, hi, rows, positive):
+    """(bottom, top, ticks, decimals): 1-2-5 ticks around lo..hi, four to six (fewer only on fewer rows);
+    `positive` for a log axis, which has no zero."""
+    most = max(2, min(6, rows))
+    least = min(4, most)
+    tick = nice_tick(max(hi - lo, 1e-9) / (most - 1))
+    while True:
+        a, b = int(math.floor(lo / tick + 1e-9)), int(math.ceil(hi / tick - 1e-9))
+        if b - a + 1 <= most:
+            break
+        tick = nice_tick(tick * 1.001)
+    while b - a + 1 < least:
+        if (b - a) % 2 == 0 and a > (1 if positive else 0):
+            a -= 1
+        else:
+            b += 1
+    decimals = max(0, -int(math.floor(math.log10(tick) + 1e-9)))
+    bottom = a * tick
+    if positive and a <= 0:              # a log axis never reaches zero: it starts at the data
+        bottom, a = lo * 0.98, 1
+    return bottom, b * tick, [k * tick for k in range(a, b + 1)], decimals
+
+
+def x_ticks(last, columns):
+    """(column, label) of 1-2-5 step ticks from 0 to `last`, labels at least two cells apart."""
+    if last <= 0 or columns < 4:
+        return [(0, "0")]
+    tick = max(1.0, nice_tick(last / 8.0))
+    while True:
+        labels = [fmt_count(k * tick) for k in range(int(last // tick) + 1)]
+        gap = tick / last * columns
+        if gap >= max(len(t) for t in labels) + 2:
+            break
+        tick = nice_tick(tick * 1.001)
+    return [(min(columns - 1, int(k * tick / last * columns)), t) for k, t in enumerate(labels)]
+
+
+def smooth(values, weight):
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start."""
+    out, last = [], 0.0
+    for i, v in enumerate(values):
+        last = last * weight + (1 - weight) * v
+        out.append(last / (1 - weight ** (i + 1)))
+    return out
+
+
+def last_val_step(state):
+    """The last step whose validation has finished by now (0 if none has)."""
+    cfg, m = state.cfg, state.moment
+    step = (state.step // cfg.val_interval) * cfg.val_interval
+    if state.step == cfg.total_steps and m.phase not in ("train", "val"):
+        step = cfg.total_steps                       # the last step is validated too
+    if m.phase == "val" and m.step == step:
+        step -= cfg.val_interval                     # this one is still running
+    return max(0, step)
+
+
+def loss_series(state, points):
+    """Training loss at about `points` evenly spaced steps up to now: (steps, raw, smoothed)."""
+    cfg, last = state.cfg, max(1, state.step)
+    stride = max(1, int(nice_tick(last / float(points))))
+    steps = sorted(set([1, last] + list(range(stride, last + 1, stride))))
+    memo, spikes = frame_memo(state.rs, "loss"), state.tl.incidents.spikes
+    raw = []
+    for s in steps:
+        if s not in memo:
+            memo[s] = loss_at(cfg, s, spikes)
+        raw.append(memo[s])
+    return steps, raw, smooth(raw, SMOOTHING)
+
+
+def val_series(state, columns):
+    """Validation loss at finished validations, markers at least MARKER_GAP cells apart: (steps, values)."""
+    cfg, last = state.cfg, last_val_step(state)
+    if last <= 0:
+        return [], []
+    per_cell = max(1, state.step) / float(max(1, columns))
+    gap = int(math.ceil(MARKER_GAP * per_cell / cfg.val_interval)) * cfg.val_interval
+    steps = list(range(last, 0, -max(cfg.val_interval, gap)))[::-1]
+    return steps, [val_loss_at(cfg, s) for s in steps]
+
+
+def chart_range(steps, raw, smoothed, vals):
+    """(lo, hi) of what matters now: past the first tenth of the steps (the drop from ln(vocab))."""
+    skip = steps[-1] * CHART_SKIP
+    later = [i for i, s in enumerate(steps) if s >= skip] or [len(steps) - 1]
+    lo = min([raw[i] for i in later] + [v for s, v in vals if s >= skip])
+    hi = max([smoothed[i] for i in later] + [v for s, v in vals if s >= skip])
+    return lo, hi
+
+
+def trace(xs, ys, ncols):
+    """Where a polyline runs in each of `ncols` columns: [y in, y out, y min, y max], or None."""
+    cols = [None] * ncols
+    pairs = list(zip(xs, ys))
+    for (x0, y0), (x1, y1) in zip(pairs, pairs[1:] or pairs):
+        for c in range(int(x0), min(ncols - 1, int(x1)) + 1):
+            xa, xb = max(x0, c), min(x1, c + 1)
+            k = (y1 - y0) / (x1 - x0) if x1 > x0 else 0.0
+            ya, yb = y0 + k * (xa - x0), y0 + k * (xb - x0)
+            cell = cols[c]
+            if cell is None:
+                cols[c] = [ya, yb, min(ya, yb), max(ya, yb)]
+            else:
+                cell[1], cell[2], cell[3] = yb, min(cell[2], ya, yb), max(cell[3], ya, yb)
+    return cols
+
+
+def column_means(xs, ys, ncols):
+    """A polyline through the mean of the points in each column (the smoothed line, one point a column)."""
+    sums = {}
+    for x, y in zip(xs, ys):
+        c = min(ncols - 1, int(x))
+        total = sums.setdefault(c, [0.0, 0])
+        total[0] += y
+        total[1] += 1
+    cols = sorted(sums)
+    return [c + 0.5 for c in cols], [sums[c][0] / sums[c][1] for c in cols]
+
+
+def ascii_column(cell, layer, rows):
+    """(row, character) drawing one column of a layer: the raw curve as dots, lines with - / \\ |."""
+    ya, yb, lo, hi = cell
+    if hi < 0:                          # above the top: the early drop, off the scale
+        return [] if layer == "raw" else [(0, "^")]
+    r0, r1 = max(0, min(rows - 1, int(lo))), max(0, min(rows - 1, int(hi)))
+    if layer == "raw":
+        return [(r, ".") for r in range(r0, r1 + 1)]
+    flat, slope = ("~", ":") if layer == "val" else ("-", "|")
+    lean = "/" if yb < ya else "\\"
+    if r0 == r1:
+        return [(r0, flat if abs(yb - ya) < 0.5 else lean)]
+    ends = (max(0, min(rows - 1, int(ya))), max(0, min(rows - 1, int(yb))))
+    return [(r, lean if r in ends else slope) for r in range(r0, r1 + 1)]
+
+
+def plot_cells(series, markers, pw, ph, glyphs):
+    """The plot as rows of (character, style): series are {layer: (xs, ys)} in cell units."""
+    braille = glyphs["braille"]
+    sx, sy = (2, 4) if braille else (1, 1)
+    chars = [[" "] * pw for _ in range(ph)]
+    styles = [[None] * pw for _ in range(ph)]
+    bits = [[0] * pw for _ in range(ph)]
+    for layer in CHART_LAYERS:
+        if layer not in series:
+            continue
+        xs, ys = [x * sx for x in series[layer][0]], [y * sy for y in series[layer][1]]
+        if layer == "smooth":
+            xs, ys = column_means(xs, ys, pw * sx)
+        for c, cell in enumerate(trace(xs, ys, pw * sx)):
+            if cell is None or (layer == "raw" and cell[3] < 0):
+                continue
+            if braille:
+                for r in range(max(0, int(cell[2])), max(0, min(ph * sy - 1, int(cell[3]))) + 1):
+                    bits[r // sy][c // sx] |= BRAILLE_DOTS[r % sy][c % sx]
+                    styles[r // sy][c // sx] = CHART_STYLE[layer]
+            else:
+                for r, ch in ascii_column(cell, layer, ph):
+                    chars[r][c], styles[r][c] = ch, CHART_STYLE[layer]
+    if braille:
+        chars = [[chr(BRAILLE_BASE + b) if b else " " for b in row] for row in bits]
+    for x, y in markers:
+        if y >= 0:                      # markers off the scale are left out
+            c, r = min(pw - 1, int(x)), min(ph - 1, int(y))
+            chars[r][c], styles[r][c] = glyphs["val"], CHART_STYLE["marker"]
+    return chars, styles
+
+
+def styled_row(prefix, chars, styles):
+    """A Line from a plain prefix and styled cells (one span per run of one style)."""
+    spans, start = [], 0
+    for i in range(1, len(styles) + 1):
+        if i == len(styles) or styles[i] != styles[start]:
+            if styles[start]:
+                spans.append((len(prefix) + start, i - start, styles[start]))
+            start = i
+    return Line(prefix + "".join(chars), spans)
+
+
+def y_mapper(bottom, top, rows, log):
+    """Value -> rows from the plot's top edge (continuous; outside 0..rows when off the scale)."""
+    f = math.log if log else float
+    pb, pt = f(bottom), f(top)
+
+    def y(v):
+        return min(rows - 1e-6, (pt - f(max(v, 1e-9))) / (pt - pb) * rows)
+    return y
+
+
+def axis_labels(ticks, columns):
+    """The x labels, each centred on its tick, none over another."""
+    row, end = [" "] * columns, -1
+    for col, label in ticks:
+        start = min(max(0, col - len(label) // 2), columns - len(label))
+        if start > end:
+            row[start:start + len(label)] = list(label)
+            end = start + len(label)
+    return "".join(row)
+
+
+def chart_head(state, width, height, raw, smoothed, vals, glyphs):
+    """Title (the run's name) and legend (the latest values, each in its line's style): one line if
+    they fit, else two if there is room."""
+    title = "loss (%s)%s step 0-%d" % (state.cfg.name, " log scale" if state.ui.log_scale else "", state.step)
+    parts = [("%s train %.4f" % (glyphs["raw"], raw), "raw"),
+             ("%s smoothed(%.1f) %.4f" % (glyphs["smooth"], SMOOTHING, smoothed), "smooth")]
+    if vals:
+        parts.append(("%s val %.4f" % (glyphs["val"], vals[-1][1]), "val"))
+    legend = "  ".join(text for text, _ in parts)
+    one_line = len(title) + 2 + len(legend) <= width
+    start = len(title) + 2 if one_line else 0
+    spans = []
+    for text, layer in parts:
+        spans.append((start, len(text), CHART_STYLE[layer]))
+        start += len(text) + 2
+    spans = [(a, min(n, width - a), st) for a, n, st in spans if a < width]
+    if one_line:
+        return [Line(fit(title + "  " + legend, width), [(0, len(title), "title")] + spans)]
+    if height >= 8:
+        return [plain_line(title, width, "title"), Line(fit(legend, width), spans)]
+    return [plain_line(title, width, "title")]
+
+
+def _chart_lines(state, width, height, g):
+    log = state.ui.log_scale
+    steps, raw, smoothed = loss_series(state, CHART_POINTS * width)
+    vals = list(zip(*val_series(state, width)))
+    out = chart_head(state, width, height, raw[-1], smoothed[-1], vals, g)
+    axis = 1 if height >= 14 else 0
+    ph = height - len(out) - 1 - axis
+    vvals = [v for _, v in vals]
+    lo, hi = (min(raw + vvals), max(smoothed + vvals)) if log else chart_range(steps, raw, smoothed, vals)
+    bottom, top, ticks, decimals = y_axis(lo, hi, ph, log)
+    labels = ["%.*f" % (decimals, t) for t in ticks]
+    lw = max(len(t) for t in labels) + 1
+    pw, ymap, last = width - lw - 1, y_mapper(bottom, top, ph, log), float(steps[-1])
+
+    def xs(points):
+        return [min(pw - 1e-6, s / last * pw) for s in points]
+    series = {"raw": (xs(steps), [ymap(v) for v in raw]), "smooth": (xs(steps), [ymap(v) for v in smoothed])}
+    if vals:
+        series["val"] = (xs([s for s, _ in vals]), [ymap(v) for v in vvals])
+    chars, styles = plot_cells(series, list(zip(*series["val"])) if vals else [], pw, ph, g)
+    at_row = dict((max(0, int(ymap(t))), label) for t, label in zip(ticks, labels))
+    for r in range(ph):
+        label = at_row.get(r)
+        out.append(styled_row(label.rjust(lw - 1) + " +" if label else " " * lw + "|", chars[r], styles[r]))
+    ticks_x = x_ticks(int(last), pw)
+    if axis:
+        cols = set(c for c, _ in ticks_x if c > 0)
+        out.append(plain_line(" " * lw + "+" + "".join("+" if c in cols else "-" for c in range(pw)), width, "dim"))
+    out.append(plain_line(" " * (lw + 1) + axis_labels(ticks_x, pw), width, "dim"))
+    return out
+
+
 def chart_lines(state, width, height):
-    """ASCII plot of the training loss since step 0, with validation points."""
+    """The loss chart as TensorBoard draws it: the raw training loss faint, the smoothed loss over it,
+    validation as its own line with markers, 1-2-5 ticks.  Drawn again only when a step ends."""
     if height < 4 or width < 16:
         return [Line(" " * width, [])] * max(0, height)
-    cfg, g = state.cfg, state.ui.glyphs
-    plot_w, plot_h = width - 8, height - 2
-    # The whole run fits in plot_w columns: redraw when the run has moved by a column.
-    step = max(1, state.step)
-    step -= step % max(1, step // plot_w)
-    key = (width, height, step, g["point"])
-    title = plain_line("loss (%s train, %s val) step 0-%d" % (g["point"], g["val"], state.step), width, "title")
-    cached = state.rs.chart_cache
-    if cached and cached[0] == key:
-        return ([title] + cached[1])[:height]
-    steps = [max(1, int(step * (i + 1) / float(plot_w))) for i in range(plot_w)]
-    spikes = state.tl.incidents.spikes
-    values = []
-    for i, s in enumerate(steps):
-        prev = steps[i - 1] if i else 0
-        window = [max(1, prev + (s - prev) * k // 3) for k in (1, 2, 3)]   # light smoothing, as W&B draws it
-        values.append(sum(loss_at(cfg, x, spikes) for x in window) / 3.0)
-    hi_cap = sorted(values)[int(len(values) * 0.9)] * 1.15   # keep the early drop from flattening the rest
-    lo, hi = min(values), max(min(max(values), hi_cap), min(values) + 0.05)
-    grid = [[" "] * plot_w for _ in range(plot_h)]
+    g = state.ui.glyphs
+    key = (width, height, state.step, last_val_step(state), state.ui.log_scale, g["braille"])
+    memo = frame_memo(state.rs, "chart")
+    if key not in memo:
+        memo.clear()
+        memo[key] = _chart_lines(state, width, height, g)
+    return memo[key]
 
-    def row_of(v):
-        v = min(hi, max(lo, v))
-        return plot_h - 1 - int(round((v - lo) / (hi - lo) * (plot_h - 1)))
-    for x, v in enumerate(values):
-        grid[row_of(v)][x] = g["point"]
-    for x, s in enumerate(steps):
-        prev = steps[x - 1] if x else 0
-        boundary = (s // cfg.val_interval) * cfg.val_interval
-        if prev < boundary <= step:
-            grid[row_of(val_loss_at(cfg, boundary))][x] = g["val"]
-    out = []
-    for r in range(plot_h):
-        label = "%7.3f " % hi if r == 0 else ("%7.3f " % lo if r == plot_h - 1 else " " * 8)
-        text = fit(label + "".join(grid[r]), width)
-        spans = [(8, plot_w, "chart")]
-        out.append(Line(text, spans))
-    out.append(plain_line(" " * 8 + fit("0", plot_w // 2) + ("%d" % step).rjust(plot_w - plot_w // 2), width, "dim"))
-    state.rs.chart_cache = (key, out)
-    return ([title] + out)[:height]
+
+# Big figures for the wall view: 5 rows per character, '#' where ink goes (figlet-style block letters).
+BIG_FONT = {
+    "0": ("###", "# #", "# #", "# #", "###"), "1": (" # ", "## ", " # ", " # ", "###"),
+    "2": ("###", "  #", "###", "#  ", "###"), "3": ("###", "  #", "###", "  #", "###"),
+    "4": ("# #", "# #", "###", "  #", "  #"), "5": ("###", "#  ", "###", "  #", "###"),
+    "6": ("###", "#  ", "###", "# #", "###"), "7": ("###", "  #", "  #", "  #", "  #"),
+    "8": ("###", "# #", "###", "# #", "###"), "9": ("###", "# #", "###", "  #", "###"),
+    ".": (" ", " ", " ", " ", "#"), ":": (" ", "#", " ", "#", " "), "-": ("   ", "   ", "###", "   ", "   "),
+    "k": ("#  ", "# #", "## ", "# #", "# #"), "M": ("#   #", "## ##", "# # #", "#   #", "#   #"),
+    "d": ("  #", "  #", "###", "# #", "###"), "h": ("#  ", "#  ", "###", "# #", "# #"),
+    " ": ("  ", "  ", "  ", "  ", "  "),
+}
+BIG_ROWS = 5
+
+
+def big_text(text, ink, scale=1):
+    """`text` in block letters, BIG_ROWS * scale rows tall ('#' or the terminal's full block as ink)."""
+    rows = [""] * BIG_ROWS
+    for ch in text:
+        for i, pattern in enumerate(BIG_FONT.get(ch, BIG_FONT[" "])):
+            rows[i] += pattern.replace("#", ink) + " "
+    return [("".join(c * scale for c in row)) for row in rows for _ in range(scale)]
+
+
+def wall_figures(state):
+    """(label, value) of the wall view's big figures: the footer's own loss, tokens/s and ETA."""
+    m, cfg, moment = state.metrics, state.cfg, state.moment
+    eta = m.eta_s if m else state.tl.eta(moment.segment, cfg.start_step)
+    return [("train loss", "%.4f" % m.loss if m else "-"),
+            ("tokens/s", fmt_rate(m.tokens_per_s).split()[0] if m else "-"),
+            ("ETA", fmt_clock(eta if moment.phase in ("train", "val", "checkpoint") else 0))]
+
+
+def big_figures(state, width, height):
+    """The figures side by side in block letters: as many as fit, at double size when they still fit."""
+    figures, ink = wall_figures(state), state.ui.glyphs["big"]
+    for n in (3, 2, 1):
+        for scale in (2, 1):
+            blocks = [(label, big_text(value, ink, scale)) for label, value in figures[:n]]
+            widths = [max(len(label), len(rows[0])) for label, rows in blocks]
+            if sum(widths) + 4 * (n - 1) <= width and BIG_ROWS * scale + 1 <= height:
+                gap = (width - sum(widths)) // (n + 1)
+                lines = []
+                for r in range(BIG_ROWS * scale + 1):
+                    text = ""
+                    for (label, rows), w in zip(blocks, widths):
+                        text += " " * gap + (label if r == 0 else rows[r - 1]).ljust(w)
+                    lines.append(plain_line(text, width, "dim" if r == 0 else "title"))
+                return lines
+    return [plain_line("  ".join("%s %s" % f for f in figures), width, "title")]
+
+
+def health_line(state, width):
+    """The cluster's health in one line: OK, DEGRADED (a slow node) or FAULT (a GPU lost)."""
+    cfg, agg, moment = state.cfg, state.rs.telemetry.cluster(state.t), state.moment
+    slow = [n for first, last, _, n in state.tl.incidents.stragglers if first < state.step + 1 <= last]
+    status, style = ("FAULT", "bad") if agg["failed"] else (("DEGRADED", "warn") if slow else ("OK", "good"))
+    text = "cluster %s | %d/%d GPUs up | %d node%s%s | util %.0f%% | %.0f+-%.0fC | %.1f kW | %s" % (
+        status, cfg.gpus - agg["failed"], cfg.gpus, cfg.nodes, "s" * (cfg.nodes > 1),
+        " (%s slow)" % state.rs_hostname(slow[0]) if slow else "", agg["util"], agg["temp"], agg["temp_sd"],
+        agg["kw"], moment.phase)
+    return plain_line(text, width, style)
+
+
+def wall_lines(state, width, height):
+    """For a screen far away: big figures, the cluster's health, and the loss chart large."""
+    if height <= 0:
+        return []
+    big = big_figures(state, width, max(1, min(height - 1, (height - 1) // 2)))
+    out = big + [health_line(state, width)]
+    if height - len(out) >= 5:
+        out += chart_lines(state, width, height - len(out))
+    while len(out) < height:
+        out.append(Line(" " * width, []))
+    return out[:height]
 
 
 def footer_lines(state, width):
@@ -2574,6 +3112,7 @@ def footer_lines(state, width):
 
 HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve speed",
              "g      GPU panel: per GPU / per node / hidden", "l      loss chart on / off",
+             "L      loss chart: log / linear scale",
              "!      trigger an incident now", "?      this help")
 
 
@@ -2591,6 +3130,43 @@ def overlay_help(lines, width, height, seed):
         text_y = old[:left] + fit(row, box_w) + old[left + box_w:]
         lines[y] = Line(fit(text_y, width), [(left, box_w, "title")])
     return lines
+
+
+BESIDE_ROWS = 18         # rows the chart beside the GPU panel wants, when the screen has them
+
+
+def all_regions(state, width, height):
+    """Log above, GPU panel (with the chart beside it when wide) below."""
+    ui, cfg = state.ui, state.cfg
+    chart_w = min(70, width - 63) if ui.chart and width >= 110 else 0
+    panel_w = width - chart_w - 1 if chart_w else width
+    if height < 8 or ui.gpu_mode == "hidden":
+        gpu_h = 0
+    elif ui.gpu_mode == "nodes":
+        gpu_h = min(1 + cfg.nodes, max(3, height // 3))
+    else:        # as many rows as the nodes need at the panel's own width, up to about half the height
+        columns = gpu_columns(panel_w)[0]
+        want = 1 + cfg.nodes * (1 + int(math.ceil(cfg.gpus_per_node / float(columns))))
+        gpu_h = min(want, max(3, (height * 9) // 20))
+        if chart_w:          # rows for the chart beside; the panel fills them with history
+            gpu_h = max(gpu_h, min(BESIDE_ROWS, (height * 9) // 20))
+    chart_beside = chart_w > 0 and gpu_h >= 6
+    chart_below = ui.chart and not chart_beside and height - gpu_h >= 26
+    chart_h = 9 if chart_below else 0
+    log_h = height - gpu_h - chart_h
+    out = log_lines(state, width, log_h)
+    if chart_h:
+        out += chart_lines(state, width, chart_h)
+    if gpu_h:
+        if chart_beside:
+            left = gpu_panel(state, panel_w, gpu_h)
+            right = chart_lines(state, chart_w, gpu_h)
+            for a, b in zip(left, right):
+                spans = list(a.spans) + [(s + panel_w + 1, n, st) for s, n, st in b.spans]
+                out.append(Line(a.text + " " + b.text, spans))
+        else:
+            out += gpu_panel(state, width, gpu_h)
+    return out
 
 
 def render_frame(state, width, height):
@@ -2613,44 +3189,14 @@ def render_frame(state, width, height):
         body = gpu_panel(state, width, body_h)
     elif view == "chart":
         body = chart_lines(state, width, body_h)
+    elif view == "wall":
+        body = wall_lines(state, width, body_h)
     else:
         body = all_regions(state, width, body_h)
     lines = header + body + footer
     if ui.help:
         lines = overlay_help(lines, width, height, ui.seed)
     return lines
-
-
-def all_regions(state, width, height):
-    """Log above, GPU panel (with the chart beside it when wide) below."""
-    ui, cfg = state.ui, state.cfg
-    if height < 8 or ui.gpu_mode == "hidden":
-        gpu_h = 0
-    else:
-        columns = gpu_columns(width)[0]
-        want = 1 + cfg.nodes * (1 + int(math.ceil(cfg.gpus_per_node / float(columns))))
-        gpu_h = min(want, max(3, (height * 9) // 20))
-        if ui.gpu_mode == "nodes":
-            gpu_h = min(1 + cfg.nodes, max(3, height // 3))
-    chart_beside = ui.chart and width >= 110 and gpu_h >= 6
-    chart_below = ui.chart and not chart_beside and height - gpu_h >= 26
-    chart_h = 9 if chart_below else 0
-    log_h = height - gpu_h - chart_h
-    out = log_lines(state, width, log_h)
-    if chart_h:
-        out += chart_lines(state, width, chart_h)
-    if gpu_h:
-        if chart_beside:
-            chart_w = min(70, width - 63)
-            panel_w = width - chart_w - 1
-            left = gpu_panel(state, panel_w, gpu_h)
-            right = chart_lines(state, chart_w, gpu_h)
-            for a, b in zip(left, right):
-                spans = list(a.spans) + [(s + panel_w + 1, n, st) for s, n, st in b.spans]
-                out.append(Line(a.text + " " + b.text, spans))
-        else:
-            out += gpu_panel(state, width, gpu_h)
-    return out
 
 
 ########################################################################
@@ -2892,6 +3438,8 @@ def handle_key(key, ui, rs, t):
         ui.gpu_mode = {"gpus": "nodes", "nodes": "hidden", "hidden": "gpus"}[ui.gpu_mode]
     elif ch == "l":
         ui.chart = not ui.chart
+    elif ch == "L":
+        ui.log_scale = not ui.log_scale
     elif ch == "?":
         ui.help = not ui.help
     elif ch == "!":
@@ -3059,13 +3607,14 @@ def add_session_options(p):
 def build_parser(prog):
     p = Parser(prog=prog,
                description="Make this terminal look as if it trains a large language model on a GPU cluster.",
-               epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, ! incident, ? help. "
+               epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, L log scale, ! incident, ? help. "
                       "Subcommand: '%s nvidia-smi --help'." % prog)
     add_session_options(p)
     p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
     p.add_argument("--format", choices=("screen", "plain", "jsonl"),
                    help="screen (default on a terminal), plain log lines, or JSON lines")
-    p.add_argument("--view", choices=VIEWS, default="all", help="draw one region full-screen")
+    p.add_argument("--view", choices=VIEWS, default="all",
+                   help="draw one region full-screen (wall: big figures and the chart, for a far screen)")
     p.add_argument("--rank", help="show the log as this rank writes it")
     p.add_argument("--tmux", action="store_true", help="split this tmux window into log, GPU and chart panes")
     p.add_argument("--tmux-layout", action="store_true", help=argparse.SUPPRESS)   # a pane of --tmux

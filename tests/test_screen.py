@@ -398,7 +398,8 @@ def test_c_locale_draws_only_ascii(prog, extra):
     # bars and chart points must be visible ASCII, not blanks the terminal cannot show
     assert len(gpu_rows(lines)) >= 8, "GPU bars are not drawn in ASCII:\n" + screen_text(lines)
     assert footer(lines) is not None, "the progress bar is not drawn in ASCII:\n" + screen_text(lines)
-    assert any("*" in l for l in lines if "loss (" not in l), "the loss chart has no visible points"
+    chart = [l[63:] for l in lines[1:-2]]                  # the chart beside the GPU panel
+    assert sum(len(re.findall(r"[-/\\|]", l)) for l in chart) >= 40, "the loss chart has no visible line"
 
 
 def test_exported_lines_columns_do_not_freeze_the_size(prog):
@@ -458,9 +459,11 @@ def test_view_chart_full_screen(prog):
     lines = prog.tmux.wait_for(lambda ls: footer(ls) is not None and any(l.startswith("loss (") for l in ls),
                                10, "the loss chart")
     assert lines[1].startswith("loss ("), lines[1]
-    assert re.match(r"^\s+0\s+\d+$", lines[-3]), "the step axis should sit just above the footer:\n" + \
-        screen_text(lines)
-    assert sum("*" in l for l in lines[2:-3]) >= 20, "the plot should use the whole height"
+    assert re.match(r"^\s+0(\s+\d+(\.\d)?[kMB]?){2,}$", lines[-3]), \
+        "the step axis should sit just above the footer:\n" + screen_text(lines)
+    plot = [l for l in lines[2:-4] if re.match(r"^ *[\d.]* [|+]", l)]
+    assert len(plot) >= 25, "the plot should use the whole height:\n" + screen_text(lines)
+    assert len([l for l in plot if re.search(r"[-/\\|]", l[6:])]) >= 10, screen_text(lines)
     assert not any(" iteration " in l for l in lines) and not gpu_rows(lines)
 
 
@@ -564,3 +567,56 @@ def test_speed_keys_stop_at_their_bounds_and_say_so(prog):
                                "the notice at the top speed")
     assert speed_shown(footer(lines)[1]) == "4096"
     prog.tmux.wait_for(lambda ls: footer(ls) and "fastest" not in footer(ls)[1], 15, "the notice to fade")
+
+
+# ---------------------------------------------------------------------------
+# 10. GPU history, the wall view, the log-scale key
+# ---------------------------------------------------------------------------
+
+SPARK_RAMP = ".:-=+*#%@"               # the ASCII history ramp, lowest to highest
+
+
+def first_checkpoint_end(seed, pins):
+    """Session time at which the first checkpoint after the session joins its run ends."""
+    sys.path.insert(0, str(REPO))
+    import fake_llm_training as flt
+    rs = flt.Session(flt.load_catalog(), seed, pins, "rare").current
+    ends = [ev.t for ev in flt.run_events(rs.timeline, rs.offset, rs.timeline.duration) if ev.kind == "checkpoint"]
+    return ends[0] - rs.offset
+
+
+def test_view_gpus_with_16_gpus_fills_the_pane_and_its_history_dips_at_a_checkpoint(prog):
+    # The session started so long ago that a checkpoint ended 15 s before the program starts.
+    start_at = time.time() - (first_checkpoint_end(5, {"gpus": 16}) + 15.0)
+    prog.start(["--seed", "5", "--no-color", "--gpus", "16", "--view", "gpus", "--start-at", "%.3f" % start_at])
+    lines = prog.tmux.wait_for(lambda ls: footer(ls) is not None and len(gpu_rows(ls)) == 16,
+                               10, "16 GPU rows with their history")
+    used = [l for l in lines if l.strip()]
+    assert len(used) >= 0.8 * 40, screen_text(lines)
+    node = [l for l in lines if " node 0  ranks 0-7 " in l][0]
+    util = [SPARK_RAMP.index(c) for c in node.split(" util ")[1].split(" pwr ")[0].strip()]
+    assert max(util) == len(SPARK_RAMP) - 1 and min(util) <= 3, "no dip in the history:\n" + node
+    assert all(" util " in l and " pwr " in l for l in gpu_rows(lines)), screen_text(lines)
+
+
+def test_one_node_of_eight_shows_per_gpu_rows_at_120x40(prog):
+    prog.start(["--seed", "5", "--no-color", "--gpus", "8"])
+    lines = prog.tmux.wait_for(lambda ls: footer(ls) is not None and any(l.startswith("CLUSTER ") for l in ls),
+                               10, "the GPU panel")
+    rows = [l for l in lines if GPU_ROW_ANY_WIDTH.match(l)]
+    assert len(rows) == 8, screen_text(lines)
+    assert any("loss (" in l for l in lines), screen_text(lines)
+
+
+def test_view_wall_and_the_log_scale_key(prog):
+    prog.start(["--seed", "5", "--no-color", "--view", "wall"])
+    lines = prog.tmux.wait_for(lambda ls: footer(ls) is not None and any("train loss" in l for l in ls),
+                               10, "the wall view")
+    assert "UTC" in lines[0] and "TP" in lines[0]
+    assert sum(1 for l in lines if l.count("##") >= 6) >= 5, screen_text(lines)   # block letters
+    assert any(l.startswith("cluster OK |") for l in lines), screen_text(lines)
+    assert not any(" iteration " in l for l in lines)
+    prog.tmux.type("L")
+    prog.tmux.wait_for(lambda ls: any(l.startswith("loss (") and " log scale " in l for l in ls), 5, "log scale")
+    prog.tmux.type("L")
+    prog.tmux.wait_for(lambda ls: any(l.startswith("loss (") and " log scale " not in l for l in ls), 5, "linear")
