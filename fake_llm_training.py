@@ -1678,18 +1678,39 @@ def lightning_num(x):
     return text
 
 
+NCCL_LINE_MAX = 127         # NCCL's dumpLine: a 128-byte buffer, "..." replaces the end when it overflows
+
+
+def node_ip(cfg, node):
+    """The node's one eth0 address (bootstrap and OOB use the same interface)."""
+    n = cfg.first_node + node
+    return "10.%d.%d.%d" % (10 + cfg.seed % 200, n // 250, 11 + n % 250)
+
+
+def nccl_ring_line(cfg, channel, channels):
+    """Rank 0's 'Channel cc/nn :' line: the ring, each rank as wide as the largest, cut as NCCL cuts it."""
+    width = len(str(cfg.gpus - 1))
+    g = cfg.gpus_per_node
+    ring = [node * g + (local + channel) % g for node in range(cfg.nodes) for local in range(g)]
+    text = "Channel %02d/%02d :" % (channel, channels)
+    for r in ring:
+        if len(text) >= NCCL_LINE_MAX:
+            break
+        text += " %*d" % (width, r)
+    return text if len(text) <= NCCL_LINE_MAX else text[:NCCL_LINE_MAX - 3] + "..."
+
+
 def nccl_lines(ctx, ev):
-    """NCCL_DEBUG=INFO start-up: a handful of ranks, interleaved as real logs are."""
+    """NCCL_DEBUG=INFO start-up of a handful of ranks (or of the one rank whose log
+    this is): each process has its own comm pointer, all share the commId."""
     cfg = ctx.cfg
     attempt = ev.data["attempt"]
-    out = []
     ranks = sorted(set([0, 1, cfg.gpus_per_node - 1] + ([cfg.gpus_per_node] if cfg.nodes > 1 else [])))
     if ctx.rank is not None:
         ranks = [ctx.rank]                    # the log as that one rank writes it
     ranks = [r for r in ranks if r < cfg.gpus]
     channels = 32 if cfg.gpu.link_gbs >= 300 else 8
-    comm = "0x%012x" % int(unit(cfg.seed, 91, cfg.run * 10 + attempt) * 2 ** 44)
-    comm_id = "0x%016x" % int(unit(cfg.seed, 92, cfg.run * 10 + attempt) * 2 ** 63)
+    comm_id = "0x%016x" % int(unit(cfg.seed, S_NCCL, cfg.run * 10 + attempt) * 2 ** 63)
     net = "IB" if cfg.nodes > 1 else "Socket"
 
     def who(rank, thread=False):
@@ -1697,31 +1718,54 @@ def nccl_lines(ctx, ev):
         pid = ctx.pid(node, attempt, local)
         return "%s:%d:%d [%d]" % (ctx.hostname(node), pid, pid + (61 + local if thread else 0), local)
 
-    out.append(("INFO", "%s NCCL INFO Bootstrap : Using eth0:10.%d.%d.%d<0>" % (
-        who(0), 10 + cfg.first_node % 200, cfg.run % 250, 11 + cfg.first_node % 200)))
-    out.append(("INFO", "%s NCCL INFO NCCL version %s" % (who(0), NCCL_VERSION)))
+    def comm(rank):                           # a heap address of that process
+        return "0x%x" % (0x55d000000000 + int(unit(cfg.seed, S_NCCL, (cfg.run * 10 + attempt) * 4096 + rank + 1)
+                                              * 2 ** 36) // 16 * 16)
+
+    head, node0 = ranks[0], ranks[0] // cfg.gpus_per_node
+    out = [("INFO", "%s NCCL INFO Bootstrap : Using eth0:%s<0>" % (who(head), node_ip(cfg, node0))),
+           ("INFO", "%s NCCL INFO NCCL version %s" % (who(head), NCCL_VERSION))]
     for rank in ranks[1:]:
         out.append(("INFO", "%s NCCL INFO cudaDriverVersion 12040" % who(rank)))
     if net == "IB":
         out.append(("INFO", "%s NCCL INFO NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
-                    "[3]mlx5_3:1/IB [RO]; OOB eth0:10.10.6.%d<0>" % (who(0), 11 + cfg.first_node % 200)))
-    out.append(("INFO", "%s NCCL INFO Using network %s" % (who(0), net)))
+                    "[3]mlx5_3:1/IB [RO]; OOB eth0:%s<0>" % (who(head), node_ip(cfg, node0))))
+    out.append(("INFO", "%s NCCL INFO Using network %s" % (who(head), net)))
     for rank in ranks:
         local = rank % cfg.gpus_per_node
         out.append(("INFO", "%s NCCL INFO ncclCommInitRank comm %s rank %d nranks %d cudaDev %d nvmlDev %d "
-                    "busId %s000 commId %s - Init START" % (who(rank, True), comm, rank, cfg.gpus, local,
+                    "busId %s000 commId %s - Init START" % (who(rank, True), comm(rank), rank, cfg.gpus, local,
                                                             local, BUS_IDS[local].lower(), comm_id)))
-    ring = "".join("%4d" % r for r in range(min(cfg.gpus, 16)))
-    out.append(("INFO", "%s NCCL INFO Channel 00/%02d : %s" % (who(0, True), channels, ring)))
-    out.append(("INFO", "%s NCCL INFO Trees [0] 1/-1/-1->0->-1 [1] 1/-1/-1->0->-1" % who(0, True)))
+    if 0 in ranks:
+        out += [("INFO", "%s NCCL INFO %s" % (who(0, True), nccl_ring_line(cfg, c, channels)))
+                for c in range(channels)]
+        out.append(("INFO", "%s NCCL INFO Trees [0] 1/-1/-1->0->-1 [1] 1/-1/-1->0->-1" % who(0, True)))
     for rank in ranks:
         out.append(("INFO", "%s NCCL INFO Connected all rings" % who(rank, True)))
     for rank in ranks:
         local = rank % cfg.gpus_per_node
         out.append(("INFO", "%s NCCL INFO comm %s rank %d nranks %d cudaDev %d nvmlDev %d busId %s000 "
-                    "commId %s - Init COMPLETE" % (who(rank, True), comm, rank, cfg.gpus, local, local,
+                    "commId %s - Init COMPLETE" % (who(rank, True), comm(rank), rank, cfg.gpus, local, local,
                                                    BUS_IDS[local].lower(), comm_id)))
     return out
+
+
+# --tokenizer-type choices argparse accepts (Megatron-LM arguments.py; Megatron-DeepSpeed's older list)
+MEGATRON_TOKENIZERS = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokenizer", "SentencePieceTokenizer",
+                       "GPTSentencePieceTokenizer", "HuggingFaceTokenizer", "Llama2Tokenizer", "TikTokenizer",
+                       "MultimodalTokenizer", "NullTokenizer")
+MDS_TOKENIZERS = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokenizer", "SentencePieceTokenizer",
+                  "GPTSentencePieceTokenizer", "HFTokenizer", "NullTokenizer")
+
+
+def megatron_tokenizer(cfg):
+    """The --tokenizer-type a Megatron user picks for this model's tokenizer."""
+    name = cfg.tokenizer.split(" ")[0]
+    if cfg.style == "deepspeed":
+        if name in MDS_TOKENIZERS:
+            return name
+        return "GPTSentencePieceTokenizer" if "SentencePiece" in cfg.tokenizer else "HFTokenizer"
+    return name if name in MEGATRON_TOKENIZERS else "HuggingFaceTokenizer"
 
 
 def megatron_args(ctx):
@@ -1739,7 +1783,7 @@ def megatron_args(ctx):
                                                        else cfg.recompute),
             ("save", "/checkpoints/%s" % cfg.name), ("save_interval", cfg.ckpt_interval),
             ("seq_length", cfg.seq_len), ("swiglu", m.mlp != "gelu"),
-            ("tensor_model_parallel_size", cfg.tp), ("tokenizer_type", ctx.cfg.tokenizer.split(" ")[0]),
+            ("tensor_model_parallel_size", cfg.tp), ("tokenizer_type", megatron_tokenizer(cfg)),
             ("train_iters", cfg.total_steps), ("untie_embeddings_and_output_weights", not m.tied),
             ("use_distributed_optimizer", cfg.sharding != "none"), ("weight_decay", cfg.weight_decay),
             ("world_size", cfg.gpus)]
@@ -1750,13 +1794,17 @@ def megatron_args(ctx):
     return out
 
 
+TORCHRUN_SPREAD_S = 0.8     # agents on different nodes start within a second of each other (srun/pdsh fan-out)
+
+
 def torchrun_lines(ctx, ev):
     """torchrun's agent starting on every node, with its OMP_NUM_THREADS notice."""
     cfg = ctx.cfg
     out = []
     nodes = min(cfg.nodes, 4)
-    stamp = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%06d" % (int((ev.t % 1) * 1e6) // 1000 * 1000)
     for node in range(nodes):
+        t = ev.t + TORCHRUN_SPREAD_S * unit(cfg.run_seed, S_STAMP, 8 * (ev.data["attempt"] * 1024 + node) + 3)
+        stamp = ctx.clock(t, "%m%d %H:%M:%S") + ".%06d" % int(((ctx.epoch0 + t) % 1) * 1e6)
         pid = ctx.pid(node, ev.data["attempt"]) - 1
         prefix = "W%s %d torch/distributed/run.py:793] " % (stamp, pid)
         if cfg.nodes > 1:
@@ -1845,7 +1893,7 @@ class Megatron(Dialect):
         if ev.data["attempt"] == 0:
             out.extend(megatron_args(ctx))
         out += [("INFO", "setting number of micro-batches to constant %d" % cfg.grad_accum),
-                ("INFO", "> building %s tokenizer ..." % cfg.tokenizer.split(" ")[0]),
+                ("INFO", "> building %s tokenizer ..." % megatron_tokenizer(cfg)),
                 ("INFO", " > padded vocab (size: %d) with %d dummy tokens (new size: %d)" % (
                     cfg.shape.vocab, padded_vocab(cfg) - cfg.shape.vocab, padded_vocab(cfg))),
                 ("INFO", "> initialized tensor model parallel with size %d" % cfg.tp),
@@ -1874,11 +1922,16 @@ class Megatron(Dialect):
         return [("INFO", self.iteration_line(ctx, ev))]
 
     def val(self, ctx, ev):
-        d = ev.data
+        """evaluate_and_print_results on the last rank; the timer's min over ranks
+        trails its max by a little that differs at every call."""
+        cfg, d = ctx.cfg, ev.data
+        if ctx.rank not in (None, cfg.gpus - 1):
+            return []
         text = " validation loss at iteration %d | lm loss value: %.6E | lm loss PPL: %.6E | " % (
             d["step"], d["val_loss"], math.exp(min(20, d["val_loss"])))
+        spread = 1 - 0.001 - 0.006 * unit(cfg.run_seed, S_STAMP, 8 * d["step"] + 5)
         return [("INFO", "(min, max) time across ranks (ms):"),
-                ("INFO", "    %s: (%.2f, %.2f)" % ("evaluate ".ljust(48, "."), d["seconds"] * 1000 * 0.998,
+                ("INFO", "    %s: (%.2f, %.2f)" % ("evaluate ".ljust(48, "."), d["seconds"] * 1000 * spread,
                                                    d["seconds"] * 1000)),
                 ("INFO", "-" * (len(text) + 1)), ("INFO", text), ("INFO", "-" * (len(text) + 1))]
 
@@ -1891,8 +1944,8 @@ class Megatron(Dialect):
         return [("INFO", "  successfully saved checkpoint from iteration %7d to /checkpoints/%s [ t %d/%d, p %d/%d ]"
                  % (d["step"], cfg.name, 1, cfg.tp, 1, cfg.pp)),
                 ("INFO", "(min, max) time across ranks (ms):"),
-                ("INFO", "    %s: (%.2f, %.2f)" % ("save-checkpoint ".ljust(48, "."), d["seconds"] * 1000 * 0.997,
-                                                   d["seconds"] * 1000))]
+                ("INFO", "    %s: (%.2f, %.2f)" % ("save-checkpoint ".ljust(48, "."), d["seconds"] * 1000 * (
+                    1 - 0.002 - 0.01 * unit(cfg.run_seed, S_STAMP, 8 * d["step"] + 6)), d["seconds"] * 1000))]
 
     def end(self, ctx, ev):
         return [("INFO", "[after training is done] datetime: %s " % ctx.clock(ev.t))]
@@ -2379,6 +2432,8 @@ def event_lines(ctx, ev):
     lines = dialect_lines(ctx, ev)
     if not ctx.rank:
         return lines            # rank 0, or the job's combined log
+    if ev.kind in ("step", "val") and ctx.cfg.style in ("megatron", "deepspeed"):
+        return lines            # print_rank_last: the dialect already chose what this rank prints
     import re
     own = "[rank%d]" % ctx.rank
     agent = "%d: " % (ctx.rank // ctx.cfg.gpus_per_node)    # torchrun's agent on this rank's node
