@@ -361,8 +361,16 @@ def layouts(model, gpus, gpus_per_node, style):
     return out
 
 
+# The families of our catalog that torchtitan implements (torchtitan/models/__init__.py at v0.2.2:
+# deepseek_v3, flux, gpt_oss, llama3, llama3_ft, llama4, qwen3): Llama 3 only.
+TORCHTITAN_FAMILIES = ("llama3",)
+
+
 def fit_layout(model, params, gpu, gpus, gpus_per_node, style, seq):
-    """The first layout whose memory fits the card, with micro batch and recompute."""
+    """The first layout whose memory fits the card, with micro batch and recompute
+    (none for a model family the framework does not implement)."""
+    if style == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
+        return None
     card = gpu.memory_mib * MIB * 0.93
     for tp, pp, sharding in layouts(model, gpus, gpus_per_node, style):
         dp = gpus // (tp * pp)
@@ -386,10 +394,10 @@ def choose_kind_style(rng, kind, style):
     return kind, style
 
 
-def model_pool(catalog, kind, pinned):
+def model_pool(catalog, kind, pinned, style=None):
     if pinned:
         return [catalog.models[pinned]]
-    models = list(catalog.models.values())
+    models = [m for m in catalog.models.values() if style != "torchtitan" or m.family in TORCHTITAN_FAMILIES]
     size = {m.name: count_params(m) for m in models}
     if kind == "pretrain":      # from scratch within minutes: ablation-sized models
         return [m for m in models if size[m.name] < 2.0e9]
