@@ -2756,14 +2756,19 @@ LEVEL_STYLE = {"WARNING": "warn", "ERROR": "error", "SUMMARY": "title"}
 
 
 def log_lines(state, width, height):
-    """The newest log lines, cut at the width, newest at the bottom."""
+    """The newest log lines, wrapped at the width as a terminal wraps them,
+    newest at the bottom (the oldest visible line may show only its tail)."""
     if height <= 0:
         return []
-    recent = list(state.log)[-height:] if state.log else []
-    out = [Line(" " * width, [])] * (height - len(recent))
-    for level, text in recent:
-        out.append(plain_line(text, width, LEVEL_STYLE.get(level)))
-    return out
+    rows = []
+    for level, text in reversed(list(state.log)[-height:] if state.log and width > 0 else []):
+        style = LEVEL_STYLE.get(level)
+        pieces = [text[i:i + width] for i in range(0, len(text), width)] or [""]
+        rows[:0] = [plain_line(piece, width, style) for piece in pieces]
+        if len(rows) >= height:
+            break
+    rows = rows[-height:]
+    return [Line(" " * width, [])] * (height - len(rows)) + rows
 
 
 def gpu_style(r):
