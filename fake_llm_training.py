@@ -1535,6 +1535,7 @@ def attach_time(tl):
 
 BUS_IDS = ("18", "2A", "3A", "5D", "9A", "AB", "BA", "DB")   # an HGX board's eight slots
 NCCL_VERSION = "2.21.5+cuda12.4"
+DEEPSPEED_VERSION = "0.16.5"        # the DeepSpeed release framework_formulas.md was read at
 
 
 class LogContext(object):
@@ -1980,6 +1981,52 @@ class MegatronDeepSpeed(Megatron):
                     ("INFO", host + self.ds(ctx, ev.t, "launch.py:168:main") + "Setting CUDA_VISIBLE_DEVICES=%s"
                      % ",".join(str(i) for i in range(cfg.gpus_per_node)))]
         return out
+
+    def build(self, ctx, ev):
+        """Megatron's start-up, then deepspeed.initialize: version banner, optimizer
+        lines, the engine's configuration dump (DeepSpeedConfig.print) and its JSON."""
+        cfg = ctx.cfg
+        t = ev.t + 0.7 * cfg.build_seconds
+        zero = {"zero1": 1, "zero2": 2, "zero3": 3}.get(cfg.sharding, 0)
+        dtype = "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"
+        rank0 = lambda text, dt=0.0: ("INFO", self.ds(ctx, t + dt, "logging.py:128:log_dist") + "[Rank 0] " + text)
+        out = Megatron.build(self, ctx, ev) + [
+            rank0("DeepSpeed info: version=%s, git-hash=unknown, git-branch=unknown" % DEEPSPEED_VERSION),
+            rank0("DeepSpeed Flops Profiler Enabled: False", 0.4),
+            rank0("Using client Optimizer as basic optimizer", 0.41),
+            rank0("Removing param_group that has no 'params' in the basic Optimizer", 0.41),
+            rank0("DeepSpeed Basic Optimizer = FusedAdam", 0.41),
+            rank0("Creating %s ZeRO stage %d optimizer" % (dtype, zero), 0.42)]
+        where = self.ds(ctx, t + 0.43, "stage_1_and_2.py:149:__init__")
+        out += [("INFO", where + text) for text in ("Reduce bucket size 500000000", "Allgather bucket size 500000000",
+                                                    "CPU Offload: False", "Round robin gradient partitioning: False")]
+        out += [rank0("DeepSpeed Final Optimizer = DeepSpeedZeroOptimizer%s" % ("_Stage3" if zero == 3 else ""), 1.9),
+                rank0("DeepSpeed using client LR scheduler", 1.9),
+                rank0("DeepSpeed LR Scheduler = <megatron.optimizer_param_scheduler.OptimizerParamScheduler object "
+                      "at 0x7f%010x>" % (int(unit(cfg.run_seed, S_NCCL, -3) * 2 ** 36) // 16 * 16), 1.9),
+                rank0("step=0, skipped=0, lr=[0.0], mom=[(%s, %s)]" % cfg.betas, 1.9)]
+        return out + self.ds_config(ctx, t + 1.91, zero)
+
+    def ds_config(self, ctx, t, zero):
+        cfg = ctx.cfg
+        values = [("bfloat16_enabled", cfg.precision == "bf16"), ("fp16_enabled", cfg.precision == "fp16"),
+                  ("gradient_accumulation_steps", cfg.grad_accum), ("gradient_clipping", cfg.grad_clip),
+                  ("steps_per_print", cfg.log_interval), ("train_batch_size", cfg.global_batch),
+                  ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
+                  ("world_size", cfg.dp), ("zero_allow_untested_optimizer", False), ("zero_enabled", zero > 0),
+                  ("zero_optimization_stage", zero)]
+        where = self.ds(ctx, t, "config.py:1000:print")
+        out = [("INFO", where + "DeepSpeedEngine configuration:")]
+        out += [("INFO", where + "  %s %s %s" % (k, "." * (29 - len(k)), v)) for k, v in values]
+        conf = collections.OrderedDict([
+            ("bf16", {"enabled": cfg.precision == "bf16"}), ("fp16", {"enabled": cfg.precision == "fp16"}),
+            ("gradient_accumulation_steps", cfg.grad_accum), ("gradient_clipping", cfg.grad_clip),
+            ("steps_per_print", cfg.log_interval), ("train_batch_size", cfg.global_batch),
+            ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
+            ("zero_optimization", {"stage": zero})])
+        text = json.dumps(conf, sort_keys=True, indent=4, separators=(",", ":")).split("\n")
+        where = self.ds(ctx, t, "config.py:1004:print")
+        return out + [("INFO", where + "  json = " + text[0])] + [("INFO", line) for line in text[1:]]
 
     def mds_line(self, ctx, ev):
         """Megatron-DeepSpeed's training_log: its own fields (consumed tokens, samples per

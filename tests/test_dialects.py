@@ -71,6 +71,15 @@ DEEPSPEED_OTHER = [
     DS_PREFIX + r"\[Rank 0\] Saving model checkpoint: \S+/global_step\d+/(zero_pp_rank_0_)?mp_rank_00_model_states\.pt$",
     DS_PREFIX + r"(bf16_)?zero checkpoint saved \S+/global_step\d+/(bf16_)?zero_pp_rank_0_mp_rank_00_optim_states\.pt$",
     DS_PREFIX + r"\[Torch\] Checkpoint global_step\d+ is ready now!$",
+    DS_PREFIX + r"\[Rank 0\] (DeepSpeed info: version=[\d.]+, git-hash=\w+, git-branch=\w+"
+                r"|DeepSpeed Flops Profiler Enabled: False|Using client Optimizer as basic optimizer"
+                r"|Removing param_group that has no 'params' in the basic Optimizer|DeepSpeed Basic Optimizer = \w+"
+                r"|Creating torch\.(bfloat16|float16) ZeRO stage \d optimizer|DeepSpeed Final Optimizer = \w+"
+                r"|DeepSpeed using client LR scheduler|DeepSpeed LR Scheduler = <[\w.]+ object at 0x[0-9a-f]+>)$",
+    DS_PREFIX + r"(Reduce bucket size \d+|Allgather bucket size \d+|CPU Offload: False"
+                r"|Round robin gradient partitioning: False)$",
+    DS_PREFIX + r"(DeepSpeedEngine configuration:|  \w+ \.* \S+|  json = \{)$",
+    r'^( +("\w+":.*|\},?)|\})$',                                   # the rest of the JSON dump
 ]
 TITAN = r"^\[rank0\]:\[titan\] " + TS + r",\d{3} - root - INFO - "
 TORCHTITAN_STEP = (TITAN + r"step:\s*(?P<step>\d+)  loss:\s*(?P<loss>[\d.]+)  grad_norm:\s*(?P<gn>[\d.]+)  memory:\s*"
