@@ -1413,7 +1413,8 @@ def _train_events(tl, seg, t0, t1, every_step=True):
                                                 "seconds": val}))
             if ckpt:
                 if t0 < t <= t1:
-                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "path": checkpoint_path(cfg, step)}))
+                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "path": checkpoint_path(cfg, step),
+                                                            "seconds": ckpt}))
                 t += ckpt
                 if t0 < t <= t1:
                     out.append(Event(t, "checkpoint", {"step": step, "path": checkpoint_path(cfg, step),
@@ -2260,8 +2261,24 @@ class HFTrainer(Dialect):
                              round(cfg.val_iters / d["seconds"], 3),
                              round(d["step"] / float(cfg.steps_per_epoch or cfg.total_steps), 2)))]
 
+    def save_lines(self, ctx, t, path, shards, seconds):
+        """save_pretrained: config, then the weights (sharded past 5 GB, with an index)."""
+        out = [("INFO", self.hf(ctx, t, "trainer.py:3705") + "Saving model checkpoint to %s" % path),
+               ("INFO", self.hf(ctx, t + 0.01, "configuration_utils.py:420") + "Configuration saved in %s/config.json"
+                % path),
+               ("INFO", self.hf(ctx, t + 0.01, "configuration_utils.py:909") +
+                "Configuration saved in %s/generation_config.json" % path)]
+        done = self.hf(ctx, t + 0.9 * seconds, "modeling_utils.py:3042")
+        if shards > 1:
+            return out + [("INFO", done + "The model is bigger than the maximum size per checkpoint (5GB) and is going "
+                           "to be split in %d checkpoint shards. You can find where each parameters has been saved in "
+                           "the index located at %s/model.safetensors.index.json." % (shards, path))]
+        return out + [("INFO", done + "Model weights saved in %s/model.safetensors" % path)]
+
     def ckpt_start(self, ctx, ev):
-        return [("INFO", self.hf(ctx, ev.t, "trainer.py:3705") + "Saving model checkpoint to %s" % ev.data["path"])]
+        cfg = ctx.cfg
+        shards = int(math.ceil(cfg.params * 2 / HF_MAX_SHARD_BYTES))
+        return self.save_lines(ctx, ev.t, ev.data["path"], shards, ev.data["seconds"])
 
     def ckpt(self, ctx, ev):
         path = ev.data["path"]
@@ -2381,6 +2398,8 @@ def phase_lines(ctx, ev):
         return dialect.train_start(ctx, ev)
     if phase == "export":
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
+        if cfg.style == "hf":
+            return dialect.save_lines(ctx, ev.t, "/outputs/%s/final" % cfg.name, shards, cfg.export_seconds)
         return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf" % (
             checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
     return []
@@ -2506,6 +2525,8 @@ def dialect_lines(ctx, ev):
         return dialect.step(ctx, ev) if is_logged(cfg, None, ev.data.step) else []
     if kind in ("straggler", "straggler_end", "spike", "xid", "job_failed"):
         return _incident_lines(ctx, ev)
+    if kind == "export" and cfg.style == "hf":
+        return []                             # save_pretrained said it all
     if kind == "export":
         files = ev.data["files"]
         return [("INFO", "Saved %d files (%s) to /outputs/%s/hf: %s" % (

@@ -113,7 +113,11 @@ HF_OTHER = [HF + r"(loading weights file \S+/model\.safetensors(\.index\.json)?|
                  r"|  Continuing training from checkpoint, will skip to saved global_step"
                  r"|  Continuing training from global step \d+|Saving model checkpoint to \S+/checkpoint-\d+"
                  r"|tokenizer config file saved in \S+/tokenizer_config\.json"
-                 r"|Special tokens file saved in \S+/special_tokens_map\.json|)$",
+                 r"|Special tokens file saved in \S+/special_tokens_map\.json|Saving model checkpoint to \S+/final"
+                 r"|Configuration saved in \S+/(generation_)?config\.json|Model weights saved in \S+/model\.safetensors"
+                 r"|The model is bigger than the maximum size per checkpoint \(5GB\) and is going to be split in \d+ "
+                 r"checkpoint shards\. You can find where each parameters has been saved in the index located at "
+                 r"\S+/model\.safetensors\.index\.json\.|)$",
             r"^\*\*\*\*\* Running Evaluation \*\*\*\*\*$", r"^$",
             r"^Loading checkpoint shards: 100%\|#{10}\| (\d+)/\1 \[[\d:]+<00:00, +[\d.]+(it/s|s/it)\]$",
             r"^Training completed\. Do not forget to share your model on huggingface\.co/models =\)$",
