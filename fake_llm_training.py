@@ -1778,6 +1778,69 @@ def megatron_tokenizer(cfg):
     return name if name in MEGATRON_TOKENIZERS else "HuggingFaceTokenizer"
 
 
+# Megatron-LM's argument defaults that a GPT pre-training script leaves alone (arguments.py,
+# core_v0.10-0.15): the arguments dump prints every one of them, sorted.
+MEGATRON_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
+    "accumulate_allreduce_grads_in_fp32=True;adam_eps=1e-08;add_bias_linear=False;add_position_embedding=True;"
+    "add_qkv_bias=False;adlr_autoresume=False;adlr_autoresume_interval=1000;apply_layernorm_1p=False;"
+    "apply_query_key_layer_scaling=False;apply_residual_connection_post_layernorm=False;apply_rope_fusion=True;"
+    "async_save=None;async_tensor_model_parallel_allreduce=True;attention_dropout=0.0;"
+    "attention_softmax_in_fp32=False;barrier_with_L1_time=True;bias_dropout_fusion=True;bias_gelu_fusion=False;"
+    "bias_swiglu_fusion=True;calculate_per_token_loss=False;check_for_nan_in_loss_and_grad=True;"
+    "check_weight_hash_across_dp_replicas_interval=None;ckpt_assume_constant_structure=False;"
+    "ckpt_convert_format=None;ckpt_convert_save=None;ckpt_format=torch_dist;ckpt_fully_parallel_load=False;"
+    "ckpt_fully_parallel_save=True;ckpt_step=None;clone_scatter_output_in_embedding=True;"
+    "consumed_train_samples=0;consumed_valid_samples=0;context_parallel_size=1;"
+    "create_attention_mask_in_dataloader=True;cross_entropy_loss_fusion=False;data_cache_path=None;"
+    "data_parallel_random_init=False;dataloader_type=single;ddp_average_in_collective=False;"
+    "ddp_bucket_size=None;decoder_num_layers=None;decoder_seq_length=None;decoupled_lr=None;"
+    "decoupled_min_lr=None;defer_embedding_wgrad_compute=False;delay_grad_reduce=True;"
+    "delay_param_gather=False;deterministic_mode=False;disable_straggler_on_startup=False;"
+    "dist_ckpt_format=torch_dist;dist_ckpt_strictness=assume_ok_unexpected;distribute_saved_activations=False;"
+    "distributed_backend=nccl;distributed_timeout_minutes=10;embedding_path=None;empty_unused_memory_level=0;"
+    "enable_one_logger=True;eod_mask_loss=False;exit_duration_in_mins=None;exit_interval=None;"
+    "exit_on_missing_checkpoint=False;exit_signal_handler=False;expert_model_parallel_size=1;finetune=False;"
+    "fp16_lm_cross_entropy=False;fp32_residual_connection=False;fp8=None;fp8_amax_compute_algo=most_recent;"
+    "fp8_amax_history_len=1;fp8_interval=1;fp8_margin=0;fp8_wgrad=True;global_batch_size=0;"
+    "gradient_accumulation_fusion=True;head_lr_mult=1.0;hidden_dropout=0.0;hysteresis=2;"
+    "init_method_std=0.02;init_method_xavier_uniform=False;initial_loss_scale=4294967296;"
+    "iter_per_epoch=1250;lazy_mpu_init=None;local_rank=0;log_interval=100;log_loss_scale_to_tensorboard=True;"
+    "log_memory_to_tensorboard=False;log_num_zeros_in_grad=False;log_params_norm=False;log_progress=False;"
+    "log_straggler=False;log_throughput=True;log_timers_to_tensorboard=False;"
+    "log_validation_ppl_to_tensorboard=False;log_world_size_to_tensorboard=False;logging_level=None;"
+    "loss_scale=None;loss_scale_window=1000;lr_decay_samples=None;lr_warmup_fraction=None;"
+    "lr_warmup_init=0.0;lr_warmup_samples=0;lr_wsd_decay_iters=None;lr_wsd_decay_samples=None;"
+    "lr_wsd_decay_style=exponential;make_vocab_size_divisible_by=128;manual_gc=False;manual_gc_eval=True;"
+    "manual_gc_interval=0;mask_factor=1.0;mask_prob=0.15;mask_type=random;masked_softmax_fusion=True;"
+    "merge_file=None;micro_batch_size=1;min_loss_scale=1.0;mmap_bin_files=True;mock_data=False;"
+    "moe_aux_loss_coeff=0.0;moe_grouped_gemm=False;moe_router_topk=2;moe_token_dispatcher_type=allgather;"
+    "nccl_communicator_config_path=None;no_load_optim=None;no_load_rng=None;no_persist_layer_norm=False;"
+    "no_save_optim=None;no_save_rng=None;norm_epsilon=1e-05;normalization=RMSNorm;num_dataset_builder_threads=1;"
+    "num_distributed_optimizer_instances=1;num_experts=None;num_layers_per_virtual_pipeline_stage=None;"
+    "num_workers=2;one_logger_async=False;one_logger_project=megatron-lm;onnx_safe=None;optimizer=adam;"
+    "overlap_grad_reduce=True;overlap_p2p_comm=False;overlap_param_gather=True;"
+    "overlap_param_gather_with_optimizer_step=False;override_opt_param_scheduler=False;"
+    "perform_initialization=True;pipeline_model_parallel_split_rank=None;position_embedding_type=rope;"
+    "pretrained_checkpoint=None;profile=False;profile_ranks=[0];profile_step_end=12;profile_step_start=10;"
+    "qk_layernorm=False;rampup_batch_size=None;rank=0;recompute_method=None;recompute_num_layers=None;"
+    "reset_attention_mask=False;reset_position_ids=False;rotary_base=10000;rotary_interleaved=False;"
+    "rotary_percent=1.0;rotary_seq_len_interpolation_factor=None;s3_cache_path=None;sample_rate=1.0;"
+    "scatter_gather_tensors_in_pipeline=True;seed=1234;sequence_parallel=False;sgd_momentum=0.9;"
+    "short_seq_prob=0.1;skip_train=False;spec=None;split=969, 30, 1;squared_relu=False;"
+    "standalone_embedding_stage=False;straggler_ctrlr_port=65535;straggler_minmax_count=1;"
+    "tensorboard_log_interval=1;tensorboard_queue_size=1000;test_data_path=None;test_mode=False;"
+    "timing_log_level=0;timing_log_option=minmax;tokenizer_model=None;tp_comm_bulk_dgrad=True;"
+    "tp_comm_bulk_wgrad=True;tp_comm_overlap=False;tp_comm_overlap_ag=True;tp_comm_overlap_rs=True;"
+    "train_data_path=None;train_samples=None;transformer_impl=transformer_engine;use_checkpoint_args=False;"
+    "use_checkpoint_opt_param_scheduler=False;use_cpu_initialization=None;use_dist_ckpt=True;"
+    "use_flash_attn=False;use_legacy_models=False;use_mp_args_from_checkpoint_args=False;"
+    "use_one_sent_docs=False;use_ring_exchange_p2p=False;use_rotary_position_embeddings=False;"
+    "use_tp_pp_dp_mapping=False;valid_data_path=None;variable_seq_lengths=False;"
+    "virtual_pipeline_model_parallel_size=None;vocab_extra_ids=0;vocab_file=None;vocab_size=None;"
+    "wandb_exp_name=;wandb_project=;wandb_save_dir=;weight_decay_incr_style=constant;yaml_cfg=None"
+).split(";")]
+
+
 def megatron_args(ctx):
     cfg = ctx.cfg
     m = cfg.shape
@@ -1797,9 +1860,17 @@ def megatron_args(ctx):
             ("train_iters", cfg.total_steps), ("untie_embeddings_and_output_weights", not m.tied),
             ("use_distributed_optimizer", cfg.sharding != "none"), ("weight_decay", cfg.weight_decay),
             ("world_size", cfg.gpus)]
+    values = dict(MEGATRON_ARG_DEFAULTS)
+    values.update(args)
+    values.update([("params_dtype", "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"),
+                   ("encoder_num_layers", m.layers), ("encoder_seq_length", cfg.seq_len),
+                   ("kv_channels", m.head_dim or m.hidden // m.heads), ("lr_decay_iters", cfg.total_steps),
+                   ("start_weight_decay", cfg.weight_decay), ("end_weight_decay", cfg.weight_decay),
+                   ("load", "/checkpoints/%s" % cfg.name), ("tensorboard_dir", "/checkpoints/%s/tensorboard" % cfg.name),
+                   ("transformer_pipeline_model_parallel_size", cfg.pp), ("micro_batch_size", cfg.micro_batch)])
     out = [("INFO", "------------------------ arguments ------------------------")]
-    for name, value in args:
-        out.append(("INFO", "  %s %s %s" % (name, "." * (48 - len(name)), value)))
+    for name in sorted(values, key=lambda x: x.lower()):        # Megatron sorts case-insensitively
+        out.append(("INFO", "  %s %s %s" % (name, "." * (48 - len(name)), values[name])))
     out.append(("INFO", "-------------------- end of arguments ---------------------"))
     return out
 

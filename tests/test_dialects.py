@@ -46,7 +46,7 @@ MEGATRON_OTHER = [
     r"^using world size: \d+, data-parallel size: \d+, context-parallel size: 1, tensor-model-parallel size: \d+, "
     r"pipeline-model-parallel size: \d+$",
     r"^using torch\.(bfloat16|float16) for parameters \.\.\.$",
-    r"^-+ (end of )?arguments -+$", r"^  \w+ \.+ \S.*$",
+    r"^-+ (end of )?arguments -+$", r"^  \w+ \.+ .*$",
     r"^setting number of micro-batches to constant \d+$", r"^> building \S+ tokenizer \.\.\.$",
     r"^ > padded vocab \(size: \d+\) with \d+ dummy tokens \(new size: \d+\)$",
     r"^> initialized (tensor|pipeline) model parallel with size \d+$", r"^building GPT model \.\.\.$",
