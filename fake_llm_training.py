@@ -2254,8 +2254,8 @@ class Torchtitan(Dialect):
                  % ev.data["seconds"])]
 
     def end(self, ctx, ev):
-        pre = titan_prefix(ctx, ev.t)
-        return [("INFO", pre + "Sleeping 2 seconds for other ranks to complete"), ("INFO", pre + "Training completed")]
+        return [("INFO", titan_prefix(ctx, ev.t) + "Sleeping 2 seconds for other ranks to complete"),
+                ("INFO", titan_prefix(ctx, ev.t + 2.003) + "Training completed")]
 
 
 HF_MAX_SHARD_BYTES = 5e9       # save_pretrained's default max_shard_size "5GB": the Hub's files
@@ -2364,11 +2364,12 @@ class HFTrainer(Dialect):
         seg = tl.train_segments()[-1]
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
         total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
+        examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch   # len(train_dataset)
         return [("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on huggingface.co/models =)"),
                 ("INFO", ""),
                 ("INFO", "{'train_runtime': %r, 'train_samples_per_second': %r, 'train_steps_per_second': %r, "
                          "'train_loss': %r, 'epoch': %r}" % (
-                             round(runtime, 4), round(cfg.global_batch * cfg.total_steps / runtime, 3),
+                             round(runtime, 4), round(examples * cfg.epochs / runtime, 3),
                              round(cfg.total_steps / runtime, 3), total / cfg.total_steps, float(cfg.epochs)))]
 
 
@@ -2467,11 +2468,12 @@ def phase_lines(ctx, ev):
         return dialect.load(ctx, ev)
     if phase == "train":
         return dialect.train_start(ctx, ev)
-    if phase == "export":
+    if phase == "export":                   # the framework's closing lines, then the export
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
         if cfg.style == "hf":
-            return dialect.save_lines(ctx, ev.t, "/outputs/%s/final" % cfg.name, shards, cfg.export_seconds)
-        return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf" % (
+            return dialect.end(ctx, ev) + dialect.save_lines(ctx, ev.t + 0.05, "/outputs/%s/final" % cfg.name,
+                                                             shards, cfg.export_seconds)
+        return dialect.end(ctx, ev) + [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf" % (
             checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
     return []
 
@@ -2604,7 +2606,7 @@ def dialect_lines(ctx, ev):
             len(files), fmt_bytes(ev.data["total_bytes"]), cfg.name,
             ", ".join(f["name"] for f in files[:3]) + (", ..." if len(files) > 3 else "")))]
     if kind == "summary":
-        return dialect.end(ctx, ev) + summary_box(cfg, ev.data)
+        return summary_box(cfg, ev.data)
     method = {"val_start": dialect.val_start, "val": dialect.val, "ckpt_start": dialect.ckpt_start,
               "checkpoint": dialect.ckpt}.get(kind)
     return method(ctx, ev) if method else []
