@@ -2126,6 +2126,7 @@ class MegatronDeepSpeed(Megatron):
         seg = train_segment(tl, m.attempt)
         out = []
         if ctx.rank in (None, 0):
+            out += self.overflow_lines(ctx, seg, m.step)
             t = ev.t - 0.004 - 0.01 * unit(cfg.run_seed, S_STAMP, 4 * m.step)    # the loss all-reduce follows
             out.append(("INFO", self.ds(ctx, t, "logging.py:128:log_dist") + "[Rank 0] step=%d, skipped=%d, lr=[%r], "
                         "mom=[(0.9, 0.95)]" % (m.step, skipped_total(cfg, m.step), m.lr)))
@@ -2138,6 +2139,19 @@ class MegatronDeepSpeed(Megatron):
                                 round(cfg.mem_need_bytes * 0.35 / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
         if ctx.rank in (None, cfg.gpus - 1):
             out.append(("INFO", self.mds_line(ctx, ev)))
+        return out
+
+    def overflow_lines(self, ctx, seg, step):
+        """DynamicLossScaler.update_scale on each fp16 overflow since the last line."""
+        cfg, tl = ctx.cfg, ctx.tl
+        out = []
+        for k in range(max(seg.first, step - cfg.log_interval) + 1, step + 1):
+            scale, skipped = loss_scale_at(cfg, k)
+            if skipped:
+                before = loss_scale_at(cfg, k - 1)[0] if k > 1 else 2.0 ** 32
+                out.append(("INFO", self.ds(ctx, tl.step_end(seg, k) - 0.016, "loss_scaler.py:183:update_scale") +
+                            "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: %d, reducing to %d"
+                            % (before, min(scale, before / 2))))
         return out
 
     def ckpt_start(self, ctx, ev):
