@@ -892,6 +892,14 @@ def _hiccup_step(seed, stream, block, every):
     return block * every + int(unit(seed, stream, 2 * block + 7) * every)
 
 
+def _hiccup_at(seed, stream, every, size, step):
+    """Seconds of the hiccup at step `step` (0 if its block's hiccup falls elsewhere)."""
+    block = step // every
+    if step > 0 and _hiccup_step(seed, stream, block, every) == step:
+        return _one_event(seed, stream, block, size, 0.5)
+    return 0.0
+
+
 def _hiccups_upto(seed, stream, every, size, step):
     """Seconds of hiccups at steps 1..step (one per block of `every` steps)."""
     if step <= 0:
@@ -1051,8 +1059,9 @@ class Timeline(object):
         return collections.OrderedDict([
             ("compute", base[0] + self._jitter(step) - prev),
             ("comm", base[1] + self._straggle(seg, step) - self._straggle(seg, step - 1)),
-            ("optimizer", base[2]), ("data", base[3] + self._stalls(step) - self._stalls(step - 1)),
-            ("gc", self._gc(step) - self._gc(step - 1)),
+            ("optimizer", base[2]),
+            ("data", base[3] + _hiccup_at(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
+            ("gc", _hiccup_at(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)),
             ("warmup", self._warmup(seg, step) - self._warmup(seg, step - 1))])
 
     def step_time(self, seg, step):
