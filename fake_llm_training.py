@@ -2300,8 +2300,7 @@ class HFTrainer(Dialect):
         out = [("INFO", self.hf(ctx, ev.t, "modeling_utils.py:3934") + "loading weights file %s/%s" % (
             src, "model.safetensors.index.json" if shards > 1 else "model.safetensors"))]
         if shards > 1:
-            out.append(("INFO", "Loading checkpoint shards: 100%%|##########| %d/%d [%s<00:00, %5.2fit/s]" % (
-                shards, shards, fmt_duration(load_s), shards / load_s)))
+            out.append(("INFO", tqdm_line(shards, shards, load_s, shards / load_s, "Loading checkpoint shards: ")))
         t = ev.t + load_s + 0.05
         out += [("INFO", self.hf(ctx, t, "modeling_utils.py:4800") + "All model checkpoint weights were used when "
                  "initializing %s." % cfg.architecture), ("INFO", "")]
