@@ -2683,7 +2683,7 @@ def event_record(ev):
         if m.parts is not None:          # the per-step record the dialects' instruments read
             rec["lr_used"] = m.lr_used
             rec["parts"] = collections.OrderedDict((k, round(v, 6)) for k, v in m.parts.items())
-            rec["micro_losses"] = [round(x, 6) for x in m.micro_losses]
+            rec["micro_losses"] = m.micro_losses
         if m.attempt:
             rec["attempt"] = m.attempt
         return rec

@@ -46,6 +46,19 @@ class Record(object):
         """The launch whose record holds this step (the last one, after a restart)."""
         return max(a for a in self.trains if (a, step) in self.steps)
 
+    def attempts(self, printed_steps):
+        """The launch that printed each of these lines, in order: a restart goes back
+        to its checkpoint, so the step printed drops (or repeats) at each new launch."""
+        out, a, prev = [], 0, None
+        for k in printed_steps:
+            if prev is not None and k <= prev:
+                a += 1
+            while (a, k) not in self.steps and a < max(self.trains):
+                a += 1
+            out.append(a)
+            prev = k
+        return out
+
     def t(self, attempt, step):
         p = self.trains[attempt]
         return p["t"] if step == p["step"] else self.steps[(attempt, step)]["t"]
@@ -79,15 +92,14 @@ MEGATRON = (r"iteration\s+(?P<it>\d+)/\s*\d+ \| consumed samples:\s+\d+ \| elaps
             r" number of skipped iterations:\s+(?P<skip>\d+)")
 
 
-def window(rec, it, every):
-    a = rec.attempt_of(it)
+def window(rec, it, every, a):
     k0 = max(rec.trains[a]["step"], it - every)
     steps = [rec.steps[(a, k)] for k in range(k0 + 1, it + 1)]
     return a, k0, steps
 
 
 def log_every(lines, key):
-    its = sorted(int(m.group(key)) for m in lines)
+    its = sorted(set(int(m.group(key)) for m in lines))      # a restart prints some iterations again
     return min(b - a for a, b in zip(its, its[1:]))
 
 
@@ -102,9 +114,9 @@ def test_megatron_window_averages(seed, extra):
         assert any(int(m.group("skip")) for m in lines) and any(m.group("gn") is None for m in lines)
     every = log_every(lines, "it")
     c = rec.cfg
-    for m in lines:
+    for m, a in zip(lines, rec.attempts([int(m.group("it")) for m in lines])):
         it = int(m.group("it"))
-        _, _, steps = window(rec, it, every)
+        _, _, steps = window(rec, it, every, a)
         ms = 1000 * sum(s["step_time_s"] for s in steps) / len(steps)
         assert close(float(m.group("ms")), ms, 0.1 + 1e-5 * ms), (it, m.group("ms"), ms)
         tflops = c["flops_per_token"] * c["tokens_per_step"] / (ms / 1000.0) / c["gpus"] / 1e12
@@ -115,7 +127,7 @@ def test_megatron_window_averages(seed, extra):
         else:           # all skipped: Megatron prints a zero loss
             assert float(m.group("loss")) == 0.0
         assert int(m.group("skip")) == len(steps) - len(kept)
-        s = rec.s(it)
+        s = rec.steps[(a, it)]
         assert m.group("lr") == "%.6E" % s["lr"]
         if s.get("skipped"):
             assert m.group("gn") is None                     # no grad norm on a skipped iteration
@@ -147,8 +159,7 @@ def test_deepspeed_throughput_timer_and_megatron_deepspeed_line(seed):
             lines.append(m)
     assert len(timers) >= 20 and len(lines) >= 20
     avgs = set()
-    for it, t in timers:
-        a = rec.attempt_of(it)
+    for (it, t), a in zip(timers, rec.attempts([it for it, _ in timers])):
         first = rec.trains[a]["step"]
         timed = [rec.steps[(a, k)]["step_time_s"] - rec.steps[(a, k)]["parts"]["data"]
                  for k in range(first + 3, it + 1)]
@@ -160,15 +171,15 @@ def test_deepspeed_throughput_timer_and_megatron_deepspeed_line(seed):
         avgs.add(t.group("avg"))
     assert len(avgs) > len(timers) // 2                      # recomputed every step, not one constant
     every = log_every(lines, "it")
-    for m in lines:
+    for m, a in zip(lines, rec.attempts([int(m.group("it")) for m in lines])):
         it = int(m.group("it"))
-        _, _, steps = window(rec, it, every)
+        _, _, steps = window(rec, it, every, a)
         ms = 1000 * sum(s["step_time_s"] for s in steps) / len(steps)
         assert close(float(m.group("ms")), ms, 0.1 + 1e-5 * ms)
         sps = gbs / (ms / 1000.0)
         assert close(float(m.group("sps")), sps, 0.001 + 1e-5 * sps)
         assert close(float(m.group("tgs")), sps * c["seq_len"] / c["gpus"], 0.001 + 1e-5 * sps * c["seq_len"])
-        assert m.group("lr") == "%.3E" % rec.s(it)["lr"]
+        assert m.group("lr") == "%.3E" % rec.steps[(a, it)]["lr"]
 
 
 TITAN = (r"(?P<ts>\d\d:\d\d:\d\d,\d{3}) - root - INFO - step:\s*(?P<step>\d+)  loss:\s*(?P<loss>[\d.]+)  grad_norm:\s*"
@@ -183,9 +194,8 @@ def test_torchtitan_window_metrics(seed):
     steps_printed = [int(m.group("step")) for m in lines]
     assert all(k == 1 or k % 10 == 0 for k in steps_printed)           # torchtitan's default log_freq
     ratios = []
-    for m in lines:
+    for m, a in zip(lines, rec.attempts([int(m.group("step")) for m in lines])):
         k = int(m.group("step"))
-        a = rec.attempt_of(k)
         first = rec.trains[a]["step"]
         prev = 1 if k == 10 else k - 10
         if k == 1 or prev <= first:
@@ -201,7 +211,7 @@ def test_torchtitan_window_metrics(seed):
         tflops = c["flops_per_token"] * tps / 1e12
         assert close(float(m.group("tf").replace(",", "")), tflops, 0.01 + 2e-6 * tflops)
         assert close(float(m.group("mfu")), 100 * tflops / c["gpu_peak_tflops"], 0.01 + 1e-5 * tflops)
-        s = rec.s(k)
+        s = rec.steps[(a, k)]
         assert close(float(m.group("loss")), s["loss"], 1e-5) and close(float(m.group("gn")), s["grad_norm"], 1e-4)
         if k > 10 and prev > first:
             ratios.append(tps * dt)
@@ -233,12 +243,9 @@ def test_hf_bar_dict_and_train_loss(seed):
     c = rec.cfg
     bars = dicts = 0
     every = every_of(text)
-    for i, line in enumerate(text):
-        b = re.match(TQDM, line)
-        if not b:
-            continue
+    found = [(i, re.match(TQDM, line)) for i, line in enumerate(text) if re.match(TQDM, line)]
+    for (i, b), a in zip(found, rec.attempts([int(b.group("n")) for _, b in found])):
         n = int(b.group("n"))
-        a = rec.attempt_of(n)
         rate = tqdm_ema_rate(rec, a, n)
         shown = "%5.2f" % (rate if rate >= 1 else 1 / rate)
         assert b.group("rate") == shown.strip() and b.group("unit") == ("it/s" if rate >= 1 else "s/it"), (n, line)
@@ -249,8 +256,8 @@ def test_hf_bar_dict_and_train_loss(seed):
         d = re.match(HF_DICT, text[i + 1])
         if d:
             dicts += 1
-            assert float(d.group("gn")) == rec.s(n)["grad_norm"]
-            assert float(d.group("lr")) == rec.s(n)["lr_used"]            # the rate the step ran with
+            assert float(d.group("gn")) == rec.steps[(a, n)]["grad_norm"]
+            assert float(d.group("lr")) == rec.steps[(a, n)]["lr_used"]     # the rate the step ran with
             losses = [rec.steps[(a, k)]["loss"] for k in range(max(rec.trains[a]["step"], n - every) + 1,
                                                                   n + 1)]
             assert float(d.group("loss")) == round(sum(losses) / len(losses), 4)
@@ -266,7 +273,7 @@ def test_hf_bar_dict_and_train_loss(seed):
 
 
 def every_of(text):
-    ns = [int(m.group("n")) for m in (re.match(TQDM, l) for l in text) if m]
+    ns = sorted(set(int(m.group("n")) for m in (re.match(TQDM, l) for l in text) if m))
     return min(b - a for a, b in zip(ns, ns[1:]))
 
 
@@ -290,11 +297,10 @@ def test_lightning_bar_counts_batches(seed):
     ga = c["grad_accum_steps"]
     per_epoch = c["total_steps"] // c["epochs"]
     assert len(lines) >= 10
-    for m in lines:
+    steps = [int(m.group("ep")) * per_epoch + int(m.group("n")) // ga for m in lines]
+    for m, step, a in zip(lines, steps, rec.attempts(steps)):
         n, epoch = int(m.group("n")), int(m.group("ep"))
         assert int(m.group("tot")) == per_epoch * ga and n % ga == 0
-        step = epoch * per_epoch + n // ga
-        a = rec.attempt_of(step)
         first = epoch * per_epoch
         start = rec.trains[a]["t"] if first <= rec.trains[a]["step"] else \
             max(rec.t(a, first), rec.pause_end.get(first, 0))
@@ -302,7 +308,7 @@ def test_lightning_bar_counts_batches(seed):
         rate = n / elapsed
         assert m.group("rate") == ("%5.2f" % rate).strip(), (step, m.group(0), rate)
         assert abs(interval_seconds(m.group("rem")) - int((per_epoch * ga - n) / rate)) <= 1
-        assert m.group("loss") == lightning_num(rec.s(step)["micro_losses"][-1])
+        assert m.group("loss") == lightning_num(rec.steps[(a, step)]["micro_losses"][-1])
 
 
 @pytest.mark.parametrize("style", ["megatron", "deepspeed", "hf", "torchtitan", "lightning"])
