@@ -104,9 +104,10 @@ def log_every(lines, key):
 
 
 FP16_FROM_SCRATCH = ("--gpu-type", "V100", "--kind", "pretrain")     # overflows while the loss scale settles
+RESTART = (16, ("--incidents", "often"))          # this seed's run crashes and resumes from a checkpoint
 
 
-@pytest.mark.parametrize("seed,extra", [(s, ()) for s in SEEDS] + [(6, FP16_FROM_SCRATCH)])
+@pytest.mark.parametrize("seed,extra", [(s, ()) for s in SEEDS] + [(6, FP16_FROM_SCRATCH), RESTART])
 def test_megatron_window_averages(seed, extra):
     rec, lines = Record("megatron", seed, extra), printed("megatron", seed, MEGATRON, extra)
     assert len(lines) >= 20
@@ -236,10 +237,12 @@ def tqdm_ema_rate(rec, a, step):
     return dn / dt
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_hf_bar_dict_and_train_loss(seed):
-    rec = Record("hf", seed)
-    text = run("hf", seed, "plain").splitlines()
+@pytest.mark.parametrize("seed,extra", [(s, ()) for s in SEEDS] + [RESTART])
+def test_hf_bar_dict_and_train_loss(seed, extra):
+    rec = Record("hf", seed, extra)
+    text = run("hf", seed, "plain", extra).splitlines()
+    if extra:
+        assert len(rec.trains) > 1
     c = rec.cfg
     bars = dicts = 0
     every = every_of(text)
@@ -290,9 +293,9 @@ def lightning_num(x):
     return text
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_lightning_bar_counts_batches(seed):
-    rec, lines = Record("lightning", seed), printed("lightning", seed, LIGHTNING)
+@pytest.mark.parametrize("seed,extra", [(s, ()) for s in SEEDS] + [RESTART])
+def test_lightning_bar_counts_batches(seed, extra):
+    rec, lines = Record("lightning", seed, extra), printed("lightning", seed, LIGHTNING, extra)
     c = rec.cfg
     ga = c["grad_accum_steps"]
     per_epoch = c["total_steps"] // c["epochs"]
