@@ -1322,7 +1322,7 @@ class Telemetry(object):
 Event = collections.namedtuple("Event", "t kind data")
 StepMetrics = collections.namedtuple(
     "StepMetrics", "step loss lr grad_norm step_time_s tokens_per_s tokens_seen mfu eta_s "
-                   "epoch skipped loss_scale attempt lr_used parts micro_losses")
+                   "epoch skipped loss_scale attempt lr_used parts micro_losses samples_seen")
 TITAN_LOG_FREQ = 10         # torchtitan's metrics.log_freq default
 
 
@@ -1357,7 +1357,7 @@ def step_metrics(tl, seg, step, record=False):
         step_time, tokens_per_s, step * cfg.tokens_per_step, mfu_of(cfg, tokens_per_s),
         tl.eta(seg, step), step / float(cfg.steps_per_epoch) if cfg.steps_per_epoch else 0.0,
         skipped, scale, seg.attempt, lr_used(cfg, step), tl.step_parts(seg, step) if record else None,
-        micro_losses(cfg, step, loss) if record else None)
+        micro_losses(cfg, step, loss) if record else None, step * cfg.global_batch)
 
 
 def run_events(tl, t0, t1, every_step=True):
@@ -2387,8 +2387,9 @@ class HFTrainer(Dialect):
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
         total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch   # len(train_dataset)
-        return [("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on huggingface.co/models =)"),
-                ("INFO", ""),
+        pre = self.hf(ctx, ev.t, "trainer.py:2643")          # logger.info("\n\nTraining completed. ...\n\n")
+        return [("INFO", pre), ("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on "
+                                                      "huggingface.co/models =)"), ("INFO", ""), ("INFO", ""),
                 ("INFO", "{'train_runtime': %r, 'train_samples_per_second': %r, 'train_steps_per_second': %r, "
                          "'train_loss': %r, 'epoch': %r}" % (
                              round(runtime, 4), round(examples * cfg.epochs / runtime, 3),
@@ -2682,6 +2683,7 @@ def event_record(ev):
             rec["skipped"] = m.skipped
         if m.parts is not None:          # the per-step record the dialects' instruments read
             rec["lr_used"] = m.lr_used
+            rec["samples_seen"] = m.samples_seen
             rec["parts"] = collections.OrderedDict((k, round(v, 6)) for k, v in m.parts.items())
             rec["micro_losses"] = m.micro_losses
         if m.attempt:
