@@ -69,7 +69,9 @@ def test_every_step_follows_from_the_configuration(seed):
         assert abs(m.tokens_per_s * m.step_time_s - cfg.tokens_per_step) / cfg.tokens_per_step < 1e-6
         assert m.tokens_seen == m.step * cfg.tokens_per_step
         assert abs(m.mfu - cfg.flops_per_token * m.tokens_per_s / (cfg.gpus * cfg.gpu.tflops * 1e12)) < 1e-9
-        assert 0.15 <= m.mfu <= 0.7
+        hiccup = m.parts["gc"] + m.parts["warmup"] + m.parts["data"] - flt.step_parts_of(cfg)[3]
+        assert (0.15 if hiccup < 1e-9 else 0.05) <= m.mfu <= 0.7   # a GC pause or slow batch slows its step
+        assert abs(sum(m.parts.values()) - m.step_time_s) < 1e-9 * m.step_time_s + 1e-12
         assert 0 < m.lr <= cfg.peak_lr * (1 + 1e-9)
         assert 0.3 < m.loss < math.log(cfg.shape.vocab) + 3 and 0 < m.grad_norm < 1000
         if prev is not None:
@@ -90,8 +92,17 @@ def test_every_step_follows_from_the_configuration(seed):
 def test_lr_is_exactly_on_schedule():
     cfg = flt.make_run_config(CATALOG, 3, 1)
     w, total = cfg.warmup_steps, cfg.total_steps
-    assert flt.lr_at(cfg, w - 1) == pytest.approx(cfg.peak_lr)
+    assert flt.lr_at(cfg, 0) == 0.0 and flt.lr_at(cfg, w // 2) == pytest.approx(cfg.peak_lr * (w // 2) / w)
+    assert flt.lr_at(cfg, w) == pytest.approx(cfg.peak_lr)          # after w scheduler steps (Megatron, HF)
     assert flt.lr_at(cfg, total) == pytest.approx(cfg.min_lr)
+    for decay in ("cosine", "linear", "wsd", "constant"):
+        for min_lr in (0.0, 0.1 * cfg.peak_lr):
+            c = cfg._replace(decay=decay, min_lr=min_lr)
+            lrs = [flt.lr_at(c, n) for n in range(w, total + 1)]
+            assert all(b <= a for a, b in zip(lrs, lrs[1:])) and lrs[0] == pytest.approx(cfg.peak_lr)
+            assert lrs[-1] == pytest.approx(cfg.peak_lr if decay == "constant" else min_lr)
+            if decay == "wsd":        # stable, then the anneal over the last fifth
+                assert lrs[int(0.75 * (total - w))] == pytest.approx(cfg.peak_lr)
     mid = w + (total - w) // 2
     expect = cfg.min_lr + 0.5 * (cfg.peak_lr - cfg.min_lr) * (1 + math.cos(math.pi * (mid - w) / (total - w)))
     if cfg.decay == "cosine":

@@ -131,7 +131,7 @@ def test_runs_without_posix_only_names_and_without_curses():
         args = f.resolve_args(parser.parse_args(["--seed", "3", "--speed", "5000", "--exit-after", "1s"]), catalog)
         f.install_signal_handlers()
         session = f.Session(catalog, args.seed, args.pins, args.incidents, args.from_start)
-        sys.exit(f.run_screen(session, args))
+        sys.exit(f.run_screen(session, args, "fake_llm_training"))
     """)
     out = subprocess.run([sys.executable, "-c", driver], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
