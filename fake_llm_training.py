@@ -1557,6 +1557,30 @@ def attach_time(tl):
 
 
 ########################################################################
+# Number formats
+########################################################################
+# Figures as people write them, shared by the dialects and the frames.
+
+
+def fmt_params(n):
+    return "%.2fB" % (n / 1e9) if n >= 1e9 else "%.0fM" % (n / 1e6)
+
+
+def fmt_tokens(n):
+    for name, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return "%.2f%s" % (n / size, name) if n < 10 * size else "%.1f%s" % (n / size, name)
+    return "%d" % n
+
+
+def fmt_bytes(n):
+    for name, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return "%.1f %s" % (n / size, name)
+    return "%d B" % n
+
+
+########################################################################
 # Dialects: events -> log lines as each framework really prints them
 ########################################################################
 # One formatter per framework turns the same events into that framework's
@@ -2575,49 +2599,6 @@ def _incident_lines(ctx, ev):
         ("ERROR", "=" * 60)]
 
 
-def summary_box(cfg, s):
-    """Our end-of-run table: a hand-drawn ASCII box."""
-    rows = [("model", "%s (%s params)" % (cfg.model, fmt_params(cfg.params))),
-            ("run", "%s (%s)" % (cfg.name, cfg.kind)),
-            ("steps", "{:,} (from {:,} to {:,})".format(s["steps"], cfg.start_step, cfg.total_steps)
-             + (", {:,} redone".format(s["steps_redone"]) if s["steps_redone"] else "")),
-            ("tokens", fmt_tokens(s["tokens"])),
-            ("wall time", fmt_duration(s["wall_s"]) + (" (%d restart%s)" % (s["restarts"], "s" * (s["restarts"] > 1))
-                                                       if s["restarts"] else "")),
-            ("train loss / ppl", "%.4f / %.2f" % (s["train_loss"], s["train_ppl"])),
-            ("val loss / ppl", "%.4f / %.2f" % (s["val_loss"], s["val_ppl"])),
-            ("throughput", "{:,.0f} tok/s, MFU {:.1f}%".format(s["tokens_per_s"], 100 * s["mfu"])),
-            ("GPU-hours", "{:,.1f} on {}x {}".format(s["gpu_hours"], cfg.gpus, cfg.gpu.name)),
-            ("checkpoints", "%d written" % s["checkpoints"]),
-            ("export", "%d files, %s" % (s["export_files"], fmt_bytes(s["export_bytes"])))]
-    key_w = max(len(k) for k, _ in rows)
-    val_w = max(len(v) for _, v in rows)
-    rule = "+" + "-" * (key_w + 2) + "+" + "-" * (val_w + 2) + "+"
-    title = "| " + ("run %d summary" % cfg.run).ljust(key_w + val_w + 3) + " |"
-    out = [rule, title, rule]
-    out += ["| %s | %s |" % (k.ljust(key_w), v.ljust(val_w)) for k, v in rows]
-    out.append(rule)
-    return [("SUMMARY", line) for line in out]
-
-
-def fmt_params(n):
-    return "%.2fB" % (n / 1e9) if n >= 1e9 else "%.0fM" % (n / 1e6)
-
-
-def fmt_tokens(n):
-    for name, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return "%.2f%s" % (n / size, name) if n < 10 * size else "%.1f%s" % (n / size, name)
-    return "%d" % n
-
-
-def fmt_bytes(n):
-    for name, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return "%.1f %s" % (n / size, name)
-    return "%d B" % n
-
-
 def event_lines(ctx, ev):
     """The log lines (level, text) an event produces, as the chosen rank sees them."""
     lines = dialect_lines(ctx, ev)
@@ -2648,8 +2629,6 @@ def dialect_lines(ctx, ev):
         return [("INFO", "Saved %d files (%s) to /outputs/%s/hf: %s" % (
             len(files), fmt_bytes(ev.data["total_bytes"]), cfg.name,
             ", ".join(f["name"] for f in files[:3]) + (", ..." if len(files) > 3 else "")))]
-    if kind == "summary":
-        return summary_box(cfg, ev.data)
     method = {"val_start": dialect.val_start, "val": dialect.val, "ckpt_start": dialect.ckpt_start,
               "checkpoint": dialect.ckpt}.get(kind)
     return method(ctx, ev) if method else []
@@ -2658,7 +2637,7 @@ def dialect_lines(ctx, ev):
 # Plain and JSON-lines output
 ########################################################################
 
-ANSI = {"WARNING": "\033[33m", "ERROR": "\033[31m", "SUMMARY": "\033[1m"}
+ANSI = {"WARNING": "\033[33m", "ERROR": "\033[31m"}
 
 
 def config_record(cfg):
@@ -2719,8 +2698,9 @@ JSONL_EVENTS = ("phase", "step", "val", "checkpoint", "export", "summary", "stra
                 "spike", "xid", "job_failed")
 
 
-class StreamWriter(object):
-    """Writes one session as plain log lines or JSON lines, in simulated time."""
+class LogWriter(object):
+    """Writes one session's log in simulated time: as plain lines or JSON lines
+    to a stream, or ("screen") into the LogSink of the screen's log region."""
 
     def __init__(self, session, out, fmt, epoch0, color=False, rank=None):
         self.session, self.out, self.fmt = session, out, fmt
@@ -2734,6 +2714,10 @@ class StreamWriter(object):
 
     def _log(self, ctx, rs, ev):
         lines = event_lines(ctx, ev)
+        if self.fmt == "screen":
+            for level, text in lines:
+                self.out.add(level, text)
+            return
         if self.fmt == "plain":
             for level, text in lines:
                 if self.color and level in ANSI:
@@ -2807,6 +2791,39 @@ class StreamWriter(object):
         return False, max(tau, tau1)
 
 
+class LogSink(object):
+    """The log region's memory: the newest LOG_KEEP (level, text) lines, no more."""
+
+    def __init__(self, keep=LOG_KEEP):
+        self.lines = collections.deque(maxlen=keep)
+
+    def add(self, level, text):
+        self.lines.append((level, text))
+
+
+def history_window(rs):
+    """Run-time span of log history to pre-fill a screen joining mid-run: about
+    150 logged steps, more than the tallest log region shows."""
+    cfg = rs.cfg
+    return max(60.0, 150 * cfg.step_time_s * max(1, cfg.log_interval))
+
+
+def prefill(session, writer):
+    """Write the recent history of the run the session joins, as if it had been running."""
+    rs = session.current
+    if rs.offset <= 0:
+        return
+    ctx = LogContext(rs, writer.epoch0 + rs.start_tau - rs.offset, writer.rank)
+    start = max(-1.0, rs.offset - history_window(rs))
+    if start > 0:                      # the start-up banner stays at the top of a log
+        for seg in rs.timeline.segments[:2]:
+            writer._log(ctx, rs, Event(seg.t0, "phase", {"phase": seg.phase, "attempt": 0,
+                                                         "step": seg.first, "info": None}))
+    for ev in run_events(rs.timeline, start, rs.offset, every_step=False):
+        writer._log(ctx, rs, ev)
+    writer.run, writer.done_t = rs.cfg.run, rs.offset
+
+
 def session_now(args, start):
     """Session time now: from our own start, or from --start-at on the wall clock."""
     if args.start_at is None:
@@ -2826,7 +2843,7 @@ def run_stream(session, args, out):
     memory stays flat and --exit-after is checked between slices."""
     fmt = "jsonl" if args.format == "jsonl" else "plain"      # plain also when the screen fell back
     color = fmt == "plain" and out.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
-    writer = StreamWriter(session, out, fmt, args.epoch0, color, args.rank)
+    writer = LogWriter(session, out, fmt, args.epoch0, color, args.rank)
     start = time.monotonic()
     tau = session_now(args, start) if args.start_at is not None else 0.0
     while True:
@@ -2843,21 +2860,22 @@ def run_stream(session, args, out):
 
 
 ########################################################################
-# Frames (pure: the screen as exactly `height` lines of `width` cells)
+# Viewer's choices (what the keys change)
 ########################################################################
-# A frame is a list of Line(text, spans); spans are (start, length, style)
-# with semantic style names that the terminal section maps to curses
-# attributes.  Nothing here touches the terminal or draws anything random.
+# The only mutable screen state: what the viewer chose with the keys and
+# flags.  Frames read it; handle_key changes it (and `!` forces an incident).
 
-Line = collections.namedtuple("Line", "text spans")
+
 GLYPHS_ASCII = {"full": "#", "empty": ".", "point": "*", "val": "o", "sep": "|", "dot": ".",
                 "raw": ".", "smooth": "-", "spark": ".:-=+*#%@", "area": "_-=#", "big": "#", "braille": False}
 GLYPHS_UNICODE = {"full": "\u2588", "empty": "\u2591", "point": "\u2022", "val": "\u25cb", "sep": "\u2502",
                   "dot": "\u00b7", "raw": "\u00b7", "smooth": "\u2500",
                   "spark": "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588",
                   "area": "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588", "big": "\u2588", "braille": True}
-MIN_WIDTH, MIN_HEIGHT = 20, 3
 VIEWS = ("all", "log", "gpus", "chart", "wall")   # --view: every region, one of them, or the wall
+
+
+NOTICE_FRAMES = 8                # frames a notice such as "incident: crash" stays in the footer
 
 
 class Ui(object):
@@ -2886,6 +2904,47 @@ class Ui(object):
             self.notice = ""
 
 
+KEY_SPEEDS = (1.0 / 8, 4096.0)   # + and - stop here: slower is a still frame, faster a blur
+KEY_ESCAPE, KEY_ENTERS = 27, (10, 13, 343)    # 343 is curses.KEY_ENTER (the keypad's Enter)
+def handle_key(key, ui, rs, t):
+    """Apply one key press to the viewer's choices (and `!` to the run)."""
+    if key < 0:
+        return
+    ch = chr(key) if key < 256 else ""
+    ui.touched = True
+    ui.set_notice("")
+    if ui.help and (key == KEY_ESCAPE or key in KEY_ENTERS):
+        ui.help = False
+    elif ch in ("p", " "):
+        ui.paused = not ui.paused
+    elif ch in ("+", "-"):
+        wanted = ui.speed * 2 if ch == "+" else ui.speed / 2
+        if KEY_SPEEDS[0] <= wanted <= KEY_SPEEDS[1]:
+            ui.speed = wanted
+        else:
+            ui.set_notice("speed x%g is the %s the keys go" % (ui.speed, "fastest" if ch == "+" else "slowest"))
+    elif ch == "g":
+        ui.gpu_mode = {"gpus": "nodes", "nodes": "hidden", "hidden": "gpus"}[ui.gpu_mode]
+    elif ch == "l":
+        ui.chart = not ui.chart
+    elif ch == "L":
+        ui.log_scale = not ui.log_scale
+    elif ch == "?":
+        ui.help = not ui.help
+    elif ch == "!":
+        kind = rs.trigger(t)
+        ui.set_notice(("incident: %s" % kind) if kind else "no incident outside training")
+
+
+########################################################################
+# Frames (pure: the screen as exactly `height` lines of `width` cells)
+########################################################################
+# A frame is a list of Line(text, spans); spans are (start, length, style)
+# with semantic style names that the terminal section maps to curses
+# attributes.  Nothing here touches the terminal or draws anything random.
+
+Line = collections.namedtuple("Line", "text spans")
+MIN_WIDTH, MIN_HEIGHT = 20, 3
 def fit(text, width):
     """Exactly `width` cells: cut or pad."""
     return text[:width].ljust(width) if width > 0 else ""
@@ -2965,7 +3024,7 @@ def header_line(state, width):
     return plain_line(text, width, "header")
 
 
-LEVEL_STYLE = {"WARNING": "warn", "ERROR": "error", "SUMMARY": "title"}
+LEVEL_STYLE = {"WARNING": "warn", "ERROR": "error"}
 
 
 def log_lines(state, width, height):
@@ -3740,20 +3799,24 @@ HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve spee
              "!      trigger an incident now", "?      this help")
 
 
-def overlay_help(lines, width, height, seed):
-    """The keys in a box over the middle of the frame, with the session's seed."""
-    text = ("keys   (session --seed %d)" % seed,) + HELP_KEYS + ("", "Esc, Enter or ? closes this box")
+def overlay_box(lines, width, height, text):
+    """`text` in a ruled box over the middle of the frame (cut to fit)."""
     box_w = min(width, max(len(t) for t in text) + 4)
     box_h = min(height, len(text) + 2)
     top, left = max(0, (height - box_h) // 2), max(0, (width - box_w) // 2)
     rule = "+" + "-" * (box_w - 2) + "+"
     rows = ([rule] + ["| " + fit(t, box_w - 4) + " |" for t in text])[:box_h - 1] + [rule]
     for i, row in enumerate(rows[:box_h]):
-        y = top + i
-        old = lines[y].text
-        text_y = old[:left] + fit(row, box_w) + old[left + box_w:]
-        lines[y] = Line(fit(text_y, width), [(left, box_w, "title")])
+        old = lines[top + i].text
+        new = old[:left] + fit(row, box_w) + old[left + box_w:]
+        lines[top + i] = Line(fit(new, width), [(left, box_w, "title")])
     return lines
+
+
+def overlay_help(lines, width, height, seed):
+    """The keys, with the session's seed."""
+    text = ("keys   (session --seed %d)" % seed,) + HELP_KEYS + ("", "Esc, Enter or ? closes this box")
+    return overlay_box(lines, width, height, text)
 
 
 BESIDE_ROWS = 18         # rows the chart beside the GPU panel wants, when the screen has them
@@ -3793,6 +3856,33 @@ def all_regions(state, width, height):
     return out
 
 
+def summary_rows(cfg, s):
+    """Our end-of-run table, (name, value) rows from run_summary's figures."""
+    rows = [("model", "%s (%s params)" % (cfg.model, fmt_params(cfg.params))),
+            ("run", "%s (%s)" % (cfg.name, cfg.kind)),
+            ("steps", "{:,} (from {:,} to {:,})".format(s["steps"], cfg.start_step, cfg.total_steps)
+             + (", {:,} redone".format(s["steps_redone"]) if s["steps_redone"] else "")),
+            ("tokens", fmt_tokens(s["tokens"])),
+            ("wall time", fmt_duration(s["wall_s"]) + (" (%d restart%s)" % (s["restarts"], "s" * (s["restarts"] > 1))
+                                                       if s["restarts"] else "")),
+            ("train loss / ppl", "%.4f / %.2f" % (s["train_loss"], s["train_ppl"])),
+            ("val loss / ppl", "%.4f / %.2f" % (s["val_loss"], s["val_ppl"])),
+            ("throughput", "{:,.0f} tok/s, MFU {:.1f}%".format(s["tokens_per_s"], 100 * s["mfu"])),
+            ("GPU-hours", "{:,.1f} on {}x {}".format(s["gpu_hours"], cfg.gpus, cfg.gpu.name)),
+            ("checkpoints", "%d written" % s["checkpoints"]),
+            ("export", "%d files, %s" % (s["export_files"], fmt_bytes(s["export_bytes"])))]
+    return rows
+
+
+def overlay_summary(lines, width, height, cfg, summary):
+    """The run's summary table in a box over the middle of the frame, while
+    the next run is queued (no framework prints it: it is this program's own)."""
+    rows = summary_rows(cfg, summary)
+    key_w = max(len(k) for k, _ in rows)
+    text = ["run %d summary" % cfg.run, ""] + ["%s  %s" % (k.ljust(key_w), v) for k, v in rows]
+    return overlay_box(lines, width, height, text)
+
+
 def render_frame(state, width, height):
     """The whole screen: exactly `height` Lines of exactly `width` cells."""
     if width <= 0 or height <= 0:
@@ -3818,9 +3908,84 @@ def render_frame(state, width, height):
     else:
         body = all_regions(state, width, body_h)
     lines = header + body + footer
+    if state.moment.phase == "summary":
+        lines = overlay_summary(lines, width, height, state.cfg, run_summary(state.tl))
     if ui.help:
         lines = overlay_help(lines, width, height, ui.seed)
     return lines
+
+
+########################################################################
+# nvidia-smi look-alike
+########################################################################
+# The table is the 570-driver layout: 91 columns, three rows per GPU, and
+# the wide-PID processes table.  Readings are the session's own at this
+# moment, so a screen and this command with one seed and --start-at agree.
+
+
+SMI_DRIVER, SMI_CUDA = "570.133.20", "12.8"
+
+
+def smi_date(when):
+    """C asctime(): 'Tue Aug  5 15:49:52 2025' (day padded with a space)."""
+    tm = time.gmtime(when)
+    return time.strftime("%a %b ", tm) + "%2d" % tm.tm_mday + time.strftime(" %H:%M:%S %Y", tm)
+
+
+def nvidia_smi_table(cfg, readings, pids, when):
+    """The text nvidia-smi prints for one node: readings are GpuReadings of its 8 GPUs."""
+    sep = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
+    out = [smi_date(when) + "       ",
+           "+" + "-" * 89 + "+",
+           "| NVIDIA-SMI %-23sDriver Version: %-15sCUDA Version: %-9s|" % (SMI_DRIVER, SMI_DRIVER, SMI_CUDA),
+           "|" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+",
+           "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
+           "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
+           "|                                         |                        |               MIG M. |",
+           "|" + "=" * 41 + "+" + "=" * 24 + "+" + "=" * 22 + "|"]
+    name = cfg.gpu.name if len(cfg.gpu.name) <= 27 else cfg.gpu.name[:24] + "..."
+    mig = "Disabled" if any(k in cfg.gpu.key for k in ("A100", "H100", "H200", "B200")) else "N/A"
+    for i, r in enumerate(readings):
+        perf = "P0" if r.mem_used_mib else "P8"
+        ecc = "1" if r.failed else "0"
+        out.append("| %3d  %-31s%-3s |   00000000:%s:00.0 Off | %20s |" % (i, name, "On", BUS_IDS[i % 8], ecc))
+        out.append("| N/A%6s    %-2s%16s / %5s |%11s / %9s |%8s%13s |" % (
+            "%dC" % r.temp_c, perf, "%dW" % r.power_w, "%dW" % cfg.gpu.power_cap_w, "%dMiB" % r.mem_used_mib,
+            "%dMiB" % cfg.gpu.memory_mib, "%d%%" % r.util, "Default"))
+        out.append("|%41s|%24s|%21s |" % ("", "", mig))
+        out.append(sep)
+    out.append(" " * 89)
+    out.append("+" + "-" * 89 + "+")
+    out.append("| Processes:" + " " * 78 + "|")
+    out.append("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |")
+    out.append("|        ID   ID                                                               Usage      |")
+    out.append("|" + "=" * 89 + "|")
+    rows = 0
+    for i, (r, pid) in enumerate(zip(readings, pids)):
+        if r.mem_used_mib <= 0 or pid is None:
+            continue
+        memory = "%dMiB" % max(0, r.mem_used_mib - 9)
+        if len(memory) > 8:
+            memory = memory[:5] + "..."
+        out.append("|%5d   N/A  N/A%16d%7s   %-38s%8s |" % (i, pid, "C", "/usr/bin/python3", memory))
+        rows += 1
+    if not rows:
+        out.append("|  No running processes found" + " " * 62 + "|")
+    out.append("+" + "-" * 89 + "+")
+    return "\n".join(out) + "\n"
+
+
+def node_readings(rs, node, t):
+    """Readings and process ids of one node's GPUs at run time t."""
+    cfg = rs.cfg
+    ctx = LogContext(rs, 0.0)
+    attempt = rs.timeline.moment(t).segment.attempt
+    readings, pids = [], []
+    for local in range(cfg.gpus_per_node):
+        r = rs.telemetry.reading(node * cfg.gpus_per_node + local, t)
+        readings.append(r)
+        pids.append(ctx.pid(node, attempt, local) if r.mem_used_mib else None)
+    return readings, pids
 
 
 ########################################################################
@@ -3914,51 +4079,6 @@ def known_terminal(term, fd):
     return None
 
 
-def history_window(rs):
-    """Run-time span of log history to pre-fill a screen joining mid-run: about
-    150 logged steps, more than the tallest log region shows."""
-    cfg = rs.cfg
-    return max(60.0, 150 * cfg.step_time_s * max(1, cfg.log_interval))
-
-
-class LogSink(object):
-    """The log region's memory: the newest LOG_KEEP (level, text) lines, no more."""
-
-    def __init__(self, keep=LOG_KEEP):
-        self.lines = collections.deque(maxlen=keep)
-
-    def add(self, level, text):
-        self.lines.append((level, text))
-
-
-class ScreenWriter(StreamWriter):
-    """StreamWriter that feeds the log region instead of a stream."""
-
-    def __init__(self, session, sink, epoch0, rank=None):
-        StreamWriter.__init__(self, session, None, "screen", epoch0, False, rank)
-        self.sink = sink
-
-    def _log(self, ctx, rs, ev):
-        for level, text in event_lines(ctx, ev):
-            self.sink.add(level, text)
-
-
-def prefill(session, writer):
-    """Write the recent history of the run the session joins, as if it had been running."""
-    rs = session.current
-    if rs.offset <= 0:
-        return
-    ctx = LogContext(rs, writer.epoch0 + rs.start_tau - rs.offset, writer.rank)
-    start = max(-1.0, rs.offset - history_window(rs))
-    if start > 0:                      # the start-up banner stays at the top of a log
-        for seg in rs.timeline.segments[:2]:
-            writer._log(ctx, rs, Event(seg.t0, "phase", {"phase": seg.phase, "attempt": 0,
-                                                         "step": seg.first, "info": None}))
-    for ev in run_events(rs.timeline, start, rs.offset, every_step=False):
-        writer._log(ctx, rs, ev)
-    writer.run, writer.done_t = rs.cfg.run, rs.offset
-
-
 def run_screen(session, args, prog):
     """The full-screen curses program; returns the exit status.  On the way
     out it names the session, so another pane or nvidia-smi can rejoin it."""
@@ -3995,7 +4115,7 @@ def _screen_loop(stdscr, session, args, color, status):
     encoding = (getattr(stdscr, "encoding", "") or "").lower().replace("-", "")
     ui = Ui(args.speed, args.view, args.unicode and encoding == "utf8", args.seed)
     sink = LogSink()
-    writer = ScreenWriter(session, sink, args.epoch0, args.rank)
+    writer = LogWriter(session, sink, "screen", args.epoch0, rank=args.rank)
     prefill(session, writer)
     wall_start = last = time.monotonic()
     tau = session_now(args, wall_start) if args.start_at is not None else 0.0
@@ -4034,113 +4154,6 @@ def _screen_loop(stdscr, session, args, color, status):
             return
         ui.next_frame()
         handle_key(key, ui, rs, rs.local(tau))
-
-
-KEY_SPEEDS = (1.0 / 8, 4096.0)   # + and - stop here: slower is a still frame, faster a blur
-KEY_ESCAPE, KEY_ENTERS = 27, (10, 13, 343)    # 343 is curses.KEY_ENTER (the keypad's Enter)
-NOTICE_FRAMES = 8                # frames a notice such as "incident: crash" stays in the footer
-
-
-def handle_key(key, ui, rs, t):
-    """Apply one key press to the viewer's choices (and `!` to the run)."""
-    if key < 0:
-        return
-    ch = chr(key) if key < 256 else ""
-    ui.touched = True
-    ui.set_notice("")
-    if ui.help and (key == KEY_ESCAPE or key in KEY_ENTERS):
-        ui.help = False
-    elif ch in ("p", " "):
-        ui.paused = not ui.paused
-    elif ch in ("+", "-"):
-        wanted = ui.speed * 2 if ch == "+" else ui.speed / 2
-        if KEY_SPEEDS[0] <= wanted <= KEY_SPEEDS[1]:
-            ui.speed = wanted
-        else:
-            ui.set_notice("speed x%g is the %s the keys go" % (ui.speed, "fastest" if ch == "+" else "slowest"))
-    elif ch == "g":
-        ui.gpu_mode = {"gpus": "nodes", "nodes": "hidden", "hidden": "gpus"}[ui.gpu_mode]
-    elif ch == "l":
-        ui.chart = not ui.chart
-    elif ch == "L":
-        ui.log_scale = not ui.log_scale
-    elif ch == "?":
-        ui.help = not ui.help
-    elif ch == "!":
-        kind = rs.trigger(t)
-        ui.set_notice(("incident: %s" % kind) if kind else "no incident outside training")
-
-
-########################################################################
-# nvidia-smi look-alike and tmux layout
-########################################################################
-# The table is the 570-driver layout: 91 columns, three rows per GPU, and
-# the wide-PID processes table.  Readings are the session's own at this
-# moment, so a screen and this command with one seed and --start-at agree.
-
-SMI_DRIVER, SMI_CUDA = "570.133.20", "12.8"
-
-
-def smi_date(when):
-    """C asctime(): 'Tue Aug  5 15:49:52 2025' (day padded with a space)."""
-    tm = time.gmtime(when)
-    return time.strftime("%a %b ", tm) + "%2d" % tm.tm_mday + time.strftime(" %H:%M:%S %Y", tm)
-
-
-def nvidia_smi_table(cfg, readings, pids, when):
-    """The text nvidia-smi prints for one node: readings are GpuReadings of its 8 GPUs."""
-    sep = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
-    out = [smi_date(when) + "       ",
-           "+" + "-" * 89 + "+",
-           "| NVIDIA-SMI %-23sDriver Version: %-15sCUDA Version: %-9s|" % (SMI_DRIVER, SMI_DRIVER, SMI_CUDA),
-           "|" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+",
-           "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
-           "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
-           "|                                         |                        |               MIG M. |",
-           "|" + "=" * 41 + "+" + "=" * 24 + "+" + "=" * 22 + "|"]
-    name = cfg.gpu.name if len(cfg.gpu.name) <= 27 else cfg.gpu.name[:24] + "..."
-    mig = "Disabled" if any(k in cfg.gpu.key for k in ("A100", "H100", "H200", "B200")) else "N/A"
-    for i, r in enumerate(readings):
-        perf = "P0" if r.mem_used_mib else "P8"
-        ecc = "1" if r.failed else "0"
-        out.append("| %3d  %-31s%-3s |   00000000:%s:00.0 Off | %20s |" % (i, name, "On", BUS_IDS[i % 8], ecc))
-        out.append("| N/A%6s    %-2s%16s / %5s |%11s / %9s |%8s%13s |" % (
-            "%dC" % r.temp_c, perf, "%dW" % r.power_w, "%dW" % cfg.gpu.power_cap_w, "%dMiB" % r.mem_used_mib,
-            "%dMiB" % cfg.gpu.memory_mib, "%d%%" % r.util, "Default"))
-        out.append("|%41s|%24s|%21s |" % ("", "", mig))
-        out.append(sep)
-    out.append(" " * 89)
-    out.append("+" + "-" * 89 + "+")
-    out.append("| Processes:" + " " * 78 + "|")
-    out.append("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |")
-    out.append("|        ID   ID                                                               Usage      |")
-    out.append("|" + "=" * 89 + "|")
-    rows = 0
-    for i, (r, pid) in enumerate(zip(readings, pids)):
-        if r.mem_used_mib <= 0 or pid is None:
-            continue
-        memory = "%dMiB" % max(0, r.mem_used_mib - 9)
-        if len(memory) > 8:
-            memory = memory[:5] + "..."
-        out.append("|%5d   N/A  N/A%16d%7s   %-38s%8s |" % (i, pid, "C", "/usr/bin/python3", memory))
-        rows += 1
-    if not rows:
-        out.append("|  No running processes found" + " " * 62 + "|")
-    out.append("+" + "-" * 89 + "+")
-    return "\n".join(out) + "\n"
-
-
-def node_readings(rs, node, t):
-    """Readings and process ids of one node's GPUs at run time t."""
-    cfg = rs.cfg
-    ctx = LogContext(rs, 0.0)
-    attempt = rs.timeline.moment(t).segment.attempt
-    readings, pids = [], []
-    for local in range(cfg.gpus_per_node):
-        r = rs.telemetry.reading(node * cfg.gpus_per_node + local, t)
-        readings.append(r)
-        pids.append(ctx.pid(node, attempt, local) if r.mem_used_mib else None)
-    return readings, pids
 
 
 ########################################################################

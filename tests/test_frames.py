@@ -13,7 +13,7 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 def frame_at(seed, width, height, tau=0.0, **ui_options):
     session = flt.Session(CATALOG, seed, {}, "rare")
     sink = flt.LogSink()
-    writer = flt.ScreenWriter(session, sink, EPOCH)
+    writer = flt.LogWriter(session, sink, "screen", EPOCH)
     flt.prefill(session, writer)
     if tau:
         writer.advance(0.0, tau)
