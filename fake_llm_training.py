@@ -283,6 +283,8 @@ S_LOSS, S_GRAD, S_SPIKE, S_STEP, S_VAL, S_GPU_UTIL, S_GPU_OFFSET, S_OVERFLOW, S_
     1, 3, 4, 5, 6, 7, 10, 11, 12, 13
 # The step record and the instruments (micro-batch losses, hiccups, timers, NCCL, log stamps)
 S_MICRO, S_GC, S_DATA_STALL, S_EVAL_TIME, S_CKPT_TIME, S_NCCL, S_STAMP = 14, 15, 16, 17, 18, 19, 20
+# Incidents the viewer forces (counter 3 * step + kind), process ids (counter per node and attempt)
+S_FORCED, S_PID = 21, 22
 
 
 ########################################################################
@@ -1150,12 +1152,13 @@ def plan_incidents(cfg, level, forced=()):
         stragglers.append(straggler_incident(cfg, at, unit(s, S_INCIDENT, 6)))
     cfg_spikes = cfg._replace(spike_rate=min(10.0, scale))
     for kind, step in forced:
+        u = unit(s, S_FORCED, 3 * step + ("spike", "straggler", "crash").index(kind))
         if kind == "crash":
-            crashes.append(crash_incident(cfg, step, unit(s, S_INCIDENT, 7 + step)))
+            crashes.append(crash_incident(cfg, step, u))
         elif kind == "straggler":
-            stragglers.append(straggler_incident(cfg, step, unit(s, S_INCIDENT, 8 + step)))
+            stragglers.append(straggler_incident(cfg, step, u))
         else:
-            spikes.append((step, 0.3 + 0.5 * unit(s, S_INCIDENT, 9 + step)))
+            spikes.append((step, 0.3 + 0.5 * u))
     return cfg_spikes, Incidents(tuple(spikes), tuple(stragglers), tuple(sorted(crashes)))
 
 
@@ -1351,9 +1354,14 @@ def is_logged(cfg, seg, step):
     return step % cfg.log_interval == 0
 
 
+def tflops_per_gpu(cfg, tokens_per_s):
+    """Model TFLOP/s each GPU does at this token rate (the figure frameworks print)."""
+    return cfg.flops_per_token * tokens_per_s / cfg.gpus / 1e12
+
+
 def mfu_of(cfg, tokens_per_s):
     """Model FLOPs utilisation of the whole job at this token rate."""
-    return cfg.flops_per_token * tokens_per_s / (cfg.gpus * cfg.gpu.tflops * 1e12)
+    return tflops_per_gpu(cfg, tokens_per_s) / cfg.gpu.tflops
 
 
 def step_metrics(tl, seg, step, record=False):
@@ -1597,7 +1605,6 @@ class LogContext(object):
     """What every dialect needs besides the event: the run, names and clocks."""
 
     def __init__(self, run_state, epoch0, rank=None):
-        self.rs = run_state
         self.cfg = run_state.cfg
         self.tl = run_state.timeline
         self.epoch0 = epoch0          # wall-clock seconds at run time 0
@@ -1607,8 +1614,15 @@ class LogContext(object):
         return self.cfg.hostname.format(n=self.cfg.first_node + node)
 
     def pid(self, node, attempt, local_rank=0):
-        base = 1000 + int(unit(self.cfg.run_seed, 77, node * 97 + attempt) * 3900000)
+        base = 1000 + int(unit(self.cfg.run_seed, S_PID, node * 97 + attempt) * 3900000)
         return base + 1 + local_rank
+
+    def glog_stamp(self, t, digits, precise=None):
+        """glog's 'MMDD HH:MM:SS.fraction' at run time t: `digits` shown, of which
+        `precise` are measured (Python's logging in torchrun keeps milliseconds)."""
+        when = self.epoch0 + t
+        fraction = int((when % 1) * 10 ** (precise or digits)) * 10 ** (digits - (precise or digits))
+        return time.strftime("%m%d %H:%M:%S", time.gmtime(when)) + ".%0*d" % (digits, fraction)
 
     def clock(self, t, fmt="%Y-%m-%d %H:%M:%S", millis=False):
         when = self.epoch0 + t
@@ -1939,7 +1953,7 @@ def torchrun_lines(ctx, ev):
     nodes = min(cfg.nodes, 4)
     for node in range(nodes):
         t = ev.t + TORCHRUN_SPREAD_S * unit(cfg.run_seed, S_STAMP, 8 * (ev.data["attempt"] * 1024 + node) + 3)
-        stamp = ctx.clock(t, "%m%d %H:%M:%S") + ".%06d" % int(((ctx.epoch0 + t) % 1) * 1e6)
+        stamp = ctx.glog_stamp(t, 6, 3)
         pid = ctx.pid(node, ev.data["attempt"]) - 1
         prefix = "W%s %d torch/distributed/run.py:793] " % (stamp, pid)
         if cfg.nodes > 1:
@@ -2010,7 +2024,7 @@ class Megatron(Dialect):
         cfg, m, tl = ctx.cfg, ev.data, ctx.tl
         seg = train_segment(tl, m.attempt)
         ms, loss, skipped = megatron_window(tl, seg, m.step)
-        tflops = cfg.flops_per_token * cfg.tokens_per_step / (ms / 1000.0) / cfg.gpus / 1e12
+        tflops = tflops_per_gpu(cfg, cfg.tokens_per_step / (ms / 1000.0))
         grad = "" if m.skipped else " grad norm: %.3f |" % m.grad_norm       # None on a skipped iteration
         return (" [%s] iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f | "
                 "throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %.6E | global batch size: %5d | "
@@ -2160,7 +2174,7 @@ class MegatronDeepSpeed(Megatron):
         cfg, m, tl = ctx.cfg, ev.data, ctx.tl
         ms, loss, skipped = megatron_window(tl, train_segment(tl, m.attempt), m.step)
         sps = cfg.global_batch / (ms / 1000.0)
-        tflops = cfg.flops_per_token * cfg.tokens_per_step / (ms / 1000.0) / cfg.gpus / 1e12
+        tflops = tflops_per_gpu(cfg, cfg.tokens_per_step / (ms / 1000.0))
         grad = " grad norm: %.3f |" % m.grad_norm if cfg.pp > 1 and not m.skipped else ""
         text = (" iteration %8d/%8d | consumed samples: %12d | consumed tokens: %12d | elapsed time per iteration "
                 "(ms): %.1f | learning rate: %.3E | global batch size: %5d |" % (
@@ -2294,9 +2308,9 @@ class Torchtitan(Dialect):
         tps = tokens / seconds
         cap = titan_capacity_gib(cfg)
         line = ("step: %2d  loss: %8.5f  grad_norm: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}  "
-                "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(tps)), cfg.flops_per_token * tps / 1e12)
+                "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(tps)), tflops_per_gpu(cfg, tps * cfg.gpus))
                 % (m.step, m.loss, m.grad_norm, cfg.mem_used_mib / 1024.0, 100.0 * cfg.mem_used_mib / 1024.0 / cap,
-                   100 * cfg.flops_per_token * tps / (cfg.gpu.tflops * 1e12)))
+                   100 * mfu_of(cfg, tps * cfg.gpus)))
         return out + [("INFO", titan_prefix(ctx, ev.t) + line)]
 
     def val(self, ctx, ev):
@@ -2560,7 +2574,7 @@ def _incident_lines(ctx, ev):
                  % (d["step"], grad_norm_at(cfg, d["step"], ctx.tl.incidents.spikes)))]
     rank = d["gpu"]
     node, local = divmod(rank, cfg.gpus_per_node)
-    stamp = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%09d" % int((ev.t % 1) * 1e9)
+    stamp = ctx.glog_stamp(ev.t, 9)          # c10's logging: nanoseconds
     if ev.kind == "xid":
         return [("ERROR", "[rank%d]: RuntimeError: CUDA error: uncorrectable ECC error encountered" % rank),
                 ("ERROR", "[rank%d]: CUDA kernel errors might be asynchronously reported at some other API call, "
@@ -2573,7 +2587,7 @@ def _incident_lines(ctx, ev):
     seq = 1000 + d["step"] * 3
     ms = int(d["timeout_s"] * 1000)
     pid = ctx.pid(node, 0, local)
-    stamp2 = ctx.clock(ev.t, "%m%d %H:%M:%S") + ".%06d" % (int((ev.t % 1) * 1e6) // 1000 * 1000)
+    stamp2 = ctx.glog_stamp(ev.t, 6, 3)      # torchrun's Python logging
     return [
         ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:607] [Rank %d] Watchdog caught collective operation timeout: "
                   "WorkNCCL(SeqNum=%d, OpType=ALLREDUCE, NumelIn=%d, NumelOut=%d, Timeout(ms)=%d) ran for %d "
@@ -2866,10 +2880,9 @@ def run_stream(session, args, out):
 # flags.  Frames read it; handle_key changes it (and `!` forces an incident).
 
 
-GLYPHS_ASCII = {"full": "#", "empty": ".", "point": "*", "val": "o", "sep": "|", "dot": ".",
+GLYPHS_ASCII = {"full": "#", "empty": ".", "val": "o",
                 "raw": ".", "smooth": "-", "spark": ".:-=+*#%@", "area": "_-=#", "big": "#", "braille": False}
-GLYPHS_UNICODE = {"full": "\u2588", "empty": "\u2591", "point": "\u2022", "val": "\u25cb", "sep": "\u2502",
-                  "dot": "\u00b7", "raw": "\u00b7", "smooth": "\u2500",
+GLYPHS_UNICODE = {"full": "\u2588", "empty": "\u2591", "val": "\u25cb", "raw": "\u00b7", "smooth": "\u2500",
                   "spark": "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588",
                   "area": "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588", "big": "\u2588", "braille": True}
 VIEWS = ("all", "log", "gpus", "chart", "wall")   # --view: every region, one of them, or the wall
@@ -2970,12 +2983,9 @@ def fmt_rate(tokens_per_s):
 
 
 def fmt_clock(seconds):
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    if h >= 24:
-        return "%dd%02dh" % divmod(h, 24)
-    return "%d:%02d:%02d" % (h, m, s) if h else "%02d:%02d" % (m, s)
+    """The footer's clock: tqdm's format, and days once it passes a day ('3d07h')."""
+    hours = int(max(0, seconds)) // 3600
+    return "%dd%02dh" % divmod(hours, 24) if hours >= 24 else fmt_duration(seconds)
 
 
 class ScreenState(object):
@@ -3094,10 +3104,9 @@ HISTORY_PANEL_W = 100    # narrower panels keep their cells for the readings (an
 
 
 def gpu_columns(width):
-    """How many GPU cells side by side, and how wide each is."""
-    if width >= 76:
-        return 2, width // 2
-    return 1, width
+    """How many GPU cells side by side (two from 76 columns), and how wide each is."""
+    columns = 2 if width >= 76 else 1
+    return columns, width // columns
 
 
 def group_reading(state, gpus, second):
