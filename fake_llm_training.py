@@ -3749,7 +3749,10 @@ def footer_lines(state, width):
     phase = moment.phase
     g = ui.glyphs
     eta = m.eta_s if m else state.tl.eta(moment.segment, cfg.start_step)
-    clock = "%s<%s" % (fmt_clock(t), fmt_clock(eta if phase in ("train", "val", "checkpoint") else 0))
+    training = phase in ("train", "val", "checkpoint")
+    # elapsed as the framework's progress bar counts it: since this launch began training
+    since = train_segment(state.tl, moment.segment.attempt).t0 if training else moment.segment.t0
+    clock = "%s<%s" % (fmt_clock(t - since), fmt_clock(eta if training else 0))
     if phase in ("train", "val", "checkpoint") or (phase in ("launch", "build", "load") and moment.segment.attempt):
         done = state.step
         if cfg.kind == "finetune":
