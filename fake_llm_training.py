@@ -746,6 +746,7 @@ LAUNCH_BASE_S = 9.0                   # python imports and torchrun's agent star
 RENDEZVOUS_S = 2.2                    # per doubling of nodes: the c10d store and the TCPStore round trips
 NCCL_INIT_S = 0.9                     # per doubling of ranks: bootstrap ring and channel set-up
 INIT_PARAMS_PER_S = 1.5e9             # parameters a rank initialises (and moves to the GPU) per second
+MIN_COMPUTE_SHARE = 0.45              # a job that waits on the network more than it computes gets fewer GPUs
 REQUEUE_S = (120.0, 900.0)            # drained node, requeued job: minutes in the queue before it starts again
 
 
@@ -1028,7 +1029,7 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
         plan, lean = plan_layout(model, params, cluster, gpus, style, seq, target, cluster.gpu.precision)
         if lean and (leanest is None or lean[1] < leanest[1]):
             leanest = lean
-        if plan is None:
+        if plan is None or (not pins.get("gpus") and plan[2].compute < MIN_COMPUTE_SHARE * sum(plan[2])):
             continue
         cfg = _complete_config(catalog, rng, seed, run, kind, style, model, params, cluster, gpus, seq, plan)
         if cfg is not None:
