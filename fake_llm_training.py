@@ -330,16 +330,21 @@ NCCL_BASE_BYTES = 0.25 * GIB          # NCCL channel buffers of the world commun
 NCCL_GROUP_BYTES = 0.12 * GIB         # each further process group (tp, pp, cp, ep) adds its own
 ALLOCATOR_SLACK = 1.08                # PyTorch caching allocator: reserved / allocated at steady state
 CARD_HEADROOM = 0.985                 # what a team leaves free before OOM-ing on a long run
-LINK_EFFICIENCY = 0.8                 # NCCL bus bandwidth / line rate (nccl-tests on NVLink and IB)
+LINK_EFFICIENCY = 0.8                 # NCCL bus bandwidth / line rate inside a node (nccl-tests on NVLink, PCIe)
+FABRIC_EFFICIENCY = 0.9               # and between nodes (nccl-tests all-reduce on NDR/HDR InfiniBand, RoCE)
 OVERLAP = 0.85                        # share of the overlappable window collectives actually hide in
-TP_EXPOSED = 0.55                     # TP collectives sit on the critical path; comm overlap hides ~half
+TP_EXPOSED = {"megatron": 0.3, "torchtitan": 0.35}   # TP collectives on the critical path, with Megatron-Core's
+TP_EXPOSED_DEFAULT = 0.6              # TP-comm overlap / torchtitan's async TP hidden more than elsewhere
+FP8_TE_SHARE = {"megatron": 1.0}      # FP8 gain realised: Transformer Engine's fused kernels in full,
+FP8_OTHER_SHARE = 0.45                # torchao/llm-foundry float8 (casts outside the GEMMs) about half
 PP_P2P_EXPOSED = 0.3                  # 1F1B sends overlap the next micro-batch mostly
 CP_EXPOSED = 0.25                     # ring attention overlaps K/V passing with the block in flight
 A2A_EXPOSED = 0.7                     # MoE dispatch/combine is hard to hide (Megatron MoE README)
 GEMM_SHARE = 0.8                      # share of step compute in GEMMs (the rest: attention, norms, elementwise)
-FP8_GEMM_SPEEDUP = 1.7                # a bf16 GEMM run in FP8 (TE delayed scaling), end-to-end ~1.45x (NeMo tables)
+FP8_GEMM_SPEEDUP = 2.0                # FP8 GEMM over BF16 at best (twice the peak), end-to-end ~1.45x (NeMo tables)
+FP8_WIDTH_KNEE = 2048.0               # narrow GEMMs gain less: casts and scaling cost as much as the math
 HIDDEN_KNEE = 420.0                   # GEMMs narrower than this per TP rank run well below peak
-TOKENS_KNEE = 700.0                   # tokens per micro-batch below which kernels starve
+TOKENS_KNEE = 256.0                   # tokens per micro-batch below which kernels starve
 ADAM_BYTES = 30                       # per parameter: fp32 master, m, v read+written, grad read, bf16 write
 HBM_EFFICIENCY = 0.7                  # a fused Adam kernel reaches ~70% of HBM bandwidth
 DATA_FIXED_S = 0.004                  # per step: the loader's hand-off and the host-to-device copy
@@ -476,29 +481,38 @@ def link_gbs(cluster, span):
     gpu = cluster.gpu
     if span <= cluster.gpus_per_node:
         return gpu.link_gbs * LINK_EFFICIENCY
-    return min(gpu.link_gbs, cluster.fabric_gbs) * LINK_EFFICIENCY
+    return min(gpu.link_gbs * LINK_EFFICIENCY, cluster.fabric_gbs * FABRIC_EFFICIENCY)
 
 
-def dp_seconds(model, params, active, cluster, L, style, grad_accum, mb_compute):
-    """Exposed data-parallel time: gradient reduction and (FSDP/ZeRO-3) parameter gathers."""
+def dp_seconds(model, params, active, cluster, L, style, grad_accum, mb_compute, bubble, precision):
+    """Exposed data-parallel time: gradient reduction and (FSDP/ZeRO-3) parameter gathers.
+    The gathers hide behind the compute they prefetch for; the reduction behind the last
+    backward and, with a pipeline, behind the stage's idle cool-down (the bubble)."""
     if L.dp * L.cp == 1:
         return 0.0
     shard = sharded_params(model, params, active, L)
     n = L.dp * L.cp
     bw = link_gbs(cluster, L.tp * L.pp * L.cp * L.dp if cluster.nodes > 1 else 1) * 1e9
     frac = (n - 1.0) / n
-    grad_bytes = 4.0 if style in ("megatron", "torchtitan") or L.sharding == "none" else 2.0
-    if ZERO_LEVEL[L.sharding] >= 3:          # all-gather for forward and backward, reduce-scatter: every micro-batch
-        per_mb = (2 * 2.0 + grad_bytes) * shard * frac / bw
+    grad_bytes = 4.0 if L.sharding == "none" else 2.0      # AMP's fp32 grads; others reduce in bf16
+    gather_bytes = 1.0 if precision == "fp8" else 2.0                          # FP8 parameter all-gather
+    if ZERO_LEVEL[L.sharding] >= 3 and L.pp == 1:   # gather for forward and backward, reduce: every micro-batch
+        per_mb = (2 * gather_bytes + grad_bytes) * shard * frac / bw
         return grad_accum * max(0.0, per_mb - OVERLAP * mb_compute) + 0.05 * per_mb
     if L.sharding == "none":                 # DDP all-reduce once per step, during the last backward
         t = 2 * grad_bytes * shard * frac / bw
-        return max(0.0, t - OVERLAP * mb_compute * 2 / 3.0) + 0.05 * t
-    t = (grad_bytes + 2.0) * shard * frac / bw   # reduce-scatter grads, all-gather updated bf16 params
-    return max(0.0, t - OVERLAP * mb_compute) + 0.05 * t
+        return max(0.0, t - OVERLAP * (mb_compute * 2 / 3.0 + bubble)) + 0.05 * t
+    # reduce-scatter grads, all-gather the updated params (FSDP under a pipeline keeps them gathered)
+    t = (grad_bytes + gather_bytes) * shard * frac / bw
+    return max(0.0, t - OVERLAP * (mb_compute + bubble)) + 0.05 * t
 
 
-def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute):
+def pipeline_bubble(L, grad_accum, compute):
+    """Idle time of 1F1B (interleaved over vp chunks): (p - 1) / (v m) of the compute."""
+    return compute * (L.pp - 1.0) / (L.vp * grad_accum) if L.pp > 1 else 0.0
+
+
+def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style="megatron"):
     """Exposed TP, CP, PP and MoE time per step (pipeline bubble included)."""
     tokens = L.mbs * seq / float(L.cp)
     act = tokens * model.hidden * 2.0
@@ -506,12 +520,12 @@ def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute):
     t = 0.0
     if L.tp > 1:
         collectives = 6 if L.recompute == "full" else 4    # 2 forward, 2 backward (+2 recomputed)
-        t += TP_EXPOSED * layers * collectives * act * 2 * (L.tp - 1.0) / L.tp / (link_gbs(cluster, L.tp) * 1e9)
+        t += TP_EXPOSED.get(style, TP_EXPOSED_DEFAULT) * layers * collectives * act * 2 * (L.tp - 1.0) / L.tp / (link_gbs(cluster, L.tp) * 1e9)
     if L.cp > 1:
         kv = 2 * 2.0 * L.mbs * seq * model.kv_heads * head_dim(model) / L.tp
         t += CP_EXPOSED * layers * 3 * kv * (L.cp - 1.0) / L.cp / (link_gbs(cluster, L.tp * L.cp) * 1e9)
     if L.pp > 1:
-        t += compute * (L.pp - 1.0) / (L.vp * grad_accum)                 # the 1F1B bubble
+        t += pipeline_bubble(L, grad_accum, compute)
         p2p = 2 * act / L.tp * L.vp * grad_accum
         t += PP_P2P_EXPOSED * p2p / (link_gbs(cluster, L.tp * L.cp * L.pp) * 1e9)
     if L.ep > 1:
@@ -527,10 +541,14 @@ def step_parts(model, params, active, cluster, L, seq, grad_accum, style, precis
     tokens = L.mbs * L.dp * grad_accum * seq
     flops = flops_per_token(model, seq, active) * tokens / gpus * RECOMPUTE_FLOPS[L.recompute]
     compute = flops / (gpu.tflops * 1e12 * kernel_efficiency(gpu, model, L, seq, precision))
-    if precision == "fp8":
-        compute *= 1 - GEMM_SHARE * (1 - 1 / FP8_GEMM_SPEEDUP)
-    comm = (dp_seconds(model, params, active, cluster, L, style, grad_accum, compute / grad_accum)
-            + model_parallel_seconds(model, cluster, L, seq, grad_accum, compute)
+    if precision == "fp8":                   # FP8 GEMMs: the wider the GEMM, the closer to the FP8 peak
+        width = model.hidden / math.sqrt(L.tp)
+        gain = 1 + ((FP8_GEMM_SPEEDUP - 1) * width / (width + FP8_WIDTH_KNEE)
+                    * FP8_TE_SHARE.get(style, FP8_OTHER_SHARE))
+        compute *= 1 - GEMM_SHARE * (1 - 1 / gain)
+    bubble = pipeline_bubble(L, grad_accum, compute)
+    comm = (dp_seconds(model, params, active, cluster, L, style, grad_accum, compute / grad_accum, bubble, precision)
+            + model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style)
             + compute * SCALE_JITTER * math.log(max(1, gpus // cluster.gpus_per_node), 2))
     shard = sharded_params(model, params, active, L) / (L.dp * L.cp if L.sharding != "none" else 1)
     optimizer = shard * ADAM_BYTES / (gpu.hbm_gbs * 1e9 * HBM_EFFICIENCY)
@@ -1015,7 +1033,7 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
     pins = pins or {}
     cluster = cluster or make_cluster(catalog, seed, pins)
     rng = random.Random("%d:config:%d" % (seed, run))
-    leanest = None
+    leanest, fallback = None, None
     for _ in range(200):
         kind, style = choose_kind_style(rng, pins.get("kind"), pins.get("style"))
         model = rng.choice(model_pool(catalog, kind, pins.get("model")))
@@ -1029,11 +1047,16 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
         plan, lean = plan_layout(model, params, cluster, gpus, style, seq, target, cluster.gpu.precision)
         if lean and (leanest is None or lean[1] < leanest[1]):
             leanest = lean
-        if plan is None or (not pins.get("gpus") and plan[2].compute < MIN_COMPUTE_SHARE * sum(plan[2])):
+        if plan is None:
             continue
         cfg = _complete_config(catalog, rng, seed, run, kind, style, model, params, cluster, gpus, seq, plan)
-        if cfg is not None:
+        share = plan[2].compute / sum(plan[2])
+        if cfg is not None and share >= MIN_COMPUTE_SHARE:
             return cfg
+        if cfg is not None and pins.get("gpus") and (fallback is None or share > fallback[0]):
+            fallback = (share, cfg)           # a pinned size may be network-bound: the best of them
+    if fallback:
+        return fallback[1]
     raise ConfigError(refusal(pins, cluster, leanest))
 
 
