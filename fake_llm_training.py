@@ -63,12 +63,17 @@ Gpu = collections.namedtuple(
     "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs intra arch hbm_gbs kernel_eff "
            "precision weight")
 Dataset = collections.namedtuple("Dataset", "name kind tokens examples")
-Fabric = collections.namedtuple("Fabric", "key arch name gbits_per_gpu weight")
+Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weight")
 Stack = collections.namedtuple(
     "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight")
 Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
 Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems")
 ARCHS = ("volta", "ampere", "hopper", "ada", "blackwell")
+PLATFORMS = ARCHS + ("pcie",)         # fabrics come with the board: HGX/DGX of a generation, or a PCIe server
+
+
+def platform(gpu):
+    return "pcie" if gpu.intra.startswith("PCIe") else gpu.arch
 
 
 def _opt_int(text):
@@ -101,7 +106,7 @@ TABLES = {
                  ("power_cap_w", int), ("idle_w", int), ("link_gbs", float), ("intra", str),
                  ("arch", _choice(*ARCHS)), ("hbm_gbs", float), ("kernel_eff", float),
                  ("precision", _choice("bf16", "fp16")), ("weight", int)],
-    "fabrics.txt": [("key", str), ("arch", _choice(*ARCHS)), ("fabric", str), ("gbits_per_gpu", float),
+    "fabrics.txt": [("key", str), ("platform", _choice(*PLATFORMS)), ("fabric", str), ("gbits_per_gpu", float),
                     ("weight", int)],
     "stacks.txt": [("torch", str), ("cuda", str), ("nccl", str), ("driver", str), ("driver_cuda", str),
                    ("archs", str), ("megatron", str), ("deepspeed", str), ("transformers", str),
@@ -222,8 +227,8 @@ def _hardware_tables(tables, data_dir):
         if min(g.memory_mib, g.tflops, g.power_cap_w, g.idle_w, g.link_gbs, g.hbm_gbs) <= 0 or g.weight < 0:
             raise DataError("%s: memory, TFLOP/s, power and bandwidths must be positive, weight not negative"
                             % where("gpus.txt", number))
-        if not any(f[1] == g.arch and f[4] > 0 for _, f in tables["fabrics.txt"]):
-            raise DataError("%s: no fabric in fabrics.txt for arch %r" % (where("gpus.txt", number), g.arch))
+        if not any(f[1] == platform(g) and f[4] > 0 for _, f in tables["fabrics.txt"]):
+            raise DataError("%s: no fabric in fabrics.txt for platform %r" % (where("gpus.txt", number), platform(g)))
         if not any(g.arch in st[5].split(",") and st[10] > 0 for _, st in tables["stacks.txt"]):
             raise DataError("%s: no stack in stacks.txt supports arch %r" % (where("gpus.txt", number), g.arch))
     if not any(v[-1] for _, v in tables["gpus.txt"]):
@@ -331,10 +336,12 @@ NCCL_GROUP_BYTES = 0.12 * GIB         # each further process group (tp, pp, cp, 
 ALLOCATOR_SLACK = 1.08                # PyTorch caching allocator: reserved / allocated at steady state
 CARD_HEADROOM = 0.985                 # what a team leaves free before OOM-ing on a long run
 LINK_EFFICIENCY = 0.8                 # NCCL bus bandwidth / line rate inside a node (nccl-tests on NVLink, PCIe)
+PCIE_EFFICIENCY = 0.6                 # PCIe peer traffic crosses the root complex (no NVLink P2P): ~60% of the slot
 FABRIC_EFFICIENCY = 0.9               # and between nodes (nccl-tests all-reduce on NDR/HDR InfiniBand, RoCE)
 OVERLAP = 0.85                        # share of the overlappable window collectives actually hide in
 TP_EXPOSED = {"megatron": 0.3, "torchtitan": 0.35}   # TP collectives on the critical path, with Megatron-Core's
 TP_EXPOSED_DEFAULT = 0.6              # TP-comm overlap / torchtitan's async TP hidden more than elsewhere
+                                      # (both need NVLink peer access: over PCIe all of it is exposed)
 FP8_TE_SHARE = {"megatron": 1.0}      # FP8 gain realised: Transformer Engine's fused kernels in full,
 FP8_OTHER_SHARE = 0.45                # torchao/llm-foundry float8 (casts outside the GEMMs) about half
 PP_P2P_EXPOSED = 0.3                  # 1F1B sends overlap the next micro-batch mostly
@@ -373,7 +380,7 @@ def make_cluster(catalog, seed, pins=None):
     if pins.get("gpus"):
         gpus_per_node = min(GPUS_PER_NODE, pins["gpus"])
         nodes = pins["gpus"] // gpus_per_node
-    fabric = weighted(rng, [f for f in catalog.fabrics if f.arch == gpu.arch], lambda f: f.weight)
+    fabric = weighted(rng, [f for f in catalog.fabrics if f.platform == platform(gpu)], lambda f: f.weight)
     stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
     stack = weighted(rng, stacks, lambda st: st.weight)
     fs = weighted(rng, catalog.filesystems, lambda f: f.weight)
@@ -479,9 +486,10 @@ def kernel_efficiency(gpu, model, L, seq, precision):
 def link_gbs(cluster, span):
     """Bus bandwidth (GB/s per GPU) of a group `span` GPUs wide: NVLink/PCIe inside a node, else the fabric."""
     gpu = cluster.gpu
+    inside = gpu.link_gbs * (PCIE_EFFICIENCY if platform(gpu) == "pcie" else LINK_EFFICIENCY)
     if span <= cluster.gpus_per_node:
-        return gpu.link_gbs * LINK_EFFICIENCY
-    return min(gpu.link_gbs * LINK_EFFICIENCY, cluster.fabric_gbs * FABRIC_EFFICIENCY)
+        return inside
+    return min(inside, cluster.fabric_gbs * FABRIC_EFFICIENCY)
 
 
 def dp_seconds(model, params, active, cluster, L, style, grad_accum, mb_compute, bubble, precision):
@@ -520,7 +528,8 @@ def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style="m
     t = 0.0
     if L.tp > 1:
         collectives = 6 if L.recompute == "full" else 4    # 2 forward, 2 backward (+2 recomputed)
-        t += TP_EXPOSED.get(style, TP_EXPOSED_DEFAULT) * layers * collectives * act * 2 * (L.tp - 1.0) / L.tp / (link_gbs(cluster, L.tp) * 1e9)
+        exposed = 1.0 if platform(cluster.gpu) == "pcie" else TP_EXPOSED.get(style, TP_EXPOSED_DEFAULT)
+        t += exposed * layers * collectives * act * 2 * (L.tp - 1.0) / L.tp / (link_gbs(cluster, L.tp) * 1e9)
     if L.cp > 1:
         kv = 2 * 2.0 * L.mbs * seq * model.kv_heads * head_dim(model) / L.tp
         t += CP_EXPOSED * layers * 3 * kv * (L.cp - 1.0) / L.cp / (link_gbs(cluster, L.tp * L.cp) * 1e9)
@@ -900,7 +909,7 @@ def draw_cadence(rng, style, step_time, sched):
         log_interval = min(log_interval, 50)
     run_s = (total - sched["start_step"]) * step_time
     val_s = min(VAL_EVERY_S[1], max(VAL_EVERY_S[0], run_s / VAL_EVERY_RUN))
-    val_interval = max(log_interval, nice_at_most(val_s / step_time))
+    val_interval = max(log_interval, nice_at_least(val_s / step_time))
     val_iters = max(5, min(100, int(0.08 * val_interval)))
     val_seconds = min(val_iters * step_time / 3.0, 0.04 * val_interval * step_time + 1)
     return dict(log_interval=log_interval, val_interval=val_interval, val_iters=val_iters,
@@ -2322,8 +2331,8 @@ def phase_lines(ctx, ev):
     if phase == "launch":
         restart = []
         if ev.data["attempt"]:
-            restart = [("WARNING", "Restarting job (attempt %d): rendezvous with %d nodes, resuming from the last "
-                                   "checkpoint" % (ev.data["attempt"] + 1, cfg.nodes))]
+            restart = [("WARNING", "Restarting job (attempt %d): rendezvous with %d node%s, resuming from the last "
+                                   "checkpoint" % (ev.data["attempt"] + 1, cfg.nodes, "s" * (cfg.nodes != 1)))]
         return restart + dialect.launch(ctx, ev)
     if phase == "build":
         return nccl_lines(ctx, ev) + dialect.build(ctx, ev)
@@ -2826,7 +2835,7 @@ def gpu_panel(state, width, height):
         agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
         agg["kw"], fault)
     out = [plain_line(first_fitting([
-        "CLUSTER %dx %s | %d nodes | %s" % (cfg.gpus, cfg.gpu.name, cfg.nodes, figures),
+        "CLUSTER %dx %s | %d node%s | %s" % (cfg.gpus, cfg.gpu.name, cfg.nodes, "s" * (cfg.nodes != 1), figures),
         "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, figures),
         "CLUSTER %dx %s | %.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
             cfg.gpus, cfg.gpu.key, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,

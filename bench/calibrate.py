@@ -102,7 +102,7 @@ def rows():
 def evaluate(row):
     """(tokens/s/GPU, MFU) the performance model gives for a row, and the published MFU on the same definition."""
     gpu = CATALOG.gpus[row.gpu]
-    fabric = flt.Fabric("calibration", gpu.arch, "fabric", row.fabric_gbit, 1)
+    fabric = flt.Fabric("calibration", flt.platform(gpu), "fabric", row.fabric_gbit, 1)
     gpn = min(8, row.count)
     cluster = flt.Cluster(gpu, row.count // gpn, gpn, fabric, row.fabric_gbit / 8.0, CATALOG.filesystems[0],
                           CATALOG.stacks[-1], "node{n:04d}", 1)
