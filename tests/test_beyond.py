@@ -103,7 +103,8 @@ def test_gpu_failure_kills_the_job_and_it_resumes_from_the_checkpoint():
 
 
 def test_fp16_runs_back_off_the_loss_scale_and_skip_iterations():
-    events = jsonl_steps(3, "--gpu-type", "V100", "--style", "megatron", "--kind", "pretrain", "--from-start")
+    events = jsonl_steps(3, "--gpu-type", "V100", "--style", "megatron", "--kind", "pretrain", "--from-start",
+                         "--exit-after", "8s")                # the first thousands of steps of a long run
     logs = [e["text"] for e in events if e["event"] == "log" and re.search(r" iteration +\d+/", e["text"])]
     scales = [float(re.search(r"loss scale: ([\d.]+)", l).group(1)) for l in logs]
     skipped = [int(re.search(r"skipped iterations:\s+(\d+)", l).group(1)) for l in logs]
