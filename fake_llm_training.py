@@ -10,10 +10,10 @@ Keys on the full screen: q quit, p or space pause, + and - double or halve the
 speed, g cycle the GPU panel, l toggle the loss chart, ! trigger an incident,
 ? help.  Environment: NO_COLOR (any non-empty value) turns colour off.
 
-The file reads top to bottom in the order data flows: data files -> run
-configuration -> metric model -> timeline -> GPU telemetry -> events ->
-session -> dialects -> plain and JSON-lines output -> frames -> terminal ->
-nvidia-smi look-alike and tmux layout -> command line.  Everything above
+The file reads top to bottom in the order data flows: data files -> cluster
+and performance model -> run configuration -> metric model -> timeline -> GPU
+telemetry -> events -> session -> dialects -> plain and JSON-lines output ->
+frames -> terminal -> nvidia-smi look-alike and tmux layout -> command line.  Everything above
 "Frames" knows nothing of terminals, and everything below "Session" only
 formats what the simulation computed.
 """
