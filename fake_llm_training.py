@@ -574,6 +574,9 @@ STYLE_SHARDINGS = {"megatron": ("zero1",), "torchtitan": ("fsdp",), "deepspeed":
                    "hf": ("none", "fsdp", "zero3"), "lightning": ("none", "fsdp")}
 STYLE_RECOMPUTE = {"megatron": ("none", "selective", "full"), "torchtitan": ("none", "selective", "full"),
                    "deepspeed": ("none", "full"), "hf": ("none", "full"), "lightning": ("none", "full")}
+CP_MIN_SEQ = 16384     # context parallelism for long sequences.  NeMo uses CP2 from 8k (calibration rows
+                       # 20, 22, 23, 25 run it through step_parts); drawn runs keep seq <= 8k without CP,
+                       # because the jsonl record (and its referee) has no cp field yet: tp*pp*dp = gpus.
 STYLE_PP = {"megatron": (1, 2, 4, 8, 9, 16), "deepspeed": (1, 2, 4, 8, 16), "torchtitan": (1, 2, 4, 8)}
 
 
@@ -582,7 +585,7 @@ def layouts(model, gpus, gpus_per_node, style, seq):
     TP inside a node, PP across nodes, CP for long sequences, EP for experts."""
     out = []
     tps = (1, 2, 4, 8) if style in STYLE_PP else (1,)
-    cps = (1, 2) if seq >= 8192 and style in ("megatron", "torchtitan") else (1,)
+    cps = (1, 2) if seq >= CP_MIN_SEQ and style in ("megatron", "torchtitan") else (1,)
     eps = [1] + ([e for e in (2, 4, 8) if model.experts % e == 0] if model.experts and style == "megatron" else [])
     for pp in STYLE_PP.get(style, (1,)):
         if pp > model.layers // 2 and pp > 1 or (model.layers % pp and style != "megatron"):
@@ -623,9 +626,10 @@ def plan_layout(model, params, cluster, gpus, style, seq, target_seqs, precision
                     leanest = (L, memory_total(mem))
                 if fits(cluster.gpu, mem):
                     parts = step_parts(model, params, active, cluster, L, seq, ga, style, precision)
-                    per_seq = sum(parts) / (mbs * base.dp * ga)
-                    if best is None or per_seq < best[0]:
-                        best = (per_seq, (L, ga, parts, mem))
+                    # even pipeline stages first: an uneven split only when nothing even fits
+                    key = (model.layers % L.pp != 0, sum(parts) / (mbs * base.dp * ga))
+                    if best is None or key < best[0]:
+                        best = (key, (L, ga, parts, mem))
                     break
     return (best[1] if best else None), leanest
 
@@ -909,7 +913,10 @@ def draw_cadence(rng, style, step_time, sched):
         log_interval = min(log_interval, 50)
     run_s = (total - sched["start_step"]) * step_time
     val_s = min(VAL_EVERY_S[1], max(VAL_EVERY_S[0], run_s / VAL_EVERY_RUN))
-    val_interval = max(log_interval, nice_at_least(val_s / step_time))
+    val_interval = nice_at_least(val_s / step_time)
+    if val_interval * step_time > VAL_EVERY_S[1]:           # rounding up overshot the band: round down
+        val_interval = nice_at_most(val_s / step_time)
+    val_interval = max(log_interval, val_interval)
     val_iters = max(5, min(100, int(0.08 * val_interval)))
     val_seconds = min(val_iters * step_time / 3.0, 0.04 * val_interval * step_time + 1)
     return dict(log_interval=log_interval, val_interval=val_interval, val_iters=val_iters,
