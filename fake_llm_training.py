@@ -328,6 +328,7 @@ Layout = collections.namedtuple("Layout", "tp pp cp ep vp dp sharding recompute 
 StepParts = collections.namedtuple("StepParts", "compute comm optimizer data")
 Memory = collections.namedtuple("Memory", "allocated reserved context nccl")
 
+CLUSTER_DRAW = 0                      # the config draw of "run 0" is the cluster's (runs count from 1)
 CLUSTER_NODES = (2, 4, 4, 8, 8, 16, 16, 32, 64, 128, 256)   # nodes of 8: team partitions to big pools
 GPUS_PER_NODE = 8                     # HGX/DGX boards and the PCIe servers people build carry 8 cards
 CONTEXT_BYTES = 0.5 * GIB             # CUDA context and kernels per process (~500 MiB on Hopper)
@@ -370,7 +371,7 @@ def weighted(rng, items, weight):
 def make_cluster(catalog, seed, pins=None):
     """The session's cluster: the same for every run of this seed and these pins."""
     pins = pins or {}
-    rng = random.Random("%d:cluster" % seed)
+    rng = random.Random("%d:config:%d" % (seed, CLUSTER_DRAW))
     if pins.get("gpu_type"):
         gpu = catalog.gpus[pins["gpu_type"]]
     else:
@@ -386,11 +387,6 @@ def make_cluster(catalog, seed, pins=None):
     fs = weighted(rng, catalog.filesystems, lambda f: f.weight)
     pattern, first = rng.choice(catalog.clusters)
     return Cluster(gpu, nodes, gpus_per_node, fabric, fabric.gbits_per_gpu / 8.0, fs, stack, pattern, first)
-
-
-def hostname(cluster, node):
-    """The hostname of node `node` of the cluster (0-based)."""
-    return cluster.hostname.format(n=cluster.first_node + node)
 
 
 def nccl_version(stack):
@@ -779,12 +775,6 @@ NCCL_INIT_S = 0.9                     # per doubling of ranks: bootstrap ring an
 INIT_PARAMS_PER_S = 1.5e9             # parameters a rank initialises (and moves to the GPU) per second
 MIN_COMPUTE_SHARE = 0.45              # a job that waits on the network more than it computes gets fewer GPUs
 REQUEUE_S = (120.0, 900.0)            # drained node, requeued job: minutes in the queue before it starts again
-
-
-def memory_need(model, params, L, seq, style, grad_accum=1):
-    """Bytes one GPU allocates (kept for callers): the framework's peak allocation."""
-    active = count_params(model, active_only=True) if model.experts else params
-    return memory_model(model, params, active, L, seq, style, grad_accum).allocated
 
 
 def choose_kind_style(rng, kind, style):
