@@ -10,10 +10,10 @@ Keys on the full screen: q quit, p or space pause, + and - double or halve the
 speed, g cycle the GPU panel, l toggle the loss chart, ! trigger an incident,
 ? help.  Environment: NO_COLOR (any non-empty value) turns colour off.
 
-The file reads top to bottom in the order data flows: data files -> run
-configuration -> metric model -> timeline -> GPU telemetry -> events ->
-session -> dialects -> plain and JSON-lines output -> frames -> terminal ->
-nvidia-smi look-alike and tmux layout -> command line.  Everything above
+The file reads top to bottom in the order data flows: data files -> cluster
+and performance model -> run configuration -> metric model -> timeline -> GPU
+telemetry -> events -> session -> dialects -> plain and JSON-lines output ->
+frames -> terminal -> nvidia-smi look-alike and tmux layout -> command line.  Everything above
 "Frames" knows nothing of terminals, and everything below "Session" only
 formats what the simulation computed.
 """
@@ -76,9 +76,20 @@ Model = collections.namedtuple(
     "Model", "name family layers hidden heads kv_heads head_dim ffn_hidden vocab "
              "context tied mlp experts active shape")
 Gpu = collections.namedtuple(
-    "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs mfu_lo mfu_hi precision weight")
+    "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs intra arch hbm_gbs kernel_eff "
+           "precision weight")
 Dataset = collections.namedtuple("Dataset", "name kind tokens examples")
-Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters")
+Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weight")
+Stack = collections.namedtuple(
+    "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight")
+Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
+Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems")
+ARCHS = ("volta", "ampere", "hopper", "ada", "blackwell")
+PLATFORMS = ARCHS + ("pcie",)         # fabrics come with the board: HGX/DGX of a generation, or a PCIe server
+
+
+def platform(gpu):
+    return "pcie" if gpu.intra.startswith("PCIe") else gpu.arch
 
 
 def _opt_int(text):
@@ -108,9 +119,16 @@ TABLES = {
                    ("experts", _opt_int), ("active", _opt_int)],
     "nicknames.txt": [("name", str), ("shape", str)],
     "gpus.txt": [("key", str), ("name", str), ("memory_mib", int), ("tflops", float),
-                 ("power_cap_w", int), ("idle_w", int), ("link_gbs", float),
-                 ("mfu_lo", float), ("mfu_hi", float), ("precision", _choice("bf16", "fp16")),
-                 ("weight", int)],
+                 ("power_cap_w", int), ("idle_w", int), ("link_gbs", float), ("intra", str),
+                 ("arch", _choice(*ARCHS)), ("hbm_gbs", float), ("kernel_eff", float),
+                 ("precision", _choice("bf16", "fp16")), ("weight", int)],
+    "fabrics.txt": [("key", str), ("platform", _choice(*PLATFORMS)), ("fabric", str), ("gbits_per_gpu", float),
+                    ("weight", int)],
+    "stacks.txt": [("torch", str), ("cuda", str), ("nccl", str), ("driver", str), ("driver_cuda", str),
+                   ("archs", str), ("megatron", str), ("deepspeed", str), ("transformers", str),
+                   ("lightning", str), ("weight", int)],
+    "filesystems.txt": [("name", str), ("write_gbs", float), ("read_gbs", float), ("node_gbs", float),
+                        ("weight", int)],
     "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
                      ("tokens", int), ("examples", _opt_int)],
     "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str)],
@@ -190,16 +208,7 @@ def load_catalog(data_dir=DATA_DIR):
         if v[1] not in tokenizers:
             raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
                             (os.path.join(data_dir, "models.txt"), number, v[1]))
-    gpus = collections.OrderedDict((v[0], Gpu(*v)) for _, v in tables["gpus.txt"])
-    for number, v in tables["gpus.txt"]:
-        if not 0 < v[7] <= v[8] < 1:
-            raise DataError("%s:%d: need 0 < mfu_lo <= mfu_hi < 1" %
-                            (os.path.join(data_dir, "gpus.txt"), number))
-        if min(v[2], v[3], v[4], v[5]) <= 0 or v[10] < 0:
-            raise DataError("%s:%d: memory, TFLOP/s and power must be positive, weight not negative" %
-                            (os.path.join(data_dir, "gpus.txt"), number))
-    if not any(v[10] for _, v in tables["gpus.txt"]):
-        raise DataError("%s:1: every weight is 0" % os.path.join(data_dir, "gpus.txt"))
+    gpus = _hardware_tables(tables, data_dir)
     datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
     for kind in ("pretrain", "finetune"):
         if not any(d.kind == kind for d in datasets):
@@ -216,7 +225,36 @@ def load_catalog(data_dir=DATA_DIR):
             raise DataError("%s:%d: hostname pattern must use only {n}" %
                             (os.path.join(data_dir, "clusters.txt"), number))
         clusters.append((pattern, first))
-    return Catalog(models, gpus, datasets, tokenizers, clusters)
+    return Catalog(models, gpus, datasets, tokenizers, clusters,
+                   [Fabric(*v) for _, v in tables["fabrics.txt"]],
+                   [Stack(*v) for _, v in tables["stacks.txt"]],
+                   [Filesystem(*v) for _, v in tables["filesystems.txt"]])
+
+
+def _hardware_tables(tables, data_dir):
+    """The GPUs, checked against their fabrics and stacks: every card can be networked and run."""
+    def where(name, number):
+        return "%s:%d" % (os.path.join(data_dir, name), number)
+    gpus = collections.OrderedDict((v[0], Gpu(*v)) for _, v in tables["gpus.txt"])
+    for number, v in tables["gpus.txt"]:
+        g = Gpu(*v)
+        if not 0 < g.kernel_eff < 1:
+            raise DataError("%s: need 0 < kernel_eff < 1" % where("gpus.txt", number))
+        if min(g.memory_mib, g.tflops, g.power_cap_w, g.idle_w, g.link_gbs, g.hbm_gbs) <= 0 or g.weight < 0:
+            raise DataError("%s: memory, TFLOP/s, power and bandwidths must be positive, weight not negative"
+                            % where("gpus.txt", number))
+        if not any(f[1] == platform(g) and f[4] > 0 for _, f in tables["fabrics.txt"]):
+            raise DataError("%s: no fabric in fabrics.txt for platform %r" % (where("gpus.txt", number), platform(g)))
+        if not any(g.arch in st[5].split(",") and st[10] > 0 for _, st in tables["stacks.txt"]):
+            raise DataError("%s: no stack in stacks.txt supports arch %r" % (where("gpus.txt", number), g.arch))
+    if not any(v[-1] for _, v in tables["gpus.txt"]):
+        raise DataError("%s: every weight is 0" % where("gpus.txt", 1))
+    for number, st in tables["stacks.txt"]:
+        if any(a not in ARCHS for a in st[5].split(",")):
+            raise DataError("%s: archs must be among %s" % (where("stacks.txt", number), ",".join(ARCHS)))
+    if not any(fs[4] > 0 for _, fs in tables["filesystems.txt"]):
+        raise DataError("%s: every weight is 0" % where("filesystems.txt", 1))
+    return gpus
 
 
 def model_problem(m):
@@ -288,6 +326,329 @@ S_FORCED, S_PID = 21, 22
 
 
 ########################################################################
+# Cluster and performance model (pure: from the seed, the shape and the layout)
+########################################################################
+# A session runs on one cluster: the seed picks the card, the nodes, the links
+# inside and between nodes, the filesystem and one software stack, and keeps
+# them for every job.  A job's optimizer step takes compute time (FLOPs over
+# the card's sustained rate) plus the communication that does not hide behind
+# compute, plus the optimizer and the data loader: MFU and tokens/s follow.
+
+Cluster = collections.namedtuple(
+    "Cluster", "gpu nodes gpus_per_node fabric fabric_gbs fs stack hostname first_node")
+Layout = collections.namedtuple("Layout", "tp pp cp ep vp dp sharding recompute mbs")
+StepParts = collections.namedtuple("StepParts", "compute comm optimizer data")
+Memory = collections.namedtuple("Memory", "allocated reserved context nccl")
+
+CLUSTER_DRAW = 0                      # the config draw of "run 0" is the cluster's (runs count from 1)
+CLUSTER_NODES = (2, 4, 4, 8, 8, 16, 16, 32, 64, 128, 256)   # nodes of 8: team partitions to big pools
+GPUS_PER_NODE = 8                     # HGX/DGX boards and the PCIe servers people build carry 8 cards
+CONTEXT_BYTES = 0.5 * GIB             # CUDA context and kernels per process (~500 MiB on Hopper)
+NCCL_BASE_BYTES = 0.25 * GIB          # NCCL channel buffers of the world communicator (NCCL_BUFFSIZE 4 MiB x channels x peers)
+NCCL_GROUP_BYTES = 0.12 * GIB         # each further process group (tp, pp, cp, ep) adds its own
+ALLOCATOR_SLACK = 1.08                # PyTorch caching allocator: reserved / allocated at steady state
+CARD_HEADROOM = 0.985                 # what a team leaves free before OOM-ing on a long run
+LINK_EFFICIENCY = 0.8                 # NCCL bus bandwidth / line rate inside a node (nccl-tests on NVLink, PCIe)
+PCIE_EFFICIENCY = 0.6                 # PCIe peer traffic crosses the root complex (no NVLink P2P): ~60% of the slot
+FABRIC_EFFICIENCY = 0.9               # and between nodes (nccl-tests all-reduce on NDR/HDR InfiniBand, RoCE)
+OVERLAP = 0.85                        # share of the overlappable window collectives actually hide in
+TP_EXPOSED = {"megatron": 0.3, "torchtitan": 0.35}   # TP collectives on the critical path, with Megatron-Core's
+TP_EXPOSED_DEFAULT = 0.6              # TP-comm overlap / torchtitan's async TP hidden more than elsewhere
+                                      # (both need NVLink peer access: over PCIe all of it is exposed)
+FP8_TE_SHARE = {"megatron": 1.0}      # FP8 gain realised: Transformer Engine's fused kernels in full,
+FP8_OTHER_SHARE = 0.45                # torchao/llm-foundry float8 (casts outside the GEMMs) about half
+PP_P2P_EXPOSED = 0.3                  # 1F1B sends overlap the next micro-batch mostly
+CP_EXPOSED = 0.25                     # ring attention overlaps K/V passing with the block in flight
+A2A_EXPOSED = 0.7                     # MoE dispatch/combine is hard to hide (Megatron MoE README)
+GEMM_SHARE = 0.8                      # share of step compute in GEMMs (the rest: attention, norms, elementwise)
+FP8_GEMM_SPEEDUP = 2.0                # FP8 GEMM over BF16 at best (twice the peak), end-to-end ~1.45x (NeMo tables)
+FP8_WIDTH_KNEE = 2048.0               # narrow GEMMs gain less: casts and scaling cost as much as the math
+HIDDEN_KNEE = 420.0                   # GEMMs narrower than this per TP rank run well below peak
+TOKENS_KNEE = 256.0                   # tokens per micro-batch below which kernels starve
+ADAM_BYTES = 30                       # per parameter: fp32 master, m, v read+written, grad read, bf16 write
+HBM_EFFICIENCY = 0.7                  # a fused Adam kernel reaches ~70% of HBM bandwidth
+DATA_FIXED_S = 0.004                  # per step: the loader's hand-off and the host-to-device copy
+SCALE_JITTER = 0.006                  # per doubling of nodes: the slowest rank sets the pace
+RECOMPUTE_FLOPS = {"none": 1.0, "selective": 1.03, "full": 4.0 / 3.0}   # extra forward (Korthikanti et al.)
+ACT_BYTES = {"none": 34.0, "selective": 22.0, "full": 2.0}   # per token, layer and hidden unit (Korthikanti et al.)
+ZERO_LEVEL = {"none": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}
+
+
+def weighted(rng, items, weight):
+    """One of items, as often as weight(item) says."""
+    pool = [x for x in items for _ in range(weight(x))]
+    return rng.choice(pool)
+
+
+def make_cluster(catalog, seed, pins=None):
+    """The session's cluster: the same for every run of this seed and these pins."""
+    pins = pins or {}
+    rng = random.Random("%d:config:%d" % (seed, CLUSTER_DRAW))
+    if pins.get("gpu_type"):
+        gpu = catalog.gpus[pins["gpu_type"]]
+    else:
+        gpu = weighted(rng, list(catalog.gpus.values()), lambda g: g.weight)
+    nodes = rng.choice(CLUSTER_NODES)
+    gpus_per_node = GPUS_PER_NODE
+    if pins.get("gpus"):
+        gpus_per_node = min(GPUS_PER_NODE, pins["gpus"])
+        nodes = pins["gpus"] // gpus_per_node
+    fabric = weighted(rng, [f for f in catalog.fabrics if f.platform == platform(gpu)], lambda f: f.weight)
+    stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
+    stack = weighted(rng, stacks, lambda st: st.weight)
+    fs = weighted(rng, catalog.filesystems, lambda f: f.weight)
+    pattern, first = rng.choice(catalog.clusters)
+    return Cluster(gpu, nodes, gpus_per_node, fabric, fabric.gbits_per_gpu / 8.0, fs, stack, pattern, first)
+
+
+def nccl_version(stack):
+    """NCCL's banner version: the wheel's release and the CUDA it was built with ("2.21.5+cuda12.4")."""
+    return "%s+cuda%s" % (stack.nccl, stack.cuda)
+
+
+def cuda_driver_version(stack):
+    """The driver's CUDA version as NCCL prints it (cudaDriverVersion 12080 for 12.8)."""
+    major, minor = stack.driver_cuda.split(".")
+    return int(major) * 1000 + int(minor) * 10
+
+
+def flops_per_token(model, seq, active):
+    """Model FLOPs per token, forward and backward: 6N plus attention (Kaplan/PaLM accounting)."""
+    return 6 * active + 12 * model.layers * model.hidden * seq
+
+
+def stage_layers(model, pp):
+    """Layers on the fullest pipeline stage (Megatron splits unevenly when it must)."""
+    return int(math.ceil(model.layers / float(pp)))
+
+
+def param_split(model, params, active):
+    """(dense parameters, expert parameters) of a shape."""
+    if not model.experts:
+        return params, 0
+    mlp = (2 if model.mlp == "gelu" else 3) * model.hidden * model.ffn_hidden
+    experts = model.layers * model.experts * mlp
+    return params - experts, experts
+
+
+def sharded_params(model, params, active, L):
+    """Parameters one GPU holds before data-parallel sharding."""
+    dense, experts = param_split(model, params, active)
+    embed = model.vocab * model.hidden
+    per_layer = (dense - embed * (1 if model.tied else 2)) / float(model.layers)
+    on_stage = per_layer * stage_layers(model, L.pp) + embed
+    if L.pp == 1 and not model.tied:
+        on_stage += embed
+    expert_share = experts * stage_layers(model, L.pp) / float(model.layers) / L.ep
+    return on_stage / L.tp + expert_share / (1 if L.ep > 1 else L.tp)
+
+
+def memory_model(model, params, active, L, seq, style, grad_accum=1):
+    """Bytes one GPU holds, the way its framework allocates them (Memory)."""
+    shard = sharded_params(model, params, active, L)
+    layer_shard = shard / stage_layers(model, L.pp)
+    group = L.dp * L.cp                       # Megatron's distributed optimizer shards over dp x cp
+    zero = ZERO_LEVEL[L.sharding]
+    if L.sharding == "fsdp":                  # FSDP mixed precision: fp32 params, grads, Adam m, v sharded
+        states = 16.0 * shard / group + 2 * 2.0 * layer_shard   # plus the gathered and the prefetched layer
+    elif L.sharding == "none":                # DDP with autocast: fp32 weights, grads, Adam m, v
+        states = 16.0 * shard
+    else:
+        grad_bytes = 4.0 if style == "megatron" else 2.0        # Megatron keeps fp32 main grads
+        states = (2.0 * shard / (group if zero >= 3 else 1) + grad_bytes * shard / (group if zero >= 2 else 1)
+                  + 12.0 * shard / group)     # fp32 master weights, Adam m and v
+        if zero >= 3:
+            states += 2 * 2.0 * layer_shard
+    tokens = L.mbs * seq / float(L.cp)
+    coef = ACT_BYTES[L.recompute] * (1 + 0.5 * (model.active - 1) if model.experts else 1)
+    in_flight = min(L.pp, grad_accum) if L.pp > 1 else 1  # 1F1B: the first stage holds pp micro-batches
+    act = tokens * model.hidden * coef / L.tp * stage_layers(model, L.pp) * in_flight
+    if L.recompute == "full":
+        act += tokens * model.hidden * ACT_BYTES["none"] / L.tp       # the layer being recomputed
+    logits = 2 * 4.0 * tokens * model.vocab / L.tp                     # fp32 logits and their gradient
+    allocated = states + act + logits
+    groups = sum(1 for x in (L.tp, L.pp, L.cp, L.ep) if x > 1)
+    return Memory(allocated, allocated * ALLOCATOR_SLACK, CONTEXT_BYTES, NCCL_BASE_BYTES + NCCL_GROUP_BYTES * groups)
+
+
+def memory_total(mem):
+    """What nvidia-smi shows for the process: framework reserved + CUDA context + NCCL buffers."""
+    return mem.reserved + mem.context + mem.nccl
+
+
+def fits(gpu, mem):
+    return memory_total(mem) <= gpu.memory_mib * MIB * CARD_HEADROOM
+
+
+def kernel_efficiency(gpu, model, L, seq, precision):
+    """Fraction of the card's peak the step's kernels sustain: wide GEMMs and long
+    micro-batches run near the card's best, attention (flash) somewhat below it."""
+    width = model.hidden / math.sqrt(L.tp)
+    tokens = L.mbs * seq / float(L.cp)
+    eff = gpu.kernel_eff / (1 + HIDDEN_KNEE / width) / (1 + TOKENS_KNEE / tokens)
+    attention = 12.0 * model.layers * model.hidden * seq / flops_per_token(model, seq, count_params(model, True))
+    eff /= (1 - attention) + attention / 0.75       # flash attention reaches ~3/4 of GEMM efficiency
+    return eff
+
+
+def link_gbs(cluster, span):
+    """Bus bandwidth (GB/s per GPU) of a group `span` GPUs wide: NVLink/PCIe inside a node, else the fabric."""
+    gpu = cluster.gpu
+    inside = gpu.link_gbs * (PCIE_EFFICIENCY if platform(gpu) == "pcie" else LINK_EFFICIENCY)
+    if span <= cluster.gpus_per_node:
+        return inside
+    return min(inside, cluster.fabric_gbs * FABRIC_EFFICIENCY)
+
+
+def dp_seconds(model, params, active, cluster, L, style, grad_accum, mb_compute, bubble, precision):
+    """Exposed data-parallel time: gradient reduction and (FSDP/ZeRO-3) parameter gathers.
+    The gathers hide behind the compute they prefetch for; the reduction behind the last
+    backward and, with a pipeline, behind the stage's idle cool-down (the bubble)."""
+    if L.dp * L.cp == 1:
+        return 0.0
+    shard = sharded_params(model, params, active, L)
+    n = L.dp * L.cp
+    bw = link_gbs(cluster, L.tp * L.pp * L.cp * L.dp if cluster.nodes > 1 else 1) * 1e9
+    frac = (n - 1.0) / n
+    grad_bytes = 4.0 if L.sharding == "none" else 2.0      # AMP's fp32 grads; others reduce in bf16
+    gather_bytes = 1.0 if precision == "fp8" else 2.0                          # FP8 parameter all-gather
+    if ZERO_LEVEL[L.sharding] >= 3 and L.pp == 1:   # gather for forward and backward, reduce: every micro-batch
+        per_mb = (2 * gather_bytes + grad_bytes) * shard * frac / bw
+        return grad_accum * max(0.0, per_mb - OVERLAP * mb_compute) + 0.05 * per_mb
+    if L.sharding == "none":                 # DDP all-reduce once per step, during the last backward
+        t = 2 * grad_bytes * shard * frac / bw
+        return max(0.0, t - OVERLAP * (mb_compute * 2 / 3.0 + bubble)) + 0.05 * t
+    # reduce-scatter grads, all-gather the updated params (FSDP under a pipeline keeps them gathered)
+    t = (grad_bytes + gather_bytes) * shard * frac / bw
+    return max(0.0, t - OVERLAP * (mb_compute + bubble)) + 0.05 * t
+
+
+def pipeline_bubble(L, grad_accum, compute):
+    """Idle time of 1F1B (interleaved over vp chunks): (p - 1) / (v m) of the compute."""
+    return compute * (L.pp - 1.0) / (L.vp * grad_accum) if L.pp > 1 else 0.0
+
+
+def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style="megatron"):
+    """Exposed TP, CP, PP and MoE time per step (pipeline bubble included)."""
+    tokens = L.mbs * seq / float(L.cp)
+    act = tokens * model.hidden * 2.0
+    layers = stage_layers(model, L.pp) * grad_accum
+    t = 0.0
+    if L.tp > 1:
+        collectives = 6 if L.recompute == "full" else 4    # 2 forward, 2 backward (+2 recomputed)
+        exposed = 1.0 if platform(cluster.gpu) == "pcie" else TP_EXPOSED.get(style, TP_EXPOSED_DEFAULT)
+        t += exposed * layers * collectives * act * 2 * (L.tp - 1.0) / L.tp / (link_gbs(cluster, L.tp) * 1e9)
+    if L.cp > 1:
+        kv = 2 * 2.0 * L.mbs * seq * model.kv_heads * head_dim(model) / L.tp
+        t += CP_EXPOSED * layers * 3 * kv * (L.cp - 1.0) / L.cp / (link_gbs(cluster, L.tp * L.cp) * 1e9)
+    if L.pp > 1:
+        t += pipeline_bubble(L, grad_accum, compute)
+        p2p = 2 * act / L.tp * L.vp * grad_accum
+        t += PP_P2P_EXPOSED * p2p / (link_gbs(cluster, L.tp * L.cp * L.pp) * 1e9)
+    if L.ep > 1:
+        a2a = 4 * act * model.active * (L.ep - 1.0) / L.ep
+        t += A2A_EXPOSED * layers * a2a / (link_gbs(cluster, L.ep * L.tp) * 1e9)
+    return t
+
+
+def step_parts(model, params, active, cluster, L, seq, grad_accum, style, precision):
+    """Wall time of one optimizer step, in its parts (seconds)."""
+    gpu = cluster.gpu
+    gpus = L.tp * L.pp * L.cp * L.dp
+    tokens = L.mbs * L.dp * grad_accum * seq
+    flops = flops_per_token(model, seq, active) * tokens / gpus * RECOMPUTE_FLOPS[L.recompute]
+    compute = flops / (gpu.tflops * 1e12 * kernel_efficiency(gpu, model, L, seq, precision))
+    if precision == "fp8":                   # FP8 GEMMs: the wider the GEMM, the closer to the FP8 peak
+        width = model.hidden / math.sqrt(L.tp)
+        gain = 1 + ((FP8_GEMM_SPEEDUP - 1) * width / (width + FP8_WIDTH_KNEE)
+                    * FP8_TE_SHARE.get(style, FP8_OTHER_SHARE))
+        compute *= 1 - GEMM_SHARE * (1 - 1 / gain)
+    bubble = pipeline_bubble(L, grad_accum, compute)
+    comm = (dp_seconds(model, params, active, cluster, L, style, grad_accum, compute / grad_accum, bubble, precision)
+            + model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style)
+            + compute * SCALE_JITTER * math.log(max(1, gpus // cluster.gpus_per_node), 2))
+    shard = sharded_params(model, params, active, L) / (L.dp * L.cp if L.sharding != "none" else 1)
+    optimizer = shard * ADAM_BYTES / (gpu.hbm_gbs * 1e9 * HBM_EFFICIENCY)
+    data = DATA_FIXED_S + 0.004 * compute
+    return StepParts(compute, comm, optimizer, data)
+
+
+def mfu_of(flops_per_tok, tokens_per_s, gpus, tflops):
+    """Model FLOPs utilisation: model FLOPs per second over the cluster's dense peak."""
+    return flops_per_tok * tokens_per_s / (gpus * tflops * 1e12)
+
+
+STYLE_SHARDINGS = {"megatron": ("zero1",), "torchtitan": ("fsdp",), "deepspeed": ("zero1", "zero2", "zero3"),
+                   "hf": ("none", "fsdp", "zero3"), "lightning": ("none", "fsdp")}
+STYLE_RECOMPUTE = {"megatron": ("none", "selective", "full"), "torchtitan": ("none", "selective", "full"),
+                   "deepspeed": ("none", "full"), "hf": ("none", "full"), "lightning": ("none", "full")}
+CP_MIN_SEQ = 16384     # context parallelism for long sequences.  NeMo uses CP2 from 8k (calibration rows
+                       # 20, 22, 23, 25 run it through step_parts); drawn runs keep seq <= 8k without CP,
+                       # because the jsonl record (and its referee) has no cp field yet: tp*pp*dp = gpus.
+STYLE_PP = {"megatron": (1, 2, 4, 8, 9, 16), "deepspeed": (1, 2, 4, 8, 16), "torchtitan": (1, 2, 4, 8)}
+
+
+def layouts(model, gpus, gpus_per_node, style, seq):
+    """Parallel layouts this framework can run (recompute and micro-batch left open):
+    TP inside a node, PP across nodes, CP for long sequences, EP for experts."""
+    out = []
+    tps = (1, 2, 4, 8) if style in STYLE_PP else (1,)
+    cps = (1, 2) if seq >= CP_MIN_SEQ and style in ("megatron", "torchtitan") else (1,)
+    eps = [1] + ([e for e in (2, 4, 8) if model.experts % e == 0] if model.experts and style == "megatron" else [])
+    for pp in STYLE_PP.get(style, (1,)):
+        if pp > model.layers // 2 and pp > 1 or (model.layers % pp and style != "megatron"):
+            continue
+        vp = next(v for v in (4, 2, 1) if stage_layers(model, pp) % v == 0) if pp > 1 and style == "megatron" else 1
+        for tp in tps:
+            if tp > gpus_per_node or model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
+                continue
+            for cp in cps:
+                if gpus % (tp * pp * cp):
+                    continue
+                dp = gpus // (tp * pp * cp)
+                for ep in eps:
+                    if (dp * cp) % ep:
+                        continue
+                    for sharding in STYLE_SHARDINGS[style]:
+                        if pp > 1 and ZERO_LEVEL[sharding] >= 2 and style == "deepspeed":
+                            continue              # DeepSpeed's pipeline engine takes ZeRO-1 only
+                        out.append(Layout(tp, pp, cp, ep, vp, dp, sharding, "none", 1))
+    return out
+
+
+def plan_layout(model, params, cluster, gpus, style, seq, target_seqs, precision):
+    """(fastest fitting plan, leanest need): a plan is (Layout, grad_accum, StepParts, Memory);
+    the leanest need is (Layout, bytes) of the layout that needs least memory."""
+    active = count_params(model, active_only=True) if model.experts else params
+    best, leanest = None, None
+    for base in layouts(model, gpus, cluster.gpus_per_node, style, seq):
+        for mbs in (1, 2, 4):
+            if mbs > 1 and mbs * base.dp > target_seqs:
+                break
+            ga = max(1, int(round(target_seqs / float(mbs * base.dp))))
+            vp = base.vp if ga % base.pp == 0 else 1     # interleaving needs micro-batches in multiples of pp
+            for recompute in STYLE_RECOMPUTE[style]:
+                L = base._replace(recompute=recompute, mbs=mbs, vp=vp)
+                mem = memory_model(model, params, active, L, seq, style, ga)
+                if leanest is None or memory_total(mem) < leanest[1]:
+                    leanest = (L, memory_total(mem))
+                if fits(cluster.gpu, mem):
+                    parts = step_parts(model, params, active, cluster, L, seq, ga, style, precision)
+                    # even pipeline stages first: an uneven split only when nothing even fits
+                    key = (model.layers % L.pp != 0, sum(parts) / (mbs * base.dp * ga))
+                    if best is None or key < best[0]:
+                        best = (key, (L, ga, parts, mem))
+                    break
+    return (best[1] if best else None), leanest
+
+
+def describe_layout(L):
+    return "TP%d PP%d%s%s DP%d %s, %s recompute, micro-batch %d" % (
+        L.tp, L.pp, " CP%d" % L.cp if L.cp > 1 else "", " EP%d" % L.ep if L.ep > 1 else "",
+        L.dp, L.sharding, L.recompute, L.mbs)
+
+
+########################################################################
 # Run configuration (pure: from the seed and the user's pins)
 ########################################################################
 
@@ -295,7 +656,6 @@ KINDS = ("pretrain", "resume", "continue", "finetune")
 STYLES = ("megatron", "deepspeed", "hf", "torchtitan", "lightning")
 PRETRAIN_STYLES = ("megatron", "torchtitan", "deepspeed")
 FINETUNE_STYLES = ("hf", "lightning", "deepspeed")
-CLUSTER_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class ConfigError(Exception):
@@ -315,6 +675,11 @@ RunConfig = collections.namedtuple("RunConfig", [
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
     "grad_start", "noise", "spike_rate", "straggler_rate", "xid_rate", "attach_fraction",
     "ambient_c", "loss_scale_exp", "loss_phase", "run_seed",
+    # the cluster and performance model: context/expert/virtual-pipeline degrees, the whole
+    # Layout, the step's parts (sum = step_time_s), memory as nvidia-smi counts it, the
+    # cluster it runs on, its software stack, and the queue wait after a failure
+    "cp", "ep", "vp", "layout", "warmup_ratio", "decay_fraction", "step_parts", "mem_reserved_mib",
+    "context_mib", "nccl_mib", "cluster", "stack", "fabric", "requeue_seconds",
 ])
 
 
@@ -331,43 +696,33 @@ def nice_at_least(x):
     return min([n for n in NICE_NUMBERS if n >= x] or [NICE_NUMBERS[-1]])
 
 
-def memory_need(model, params, tp, pp, dp, sharding, recompute, seq, mbs, style):
-    """Bytes one GPU needs: weights, gradients, optimizer shards, activations."""
-    shard = params / float(tp * pp)
-    zero = {"none": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}[sharding]
-    weights = 2 * shard / (dp if zero >= 3 else 1)
-    grad_bytes = 4 if style == "megatron" else 2          # Megatron keeps fp32 main grads
-    grads = grad_bytes * shard / (dp if zero >= 2 else 1)
-    optimizer = 12 * shard / (dp if zero >= 1 else 1)     # fp32 master weights, Adam m and v
-    # Activation bytes per token and layer (Korthikanti et al.: 34 without
-    # recomputation).  With 1F1B the first pipeline stage holds pp micro-batches
-    # of layers/pp layers: the same as one micro-batch of every layer.
-    per_token_layer = {"none": 34, "selective": 22, "full": 2}[recompute]
-    activations = seq * mbs * model.hidden * model.layers * per_token_layer / float(tp)
-    logits = 2 * 4 * seq * mbs * model.vocab / float(tp)  # fp32 logits and their gradient
-    overhead = 2.5 * GIB                                  # CUDA context, NCCL buffers, fragmentation
-    return weights + grads + optimizer + activations + logits + overhead
+SHARD_MAX_BYTES = 5 * 10 ** 9         # save_pretrained's default max_shard_size="5GB" (decimal)
+TENSOR_HEADER_BYTES = 96              # a safetensors header entry: name, dtype, shape, offsets (JSON)
+INDEX_ENTRY_BYTES = 72                # a weight_map line of model.safetensors.index.json
 
 
-def layouts(model, gpus, gpus_per_node, style):
-    """Parallel layouts worth trying, simplest first: (tp, pp, sharding)."""
-    out = []
-    shardings = {"megatron": ("zero1",), "torchtitan": ("fsdp",),
-                 "deepspeed": ("zero1", "zero2", "zero3"), "hf": ("none", "fsdp", "zero3"),
-                 "lightning": ("none", "fsdp")}[style]
-    tps = (1, 2, 4, 8) if style in ("megatron", "torchtitan", "deepspeed") else (1,)
-    pps = (1, 2, 4, 8, 16) if style in ("megatron", "deepspeed", "torchtitan") else (1,)
-    for pp in pps:
-        for tp in tps:
-            if tp > gpus_per_node or gpus % (tp * pp) or model.heads % tp or model.layers % pp:
-                continue
-            if model.kv_heads % tp and tp % model.kv_heads:
-                continue
-            if gpus // (tp * pp) < 1:
-                continue
-            for sharding in shardings:
-                out.append((tp, pp, sharding))
-    out.sort(key=lambda x: (x[0] * x[1], x[1]))
+def model_tensors(model):
+    """(name, elements) of each tensor of a Hugging Face checkpoint, in state-dict order."""
+    h, hd, f = model.hidden, head_dim(model), model.ffn_hidden
+    out = [("model.embed_tokens.weight", model.vocab * h)]
+    mlp = [("gate_proj", h * f), ("up_proj", h * f), ("down_proj", f * h)] if model.mlp != "gelu" \
+        else [("up_proj", h * f), ("down_proj", f * h)]
+    for i in range(model.layers):
+        pre = "model.layers.%d." % i
+        out += [(pre + "self_attn.q_proj.weight", h * model.heads * hd),
+                (pre + "self_attn.k_proj.weight", h * model.kv_heads * hd),
+                (pre + "self_attn.v_proj.weight", h * model.kv_heads * hd),
+                (pre + "self_attn.o_proj.weight", model.heads * hd * h)]
+        if model.experts:
+            out.append((pre + "block_sparse_moe.gate.weight", h * model.experts))
+            for e in range(model.experts):
+                out += [(pre + "block_sparse_moe.experts.%d.%s.weight" % (e, n), k) for n, k in mlp]
+        else:
+            out += [(pre + "mlp.%s.weight" % n, k) for n, k in mlp]
+        out += [(pre + "input_layernorm.weight", h), (pre + "post_attention_layernorm.weight", h)]
+    out.append(("model.norm.weight", h))
+    if not model.tied:
+        out.append(("lm_head.weight", model.vocab * h))
     return out
 
 
@@ -376,225 +731,28 @@ def layouts(model, gpus, gpus_per_node, style):
 TORCHTITAN_FAMILIES = ("llama3",)
 
 
-def fit_layout(model, params, gpu, gpus, gpus_per_node, style, seq):
-    """The first layout whose memory fits the card, with micro batch and recompute
-    (none for a model family the framework does not implement)."""
-    if style == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
-        return None
-    card = gpu.memory_mib * MIB * 0.93
-    for tp, pp, sharding in layouts(model, gpus, gpus_per_node, style):
-        dp = gpus // (tp * pp)
-        for recompute in ("none", "selective", "full"):
-            for mbs in (4, 2, 1):
-                need = memory_need(model, params, tp, pp, dp, sharding, recompute, seq, mbs, style)
-                if need <= card:
-                    return tp, pp, dp, sharding, recompute, mbs, need
-    return None
-
-
-def choose_kind_style(rng, kind, style):
-    if style is None:
-        kind = kind or rng.choice(("pretrain", "resume", "resume", "continue", "finetune", "finetune"))
-        pool = FINETUNE_STYLES if kind == "finetune" else PRETRAIN_STYLES
-        style = rng.choice(pool + pool[:1])               # the first of each pool is the usual one
-    elif kind is None:
-        kind = rng.choice(("finetune", "finetune", "continue") if style in ("hf", "lightning")
-                          else ("pretrain", "resume", "resume", "continue") if style in ("megatron", "torchtitan")
-                          else KINDS)
-    return kind, style
-
-
-def model_pool(catalog, kind, pinned, style=None):
-    if pinned:
-        return [catalog.models[pinned]]
-    models = [m for m in catalog.models.values() if style != "torchtitan" or m.family in TORCHTITAN_FAMILIES]
-    size = {m.name: count_params(m) for m in models}
-    if kind == "pretrain":      # from scratch within minutes: ablation-sized models
-        return [m for m in models if size[m.name] < 2.0e9]
-    if kind == "finetune":
-        return [m for m in models if 0.4e9 < size[m.name] < 80e9]
-    if kind == "continue":
-        return [m for m in models if 1e9 < size[m.name] < 80e9]
-    return [m for m in models if size[m.name] > 1e9]
-
-
-def cluster_sizes(params, kind):
-    """Cluster sizes a team would use for a model of this size and run kind."""
-    if kind == "finetune":
-        lo, hi = (8, 16) if params < 15e9 else (16, 64) if params < 80e9 else (64, 256)
-    elif kind == "pretrain":
-        lo, hi = (8, 32) if params < 0.5e9 else (16, 128)
-    else:
-        lo, hi = ((16, 128) if params < 4e9 else (64, 512) if params < 20e9
-                  else (128, 1024) if params < 100e9 else (512, 1024))
-    return [n for n in CLUSTER_SIZES if lo <= n <= hi]
-
-
-def make_run_config(catalog, seed, run, pins=None):
-    """The whole configuration of run number `run` (1, 2, ...) of this seed.
-
-    `pins` may fix model, gpu_type, gpus, kind and style; everything else is
-    drawn around them so that every figure stays consistent.  Raises
-    ConfigError when the pins cannot fit together."""
-    pins = pins or {}
-    rng = random.Random("%d:config:%d" % (seed, run))
-    for _ in range(200):
-        kind, style = choose_kind_style(rng, pins.get("kind"), pins.get("style"))
-        models = model_pool(catalog, kind, pins.get("model"))
-        if not models:
-            continue
-        model = rng.choice(models)
-        params = count_params(model)
-        if pins.get("gpu_type"):
-            gpu = catalog.gpus[pins["gpu_type"]]
-        else:                                   # as common as the data file says
-            gpu = catalog.gpus[rng.choice([key for key, g in catalog.gpus.items() for _ in range(g.weight)])]
-        gpus = pins.get("gpus") or rng.choice(cluster_sizes(params, kind) or [8])
-        gpus_per_node = min(8, gpus)
-        if gpus % gpus_per_node:
-            raise ConfigError("--gpus must be 1 to 8, or a multiple of 8")
-        seq = min(rng.choice((2048, 4096, 4096, 8192)), model.context)
-        layout = fit_layout(model, params, gpu, gpus, gpus_per_node, style, seq)
-        if layout is None:
-            if pins.get("model") and pins.get("gpu_type") and pins.get("gpus"):
-                need = params * 16.0 / gpus / GIB
-                raise ConfigError("%s (%.0fB parameters) does not fit on %dx %s: training it needs "
-                                  "about %.0f GiB per GPU before activations, the card has %.0f GiB"
-                                  % (model.name, params / 1e9, gpus, gpu.name, need, gpu.memory_mib / 1024.0))
-            continue
-        cfg = _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
-                               gpus, gpus_per_node, seq, layout, pins)
-        if cfg is not None:
-            return cfg
-    raise ConfigError("no consistent run found for these options; try fewer pins "
-                      "(for example leave out --gpus or --gpu-type)")
-
-
-def _complete_config(catalog, rng, seed, run, kind, style, model, params, gpu,
-                     gpus, gpus_per_node, seq, layout, pins):
-    """Batch, schedule, budget and timings around a layout that fits; None if silly."""
-    tp, pp, dp, sharding, recompute, mbs, need = layout
-    active = count_params(model, active_only=True) if model.experts else params
-    # Global batch: tokens per step grow with model size, as in published recipes.
-    if kind == "finetune":
-        target_seqs = rng.choice((32, 64, 64, 128, 128, 256))
-    else:
-        target_tokens = (0.5e6 if params < 0.5e9 else 1e6 if params < 4e9 else
-                         rng.choice((2e6, 4e6)) if params < 100e9 else rng.choice((8e6, 16e6)))
-        target_seqs = 2 ** int(round(math.log(target_tokens / seq, 2)))
-    while mbs > 1 and mbs * dp > target_seqs:
-        mbs //= 2
-    grad_accum = max(1, int(round(target_seqs / float(mbs * dp))))
-    global_batch = mbs * dp * grad_accum
-    tokens_per_step = global_batch * seq
-    # Throughput: MFU in the band this card reaches, lower at scale and with recompute.
-    mfu = rng.uniform(gpu.mfu_lo, gpu.mfu_hi)
-    mfu *= 1.0 - 0.025 * max(0.0, math.log(gpus / 64.0, 2))
-    mfu *= {"none": 1.0, "selective": 0.96, "full": 0.8}[recompute]
-    if kind == "finetune":
-        mfu *= 0.9
-    mfu = max(0.25, mfu)
-    flops_per_token = 6 * active + 12 * model.layers * model.hidden * seq
-    tokens_per_s = mfu * gpus * gpu.tflops * 1e12 / flops_per_token
-    step_time = tokens_per_step / tokens_per_s
-    if not pins.get("gpus") and not 0.08 <= step_time <= 15:
-        return None
-    # Budget: a watchable run (5 to 30 minutes at speed 1) from the kind of run.
-    session_seconds = rng.uniform(5 * 60, 30 * 60)
-    # Start-up, export and checkpoints leave the GPUs idle: keep them a
-    # minor part of the run, as they are in real runs.
-    idle = 60 + params * 2 / 3.0e9 + params * 14 / (min(100.0, 2.5 * gpus / gpus_per_node) * 1e9) * 4
-    session_seconds = max(session_seconds, 3 * idle)
-    session_steps = max(30, int(session_seconds / step_time))
-    epochs, steps_per_epoch, train_samples = 1, 0, 0
-    if kind == "finetune":
-        datasets = [d for d in catalog.datasets if d.kind == "finetune"]
-        dataset = rng.choice(datasets)
-        epochs = rng.choice((1, 2, 3, 3))
-        steps_per_epoch = max(10, session_steps // epochs)
-        train_samples = min(dataset.examples, steps_per_epoch * global_batch)
-        steps_per_epoch = max(1, train_samples // global_batch)
-        if steps_per_epoch * epochs < session_steps:        # a small dataset: more epochs
-            epochs = min(5, int(math.ceil(session_steps / float(steps_per_epoch))))
-        total_steps, start_step = steps_per_epoch * epochs, 0
-        if total_steps < 30 or total_steps * step_time < 270:
-            return None
-        peak_lr = rng.choice((1e-5, 2e-5, 2e-5, 5e-6)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5))
-        warmup = max(1, int(0.03 * total_steps))
-        min_lr = peak_lr * 0.1
-    else:
-        datasets = [d for d in catalog.datasets if d.kind == "pretrain"]
-        dataset = rng.choice(datasets)
-        if kind == "resume":
-            budget_tokens = rng.choice((0.3e12, 0.5e12, 1e12, 2e12)) if params > 3e9 else rng.choice((0.1e12, 0.2e12, 0.3e12))
-            total_steps = max(session_steps * 4, min(500000, int(budget_tokens / tokens_per_step)))
-            start_step = total_steps - session_steps
-            warmup = min(2000, total_steps // 50)
-        else:
-            total_steps, start_step = session_steps, 0
-            warmup = max(10, int(total_steps * rng.uniform(0.02, 0.06)))
-        steps_per_epoch = total_steps          # one pass over the sampled stream
-        peak_lr = (6e-4 if params < 0.5e9 else 3e-4 if params < 4e9 else 3e-4 if params < 20e9
-                   else 1.5e-4 if params < 100e9 else 8e-5)
-        if kind == "continue":
-            peak_lr = float("%.1g" % (peak_lr / 3.0))
-        min_lr = peak_lr * 0.1
-    # Logging, validation and checkpoint cadence in round numbers.
-    log_interval = nice_at_most(max(1.0, 4.0 / step_time))
-    if style == "hf":
-        log_interval = min(log_interval, 50)
-    val_interval = nice_at_most(max(log_interval, 150.0 / step_time))
-    val_interval = max(val_interval, log_interval)
-    val_iters = max(5, min(100, int(0.08 * val_interval)))
-    val_seconds = min(val_iters * step_time / 3.0, 0.04 * val_interval * step_time + 1)
-    nodes = gpus // gpus_per_node
-    write_gbs = min(100.0, 2.5 * nodes)                    # parallel filesystem, per-node streams
-    ckpt_bytes = int(params * 14 + gpus * 4096)            # bf16 weights + fp32 master, Adam m, v
-    ckpt_seconds = ckpt_bytes / (write_gbs * 1e9) + 1.5
-    # Save often enough to lose little, rarely enough that saving costs a few percent.
-    every = nice_at_least(max(rng.choice((2, 4)), ckpt_seconds / (0.04 * val_interval * step_time)))
-    ckpt_interval = val_interval * every
-    export_files = safetensors_export(params, model, rng)
-    export_seconds = sum(b for _, b in export_files) / 3.0e9 + 2.0
-    launch_seconds = 12 + 3 * math.log(nodes + 1, 2) + rng.uniform(0, 6)
-    build_seconds = 8 + params / 4e9 + rng.uniform(0, 5)
-    load_seconds = (ckpt_bytes / (2 * write_gbs * 1e9) + 4) if kind in ("resume", "continue") else 0.0
-    if kind == "continue":
-        load_seconds = params * 2 / (2 * write_gbs * 1e9) + 4
-    mem_used_mib = int(min(gpu.memory_mib * 0.985, need * rng.uniform(1.03, 1.1) / MIB + 400))
-    pattern, first = rng.choice(catalog.clusters)
-    first_node = first + rng.choice((0, 0, 8, 16, 32, 64)) * (1 if nodes < 64 else 0)
-    name = run_name(rng, kind, model, dataset, peak_lr, seed)
-    loss_start, loss_floor = initial_losses(rng, kind, model, params, dataset)
-    return RunConfig(
-        seed=seed, run=run, kind=kind, style=style, name=name, model=model.name, shape=model,
-        params=params, active_params=active, tokenizer=catalog.tokenizers[model.family][0],
-        architecture=("MixtralForCausalLM" if model.experts and model.family == "mistral"
-                      else catalog.tokenizers[model.family][1]),
-        dataset=dataset.name, gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, gpus=gpus,
-        tp=tp, pp=pp, dp=dp, sharding=sharding, recompute=recompute, precision=gpu.precision,
-        seq_len=seq, micro_batch=mbs, grad_accum=grad_accum, global_batch=global_batch,
-        tokens_per_step=tokens_per_step, start_step=start_step, total_steps=total_steps,
-        warmup_steps=warmup, peak_lr=peak_lr, min_lr=min_lr,
-        decay=rng.choice(("cosine", "cosine", "linear")) if kind == "finetune" else "cosine",
-        betas=(0.9, 0.95), weight_decay=0.1 if kind != "finetune" else rng.choice((0.0, 0.01, 0.1)),
-        grad_clip=1.0, epochs=epochs, steps_per_epoch=steps_per_epoch, train_samples=train_samples,
-        flops_per_token=flops_per_token, mfu=mfu, tokens_per_s=tokens_per_s, step_time_s=step_time,
-        mem_need_bytes=need, mem_used_mib=mem_used_mib, log_interval=log_interval,
-        val_interval=val_interval, val_iters=val_iters, val_seconds=val_seconds,
-        ckpt_interval=ckpt_interval, ckpt_bytes=ckpt_bytes, ckpt_seconds=ckpt_seconds,
-        launch_seconds=launch_seconds, build_seconds=build_seconds, load_seconds=load_seconds,
-        export_seconds=export_seconds, export_files=export_files, hostname=pattern,
-        first_node=first_node, master_port=rng.choice((29500, 29500, 6000, 12355, 29400)),
-        loss_start=loss_start, loss_floor=loss_floor,
-        grad_floor=(rng.uniform(0.18, 0.32) if kind != "finetune" else rng.uniform(0.5, 1.4)),
-        grad_start=(rng.uniform(8, 16) if kind == "pretrain" else rng.uniform(2, 12)),
-        noise=0.006 + 0.02 / math.sqrt(tokens_per_step / 2.5e5),
-        spike_rate=1.0, straggler_rate=1.0, xid_rate=1.0,
-        attach_fraction=rng.uniform(0.2, 0.7), ambient_c=rng.uniform(24, 31),
-        loss_scale_exp=rng.choice((14, 15, 16, 17)), loss_phase=rng.uniform(0, 2 * math.pi),
-        run_seed=seed * 7919 + run,            # counter draws of this run (not of the cluster)
-    )
+def safetensors_export(params, model, rng):
+    """Files of a save_pretrained export: bf16 tensors packed in order into shards of at
+    most 5 GB (the last one smaller), with model.safetensors.index.json when sharded."""
+    shards, current, entries = [], 0, 0
+    for _name, elements in model_tensors(model):
+        size = 2 * elements
+        if current and current + size > SHARD_MAX_BYTES:
+            shards.append((current, entries))
+            current, entries = 0, 0
+        current += size
+        entries += 1
+    shards.append((current, entries))
+    n = len(shards)
+    files = [("model-%05d-of-%05d.safetensors" % (i + 1, n) if n > 1 else "model.safetensors",
+              size + 8 + TENSOR_HEADER_BYTES * k) for i, (size, k) in enumerate(shards)]
+    extras = [("config.json", 700 + rng.randrange(200)), ("generation_config.json", 180 + rng.randrange(60)),
+              ("tokenizer.json", 1800000 + model.vocab * 70), ("tokenizer_config.json", 50000 + rng.randrange(9000)),
+              ("special_tokens_map.json", 300 + rng.randrange(200))]
+    if n > 1:
+        tensors = sum(k for _, k in shards)
+        extras.insert(0, ("model.safetensors.index.json", 60 + INDEX_ENTRY_BYTES * tensors))
+    return files + extras
 
 
 def initial_losses(rng, kind, model, params, dataset):
@@ -618,23 +776,316 @@ def run_name(rng, kind, model, dataset, lr, seed):
                                  rng.choice(("v1", "v2", "v3", "v4", "ablate", "rerun", "final")))
 
 
-def safetensors_export(params, model, rng):
-    """Files of a consolidated Hugging Face export: shards sum to params * 2 bytes."""
-    total = params * 2
-    shards = max(1, int(math.ceil(total / 4.95e9)))
-    files = []
-    per = total // shards
-    for i in range(shards):
-        size = per if i < shards - 1 else total - per * (shards - 1)
-        header = 8 + 96 * (model.layers * 9 // shards + 4)  # JSON header naming the tensors
-        files.append(("model-%05d-of-%05d.safetensors" % (i + 1, shards) if shards > 1
-                      else "model.safetensors", size + header))
-    extras = [("config.json", 700 + rng.randrange(200)), ("generation_config.json", 180 + rng.randrange(60)),
-              ("tokenizer.json", 1800000 + model.vocab * 70), ("tokenizer_config.json", 50000 + rng.randrange(9000)),
-              ("special_tokens_map.json", 300 + rng.randrange(200))]
-    if shards > 1:
-        extras.insert(0, ("model.safetensors.index.json", 20000 + model.layers * 900))
-    return files + extras
+JOB_SIZES = (8, 16, 32, 64, 128, 256, 512, 576, 1024, 2048)
+MAX_RUN_SECONDS = 21 * 86400          # a job of a few weeks at most: longer pretrains are split in stages
+MIN_STEP_S, MAX_STEP_S = 0.08, 60.0   # optimizer steps outside this band are not what teams configure
+TOKENS_PER_PARAM = (20, 20, 25, 30, 40, 50, 80, 100, 200)   # Chinchilla's 20 and the over-trained recipes since
+RESUME_LEFT_S = (1800.0, 2 * 86400.0)  # a resumed job's remaining wall time: a slurm time limit's worth
+LOG_EVERY_S = 4.0                     # a log line every few seconds, as teams set log_interval
+VAL_EVERY_RUN = 25.0                  # about 25 evaluations over a run ...
+VAL_EVERY_S = (180.0, 5400.0)         # ... but one every 3 to 90 minutes of wall time
+CKPT_EVERY_S = (1200.0, 3600.0)       # checkpoints every 20 to 60 minutes (lose little on a failure)
+CKPT_COST = 0.04                      # and saving costs at most ~4% of the time between saves
+LAUNCH_BASE_S = 9.0                   # python imports and torchrun's agent start
+RENDEZVOUS_S = 2.2                    # per doubling of nodes: the c10d store and the TCPStore round trips
+NCCL_INIT_S = 0.9                     # per doubling of ranks: bootstrap ring and channel set-up
+INIT_PARAMS_PER_S = 1.5e9             # parameters a rank initialises (and moves to the GPU) per second
+MIN_COMPUTE_SHARE = 0.45              # a job that waits on the network more than it computes gets fewer GPUs
+REQUEUE_S = (120.0, 900.0)            # drained node, requeued job: minutes in the queue before it starts again
+
+
+def choose_kind_style(rng, kind, style):
+    if style is None:
+        kind = kind or rng.choice(("pretrain", "resume", "resume", "continue", "finetune", "finetune"))
+        pool = FINETUNE_STYLES if kind == "finetune" else PRETRAIN_STYLES
+        style = rng.choice(pool + pool[:1])               # the first of each pool is the usual one
+    elif kind is None:
+        kind = rng.choice(("finetune", "finetune", "continue") if style in ("hf", "lightning")
+                          else ("pretrain", "resume", "resume", "continue") if style in ("megatron", "torchtitan")
+                          else KINDS)
+    return kind, style
+
+
+def model_pool(catalog, kind, pinned, style):
+    """Models a team would run for this kind of job in this framework."""
+    if pinned:
+        return [catalog.models[pinned]]
+    models = [m for m in catalog.models.values() if style != "torchtitan" or m.family in TORCHTITAN_FAMILIES]
+    size = {m.name: count_params(m) for m in models}
+    if kind == "pretrain":      # from scratch: ablation-sized models a queue runs in hours
+        return [m for m in models if size[m.name] < 2.0e9]
+    if kind == "finetune":
+        return [m for m in models if 0.4e9 < size[m.name] < 80e9]
+    if kind == "continue":
+        return [m for m in models if 1e9 < size[m.name] < 80e9]
+    return [m for m in models if size[m.name] > 1e9]
+
+
+def cluster_sizes(params, kind, cluster_gpus=max(JOB_SIZES)):
+    """Job sizes a team would use for a model of this size and run kind, within its cluster."""
+    if kind == "finetune":
+        lo, hi = (8, 32) if params < 15e9 else (16, 128) if params < 80e9 else (64, 512)
+    elif kind == "pretrain":
+        lo, hi = (8, 32) if params < 0.5e9 else (16, 128)
+    elif kind == "continue":
+        lo, hi = (16, 128) if params < 10e9 else (64, 512)
+    else:
+        lo, hi = ((32, 256) if params < 4e9 else (64, 1024) if params < 20e9
+                  else (256, 2048) if params < 100e9 else (512, 2048))
+    return [n for n in JOB_SIZES if lo <= n <= hi and n <= cluster_gpus and cluster_gpus % n == 0]
+
+
+def target_batch(rng, kind, params, seq):
+    """Sequences per optimizer step: tokens per step grow with model size, as in published recipes."""
+    if kind == "finetune":
+        return rng.choice((32, 64, 64, 128, 128, 256))
+    tokens = (0.5e6 if params < 0.5e9 else 1e6 if params < 4e9 else
+              rng.choice((2e6, 4e6)) if params < 100e9 else rng.choice((8e6, 16e6)))
+    return max(1, 2 ** int(round(math.log(tokens / seq, 2))))
+
+
+def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, style):
+    """Dataset, length, resume position and learning-rate schedule; None if no real run is this long."""
+    max_steps = int(MAX_RUN_SECONDS / step_time)
+    if kind == "finetune":
+        dataset = rng.choice([d for d in catalog.datasets if d.kind == "finetune"])
+        epochs = rng.choice((1, 2, 2, 3, 3, 4))
+        steps_per_epoch = int(math.ceil(dataset.examples / float(global_batch)))
+        total, start = steps_per_epoch * epochs, 0
+        if total < 20 or total > max_steps:
+            return None
+        train_samples = dataset.examples
+    else:
+        dataset = rng.choice([d for d in catalog.datasets if d.kind == "pretrain"])
+        if kind == "continue":
+            tokens = rng.choice((2e9, 5e9, 10e9, 20e9, 50e9, 100e9))
+        else:
+            tokens = params * rng.choice(TOKENS_PER_PARAM)
+        tokens = min(tokens, dataset.tokens * 4.0, max_steps * float(tokens_per_step))   # at most 4 epochs
+        total = int(math.ceil(tokens / tokens_per_step))
+        if kind != "continue" and total * tokens_per_step < 20 * params or total < 50:
+            return None                       # under Chinchilla's 20 tokens per parameter: not a pretrain
+        start = 0
+        if kind == "resume":
+            left = int(math.exp(rng.uniform(*[math.log(x) for x in RESUME_LEFT_S])) / step_time)
+            start = max(total // 20, total - max(20, left))
+        epochs, steps_per_epoch, train_samples = 1, total, 0
+    out = dict(dataset=dataset, total_steps=total, start_step=start, epochs=epochs,
+               steps_per_epoch=steps_per_epoch, train_samples=train_samples)
+    out.update(draw_lr_schedule(rng, kind, params, total, style))
+    return out
+
+
+# Schedules drawn.  lr_at also runs "wsd" and "constant" (with warm-up), and a
+# min-LR ratio of 0 (HF's schedulers end at 0); they are left out of the draw
+# until the jsonl referee (shared/tools/check_jsonl.py, which knows cosine and
+# linear to a positive floor) learns them: add them here then.
+FINETUNE_DECAYS = ("linear", "linear", "cosine", "cosine")
+PRETRAIN_DECAYS = ("cosine", "cosine", "cosine", "linear")
+CONTINUE_DECAYS = ("cosine", "linear")
+FINETUNE_MIN_LR_RATIOS = (0.1, 0.05, 0.01)
+PRETRAIN_MIN_LR_RATIOS = (0.1, 0.1, 0.05, 0.01, 0.033)
+
+
+def draw_lr_schedule(rng, kind, params, total, style):
+    """Peak LR, floor, warm-up and decay as teams set them (spreads, not one template)."""
+    if kind == "finetune":
+        peak = rng.choice((5e-6, 1e-5, 1e-5, 2e-5)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5, 5e-5, 1e-4))
+        decay = rng.choice(FINETUNE_DECAYS)
+        ratio = rng.choice(FINETUNE_MIN_LR_RATIOS)
+    else:
+        peak = (6e-4 if params < 0.5e9 else 4e-4 if params < 2e9 else 3e-4 if params < 10e9
+                else 1.5e-4 if params < 100e9 else 8e-5) * rng.choice((0.5, 0.75, 1.0, 1.0, 1.25, 1.5))
+        if kind == "continue":
+            peak /= rng.choice((2.0, 3.0, 5.0, 10.0))
+        decay = rng.choice(PRETRAIN_DECAYS if kind != "continue" else CONTINUE_DECAYS)
+        ratio = rng.choice(PRETRAIN_MIN_LR_RATIOS)
+    peak = float("%.2g" % peak)
+    if rng.random() < (0.7 if kind == "finetune" else 0.25):            # warmup_ratio (HF: ceil(ratio x total))
+        warmup_ratio = rng.choice((0.01, 0.03, 0.05, 0.1))
+        warmup = int(math.ceil(warmup_ratio * total))
+    else:                                                               # warmup as a step count
+        warmup_ratio = None
+        warmup = min(rng.choice((100, 200, 500, 1000, 2000, 2500)) if kind != "finetune"
+                     else rng.choice((10, 20, 50, 100)), max(1, total // 10))
+    return dict(peak_lr=peak, min_lr=(peak * ratio if decay != "constant" else 0.0), decay=decay,
+                decay_fraction=rng.choice((0.1, 0.15, 0.2)) if decay == "wsd" else 0.0,
+                warmup=max(1, warmup), warmup_ratio=warmup_ratio)
+
+
+def draw_cadence(rng, style, step_time, sched):
+    """Log, validation and checkpoint intervals in round numbers, scaled with the run's length."""
+    total = sched["total_steps"]
+    log_interval = nice_at_most(max(1.0, LOG_EVERY_S / step_time))
+    if style == "hf":
+        log_interval = min(log_interval, 50)
+    run_s = (total - sched["start_step"]) * step_time
+    val_s = min(VAL_EVERY_S[1], max(VAL_EVERY_S[0], run_s / VAL_EVERY_RUN))
+    val_interval = nice_at_least(val_s / step_time)
+    if val_interval * step_time > VAL_EVERY_S[1]:           # rounding up overshot the band: round down
+        val_interval = nice_at_most(val_s / step_time)
+    val_interval = max(log_interval, val_interval)
+    val_iters = max(5, min(100, int(0.08 * val_interval)))
+    val_seconds = min(val_iters * step_time / 3.0, 0.04 * val_interval * step_time + 1)
+    return dict(log_interval=log_interval, val_interval=val_interval, val_iters=val_iters,
+                val_seconds=val_seconds)
+
+
+def draw_timings(rng, kind, model, params, cluster, gpus, L, style, step_time, cadence):
+    """Checkpoint size and cadence, start-up, load and export times from world size and bandwidths."""
+    nodes = gpus // cluster.gpus_per_node
+    fs = cluster.fs
+    write_gbs = min(fs.write_gbs, nodes * fs.node_gbs)      # every node streams its shards
+    read_gbs = min(fs.read_gbs, nodes * fs.node_gbs)
+    ckpt_bytes = int(params * 14 + gpus * 4096)              # bf16 weights + fp32 master, Adam m, v; per-rank files
+    ckpt_seconds = ckpt_bytes / (write_gbs * 1e9) + 1.5 + 0.002 * gpus   # plus the barrier and metadata
+    val_span = cadence["val_interval"] * step_time
+    every = max(rng.uniform(*CKPT_EVERY_S) / val_span, ckpt_seconds / (CKPT_COST * val_span))
+    ckpt_interval = cadence["val_interval"] * nice_at_least(max(1.0, every))
+    export_files = safetensors_export(params, model, rng)
+    export_seconds = sum(b for _, b in export_files) / (min(write_gbs, fs.node_gbs) * 1e9) + 2.0
+    launch = (LAUNCH_BASE_S + RENDEZVOUS_S * math.log(nodes + 1, 2)) * rng.uniform(0.95, 1.1)
+    shard = params / float(L.tp * L.pp) / (L.dp if ZERO_LEVEL[L.sharding] >= 3 else 1)
+    build = (4.0 + NCCL_INIT_S * math.log(gpus, 2) + 0.002 * gpus + shard / INIT_PARAMS_PER_S
+             + (rng.uniform(25, 70) if style == "torchtitan" else 0.0)) * rng.uniform(0.95, 1.1)  # torch.compile
+    load = 0.0
+    if kind == "resume":
+        load = ckpt_bytes / (read_gbs * 1e9) + 3.0 + 0.002 * gpus
+    elif kind == "continue":                                  # the released weights, bf16
+        load = params * 2 / (read_gbs * 1e9) + 3.0 + 0.002 * gpus
+    return dict(ckpt_interval=ckpt_interval, ckpt_bytes=ckpt_bytes, ckpt_seconds=ckpt_seconds,
+                launch_seconds=launch, build_seconds=build, load_seconds=load,
+                export_seconds=export_seconds, export_files=export_files,
+                requeue_seconds=rng.uniform(*REQUEUE_S))
+
+
+
+RUN_SEED_STRIDE = 7919      # a prime: run_seed of (seed, run) never meets another seed's run below 7919 runs
+
+
+def cadence_and_timing(cadence, timing):
+    out = dict(cadence)
+    out.update(timing)
+    return out
+
+
+def attach_fraction(rng, sched, step_time):
+    """Where a session joins this run if it is the first: near the end of a long run
+    (so the job ends within the hour), part-way through a short one."""
+    train_s = (sched["total_steps"] - sched["start_step"]) * step_time
+    left = rng.uniform(8 * 60, 45 * 60)
+    if train_s > 2 * left:
+        return 1 - left / train_s
+    return rng.uniform(0.2, 0.7)
+
+
+def _complete_config(catalog, rng, seed, run, kind, style, model, params, cluster, gpus, seq, plan):
+    """A run around a plan that fits: schedule, cadence and timings; None if no real job looks like it."""
+    L, grad_accum, parts, mem = plan
+    active = count_params(model, active_only=True) if model.experts else params
+    global_batch = L.mbs * L.dp * grad_accum
+    tokens_per_step = global_batch * seq
+    step_time = sum(parts)
+    if not MIN_STEP_S <= step_time <= MAX_STEP_S:
+        return None
+    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, style)
+    if sched is None:
+        return None
+    cadence = draw_cadence(rng, style, step_time, sched)
+    timing = draw_timings(rng, kind, model, params, cluster, gpus, L, style, step_time, cadence)
+    fpt = flops_per_token(model, seq, active)
+    tokens_per_s = tokens_per_step / step_time
+    name = run_name(rng, kind, model, sched["dataset"], sched["peak_lr"], seed)
+    loss_start, loss_floor = initial_losses(rng, kind, model, params, sched["dataset"])
+    nodes = gpus // cluster.gpus_per_node
+    first_node = cluster.first_node + rng.randrange(cluster.nodes // nodes) * nodes   # the partition it got
+    return RunConfig(
+        seed=seed, run=run, kind=kind, style=style, name=name, model=model.name, shape=model,
+        params=params, active_params=active, tokenizer=catalog.tokenizers[model.family][0],
+        architecture=("MixtralForCausalLM" if model.experts and model.family == "mistral"
+                      else catalog.tokenizers[model.family][1]),
+        dataset=sched["dataset"].name, gpu=cluster.gpu, nodes=nodes, gpus_per_node=cluster.gpus_per_node,
+        gpus=gpus, tp=L.tp, pp=L.pp, dp=L.dp, cp=L.cp, ep=L.ep, vp=L.vp, layout=L,
+        sharding=L.sharding, recompute=L.recompute, precision=cluster.gpu.precision,
+        seq_len=seq, micro_batch=L.mbs, grad_accum=grad_accum, global_batch=global_batch,
+        tokens_per_step=tokens_per_step, start_step=sched["start_step"], total_steps=sched["total_steps"],
+        warmup_steps=sched["warmup"], warmup_ratio=sched["warmup_ratio"], peak_lr=sched["peak_lr"],
+        min_lr=sched["min_lr"], decay=sched["decay"], decay_fraction=sched["decay_fraction"],
+        betas=(0.9, 0.95), weight_decay=0.1 if kind != "finetune" else rng.choice((0.0, 0.01, 0.1)),
+        grad_clip=1.0, epochs=sched["epochs"], steps_per_epoch=sched["steps_per_epoch"],
+        train_samples=sched["train_samples"], flops_per_token=fpt,
+        mfu=mfu_of(fpt, tokens_per_s, gpus, cluster.gpu.tflops), tokens_per_s=tokens_per_s,
+        step_time_s=step_time, step_parts=parts, mem_need_bytes=mem.allocated,
+        mem_used_mib=int(memory_total(mem) / MIB), mem_reserved_mib=int(mem.reserved / MIB),
+        context_mib=int(mem.context / MIB), nccl_mib=int(mem.nccl / MIB),
+        cluster=cluster, stack=cluster.stack, fabric=cluster.fabric.name, hostname=cluster.hostname,
+        first_node=first_node, master_port=rng.choice((29500, 29500, 6000, 12355, 29400)),
+        loss_start=loss_start, loss_floor=loss_floor,
+        grad_floor=(rng.uniform(0.18, 0.32) if kind != "finetune" else rng.uniform(0.5, 1.4)),
+        grad_start=(rng.uniform(8, 16) if kind == "pretrain" else rng.uniform(2, 12)),
+        noise=0.006 + 0.02 / math.sqrt(tokens_per_step / 2.5e5),
+        spike_rate=1.0, straggler_rate=1.0, xid_rate=1.0,
+        attach_fraction=attach_fraction(rng, sched, step_time),
+        ambient_c=rng.uniform(24, 31), loss_scale_exp=rng.choice((14, 15, 16, 17)),
+        loss_phase=rng.uniform(0, 2 * math.pi),
+        run_seed=seed * RUN_SEED_STRIDE + run, **cadence_and_timing(cadence, timing))
+
+
+def refusal(pins, cluster, leanest):
+    """Why no run fits: the true shortfall when memory is the reason."""
+    gpu = cluster.gpu
+    card = gpu.memory_mib * MIB * CARD_HEADROOM
+    if pins.get("model") and leanest is not None and leanest[1] > card:
+        L, need = leanest
+        return ("%s does not fit on %dx %s: its leanest layout (%s) needs %.1f GiB per GPU "
+                "(weights, gradients, optimizer shards, activations, CUDA context and NCCL buffers), "
+                "the card has %.1f GiB usable: %.1f GiB short"
+                % (pins["model"], L.tp * L.pp * L.cp * L.dp, gpu.name, describe_layout(L), need / GIB,
+                   card / GIB, (need - card) / GIB))
+    return ("no consistent run found for these options (it fits in memory, but no job of this size "
+            "keeps its step time and length within real bands); try fewer pins "
+            "(for example leave out --gpus or --gpu-type)")
+
+
+def make_run_config(catalog, seed, run, pins=None, cluster=None):
+    """The whole configuration of run number `run` (1, 2, ...) of this seed.
+
+    The run is a job on the session's cluster (the same for every run of the
+    seed).  `pins` may fix model, gpu_type, gpus, kind and style; everything
+    else is drawn around them so that every figure stays consistent.  Raises
+    ConfigError when the pins cannot fit together."""
+    pins = pins or {}
+    cluster = cluster or make_cluster(catalog, seed, pins)
+    rng = random.Random("%d:config:%d" % (seed, run))
+    leanest, fallback = None, None
+    for _ in range(200):
+        kind, style = choose_kind_style(rng, pins.get("kind"), pins.get("style"))
+        model = rng.choice(model_pool(catalog, kind, pins.get("model"), style))
+        if style == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
+            if pins.get("style") and pins.get("model"):
+                raise ConfigError("torchtitan implements only the Llama 3 family here, not %s" % model.name)
+            continue
+        params = count_params(model)
+        sizes = [pins["gpus"]] if pins.get("gpus") else cluster_sizes(params, kind, cluster.nodes * cluster.gpus_per_node)
+        if not sizes:
+            continue
+        gpus = rng.choice(sizes)
+        seq = min(rng.choice((2048, 4096, 4096, 8192)), model.context)
+        target = target_batch(rng, kind, params, seq)
+        plan, lean = plan_layout(model, params, cluster, gpus, style, seq, target, cluster.gpu.precision)
+        if lean and (leanest is None or lean[1] < leanest[1]):
+            leanest = lean
+        if plan is None:
+            continue
+        cfg = _complete_config(catalog, rng, seed, run, kind, style, model, params, cluster, gpus, seq, plan)
+        share = plan[2].compute / sum(plan[2])
+        if cfg is not None and share >= MIN_COMPUTE_SHARE:
+            return cfg
+        if cfg is not None and pins.get("gpus") and (fallback is None or share > fallback[0]):
+            fallback = (share, cfg)           # a pinned size may be network-bound: the best of them
+    if fallback:
+        return fallback[1]
+    raise ConfigError(refusal(pins, cluster, leanest))
 
 
 ########################################################################
@@ -683,10 +1134,6 @@ def skipped_total(cfg, step):
     return settle + _SKIP_CACHE[key] + (1 if here else 0)
 
 
-WSD_DECAY_FRACTION = 0.2       # WSD: the last 20% of steps anneal (Hu et al. 2024, MiniCPM; Megatron's
-                                # --lr-wsd-decay-iters is usually set to 10-20% of train_iters)
-
-
 def lr_at(cfg, n):
     """Learning rate after `n` scheduler steps, as Megatron's OptimizerParamScheduler
     and HF's LambdaLR schedules compute it: linear warm-up from 0, then cosine,
@@ -703,7 +1150,7 @@ def lr_at(cfg, n):
     if cfg.decay == "linear":
         coeff = 1.0 - p
     elif cfg.decay == "wsd":
-        anneal = max(1, int(WSD_DECAY_FRACTION * (total - w)))
+        anneal = max(1, int(cfg.decay_fraction * total))
         coeff = 1.0 - min(1.0, max(0, n - (total - anneal)) / float(anneal))
     else:
         coeff = 0.5 * (1 + math.cos(math.pi * p))
@@ -953,7 +1400,8 @@ class Timeline(object):
         step, attempt = cfg.start_step, 0
         crashes = sorted(c for c in self.incidents.crashes if cfg.start_step < c[0] <= cfg.total_steps)
         while True:
-            self._add("launch", cfg.launch_seconds, step, step, attempt)
+            # after a failure the node is drained and the job waits in the queue before it relaunches
+            self._add("launch", cfg.launch_seconds + (cfg.requeue_seconds if attempt else 0.0), step, step, attempt)
             self._add("build", cfg.build_seconds, step, step, attempt)
             if step > 0 or cfg.kind == "continue":
                 self._add("load", cfg.load_seconds or 4.0, step, step, attempt)
@@ -1184,7 +1632,6 @@ def straggler_incident(cfg, step, u):
 
 GpuReading = collections.namedtuple("GpuReading", "util mem_used_mib temp_c power_w failed")
 THERMAL_TAU = 45.0
-CONTEXT_MIB = 527                      # CUDA context + NCCL before the model exists
 
 
 def power_level(tl, t, node, gpu, m=None):
@@ -1301,16 +1748,17 @@ class Telemetry(object):
         return GpuReading(int(round(util)), self.memory(gpu, mem_state), int(round(temp)), int(round(power)), failed)
 
     def memory(self, gpu, state):
-        """MiB in use: the CUDA context, then the weights, then everything training holds."""
+        """MiB in use: the CUDA context, then the weights, then what training holds
+        (the framework's reserved pool + CUDA context + NCCL buffers, as nvidia-smi counts it)."""
         cfg = self.cfg
         if state == "empty":
             return 0
         if state == "context":
-            return CONTEXT_MIB
+            return cfg.context_mib
         if state == "weights":
-            return min(cfg.mem_used_mib, CONTEXT_MIB + self.weights_mib + self.spreads[gpu])
+            return min(cfg.mem_used_mib, cfg.context_mib + cfg.nccl_mib + self.weights_mib + self.spreads[gpu])
         if state == "loading":
-            return min(cfg.mem_used_mib, CONTEXT_MIB + self.weights_mib * 4 + self.spreads[gpu])
+            return min(cfg.mem_used_mib, cfg.context_mib + cfg.nccl_mib + self.weights_mib * 4 + self.spreads[gpu])
         return min(cfg.gpu.memory_mib - 64, cfg.mem_used_mib + self.spreads[gpu])
 
     def cluster(self, t):
@@ -1530,6 +1978,7 @@ class Session(object):
 
     def __init__(self, catalog, seed, pins=None, incidents="rare", from_start=False):
         self.catalog, self.seed, self.pins, self.level = catalog, seed, pins or {}, incidents
+        self.cluster = make_cluster(catalog, seed, self.pins)     # one cluster for every job of the session
         first = self._new_run(1, 0.0, 0.0)
         if not from_start:
             first = RunState(first.base_cfg, incidents, 0.0, attach_time(first.timeline))
@@ -1537,7 +1986,7 @@ class Session(object):
         self.previous = None
 
     def _new_run(self, run, start_tau, offset):
-        cfg = make_run_config(self.catalog, self.seed, run, self.pins)
+        cfg = make_run_config(self.catalog, self.seed, run, self.pins, self.cluster)
         return RunState(cfg, self.level, start_tau, offset)
 
     def run_at(self, tau):
@@ -1559,7 +2008,7 @@ class Session(object):
 
 
 def attach_time(tl):
-    """Where a session joins its first run: part-way through training."""
+    """Where a session joins its first run: part-way through a short job, near the end of a long one."""
     train = tl.train_segments()[0]
     return train.t0 + tl.cfg.attach_fraction * (train.t1 - train.t0)
 
@@ -1597,7 +2046,6 @@ def fmt_bytes(n):
 # logs people posted; the tests hold a regular expression for each line.
 
 BUS_IDS = ("18", "2A", "3A", "5D", "9A", "AB", "BA", "DB")   # an HGX board's eight slots
-NCCL_VERSION = "2.21.5+cuda12.4"
 DEEPSPEED_VERSION = "0.16.5"        # the DeepSpeed release framework_formulas.md was read at
 
 
@@ -1802,9 +2250,9 @@ def nccl_lines(ctx, ev):
 
     head, node0 = ranks[0], ranks[0] // cfg.gpus_per_node
     out = [("INFO", "%s NCCL INFO Bootstrap : Using eth0:%s<0>" % (who(head), node_ip(cfg, node0))),
-           ("INFO", "%s NCCL INFO NCCL version %s" % (who(head), NCCL_VERSION))]
+           ("INFO", "%s NCCL INFO NCCL version %s" % (who(head), nccl_version(cfg.stack)))]
     for rank in ranks[1:]:
-        out.append(("INFO", "%s NCCL INFO cudaDriverVersion 12040" % who(rank)))
+        out.append(("INFO", "%s NCCL INFO cudaDriverVersion %d" % (who(rank), cuda_driver_version(cfg.stack))))
     if net == "IB":
         out.append(("INFO", "%s NCCL INFO NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
                     "[3]mlx5_3:1/IB [RO]; OOB eth0:%s<0>" % (who(head), node_ip(cfg, node0))))
@@ -2541,8 +2989,8 @@ def phase_lines(ctx, ev):
     if phase == "launch":
         restart = []
         if ev.data["attempt"]:
-            restart = [("WARNING", "Restarting job (attempt %d): rendezvous with %d nodes, resuming from the last "
-                                   "checkpoint" % (ev.data["attempt"] + 1, cfg.nodes))]
+            restart = [("WARNING", "Restarting job (attempt %d): rendezvous with %d node%s, resuming from the last "
+                                   "checkpoint" % (ev.data["attempt"] + 1, cfg.nodes, "s" * (cfg.nodes != 1)))]
         return restart + dialect.launch(ctx, ev)
     if phase == "build":
         return nccl_lines(ctx, ev) + dialect.build(ctx, ev)
@@ -3281,7 +3729,7 @@ def cluster_line(state, width):
         agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
         agg["kw"], fault)
     return plain_line(first_fitting([
-        "CLUSTER %dx %s | %d nodes | %s" % (cfg.gpus, cfg.gpu.name, cfg.nodes, figures),
+        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.name, plural(cfg.nodes, "node"), figures),
         "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, figures),
         "CLUSTER %dx %s | %.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
             cfg.gpus, cfg.gpu.key, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
@@ -3935,8 +4383,6 @@ def render_frame(state, width, height):
 # moment, so a screen and this command with one seed and --start-at agree.
 
 
-SMI_DRIVER, SMI_CUDA = "570.133.20", "12.8"
-
 
 def smi_date(when):
     """C asctime(): 'Tue Aug  5 15:49:52 2025' (day padded with a space)."""
@@ -3949,7 +4395,7 @@ def nvidia_smi_table(cfg, readings, pids, when):
     sep = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
     out = [smi_date(when) + "       ",
            "+" + "-" * 89 + "+",
-           "| NVIDIA-SMI %-23sDriver Version: %-15sCUDA Version: %-9s|" % (SMI_DRIVER, SMI_DRIVER, SMI_CUDA),
+           "| NVIDIA-SMI %-23sDriver Version: %-15sCUDA Version: %-9s|" % (cfg.stack.driver, cfg.stack.driver, cfg.stack.driver_cuda),
            "|" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+",
            "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
            "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",

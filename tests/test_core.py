@@ -16,8 +16,16 @@ def first_run(seed, **pins):
     return session.current
 
 
-def steps_of(rs):
-    return [e for e in flt.run_events(rs.timeline, -1, rs.timeline.duration) if e.kind == "step"]
+WINDOW = 1500     # steps of a run checked one by one (real runs are up to hundreds of thousands)
+
+
+def steps_of(rs, limit=WINDOW):
+    """The step events of the first `limit` steps of the run's first training segment."""
+    tl = rs.timeline
+    seg = tl.train_segments()[0]
+    last = min(seg.last, seg.first + limit)
+    end = tl.step_end(seg, last)
+    return [e for e in flt.run_events(tl, -1, end) if e.kind == "step" and e.data.step <= last]
 
 
 def test_parameter_counts_match_published_sizes():
@@ -39,22 +47,26 @@ def test_nicknames_borrow_real_shapes():
 def test_configuration_is_consistent(seed):
     cfg = flt.make_run_config(CATALOG, seed, 1)
     m = cfg.shape
-    assert cfg.tp * cfg.pp * cfg.dp == cfg.gpus == cfg.nodes * cfg.gpus_per_node
-    assert m.heads % cfg.tp == 0 and m.layers % cfg.pp == 0 and cfg.tp <= cfg.gpus_per_node
+    assert cfg.tp * cfg.pp * cfg.cp * cfg.dp == cfg.gpus == cfg.nodes * cfg.gpus_per_node
+    assert m.heads % cfg.tp == 0 and cfg.tp <= cfg.gpus_per_node
+    assert m.layers % cfg.pp == 0 or cfg.style == "megatron"      # Megatron splits stages unevenly
     assert cfg.global_batch == cfg.micro_batch * cfg.dp * cfg.grad_accum
     assert cfg.tokens_per_step == cfg.global_batch * cfg.seq_len
     assert cfg.mem_need_bytes <= cfg.gpu.memory_mib * flt.MIB
     assert cfg.mem_used_mib < cfg.gpu.memory_mib
-    assert cfg.gpu.mfu_lo * 0.7 <= cfg.mfu <= cfg.gpu.mfu_hi
+    assert 0.05 <= cfg.mfu <= 0.7
     tps = cfg.mfu * cfg.gpus * cfg.gpu.tflops * 1e12 / cfg.flops_per_token
     assert abs(cfg.tokens_per_s - tps) / tps < 1e-9
+    assert abs(sum(cfg.step_parts) - cfg.step_time_s) < 1e-9 and min(cfg.step_parts) >= 0
     assert abs(cfg.step_time_s * cfg.tokens_per_s - cfg.tokens_per_step) < 1
     assert 2 <= cfg.ckpt_bytes / cfg.params <= 18
-    shards = sum(b for n, b in cfg.export_files if n.endswith(".safetensors"))
-    assert abs(shards - 2 * cfg.params) / (2 * cfg.params) < 0.01
+    shards = [b for n, b in cfg.export_files if n.endswith(".safetensors")]
+    assert abs(sum(shards) - 2 * cfg.params) / (2 * cfg.params) < 0.01
+    assert all(b <= 5e9 + 1e6 for b in shards) and shards[-1] <= max(shards)   # save_pretrained: 5 GB shards
+    assert (len(shards) > 1) == any(n == "model.safetensors.index.json" for n, _ in cfg.export_files)
     assert 0 <= cfg.warmup_steps < cfg.total_steps and cfg.min_lr < cfg.peak_lr
-    tl = flt.Timeline(cfg)
-    assert 4 * 60 <= tl.duration - tl.segments[0].t0 <= 60 * 60     # a watchable run at speed 1
+    assert 0.08 <= cfg.step_time_s <= 60
+    assert cfg.total_steps * cfg.step_time_s <= 21 * 86400                  # weeks at most, never years
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -62,7 +74,7 @@ def test_every_step_follows_from_the_configuration(seed):
     rs = first_run(seed)
     cfg = rs.cfg
     steps = steps_of(rs)
-    assert len(steps) == cfg.total_steps - cfg.start_step
+    assert len(steps) == min(WINDOW, cfg.total_steps - cfg.start_step)
     prev = None
     for ev in steps:
         m = ev.data
@@ -83,7 +95,7 @@ def test_every_step_follows_from_the_configuration(seed):
     ups = sum(1 for a, b in zip(losses, losses[1:]) if b > a)
     assert ups >= 0.15 * (len(losses) - 1)                    # noisy, not monotone
     k = max(1, len(losses) // 10)
-    if cfg.start_step == 0:
+    if cfg.start_step == 0 and cfg.kind != "continue":
         assert sum(losses[-k:]) < sum(losses[:k])               # and falling
     if cfg.kind == "pretrain":
         assert abs(losses[0] - math.log(cfg.shape.vocab)) < 1.0  # from scratch: near ln(vocab)
@@ -113,13 +125,13 @@ def test_lr_is_exactly_on_schedule():
 def test_validation_checkpoints_export_and_gpus(seed):
     rs = first_run(seed)
     cfg, tl = rs.cfg, rs.timeline
-    events = flt.run_events(tl, -1, tl.duration)
-    steps = {e.data.step: e.data.loss for e in events if e.kind == "step"}
+    events = flt.run_events(tl, -1, tl.duration, every_step=False)
     vals = [e for e in events if e.kind == "val"]
     assert vals, "every run validates at least at the end"
-    for v in vals:
-        recent = [steps[s] for s in range(max(cfg.start_step + 1, v.data["step"] - 19), v.data["step"] + 1)]
-        assert abs(v.data["val_loss"] / (sum(recent) / len(recent)) - 1) < 0.2
+    for v in [v for v in vals[:50] + vals[-5:] if v.data["step"] > cfg.start_step + 60]:   # past the first drop
+        recent = [flt.loss_at(cfg, s, tl.incidents.spikes)
+                  for s in range(max(cfg.start_step + 1, v.data["step"] - 19), v.data["step"] + 1)]
+        assert min(recent) * 0.8 < v.data["val_loss"] < sum(recent) / len(recent) * 1.2
         assert v.data["val_ppl"] == pytest.approx(math.exp(v.data["val_loss"]))
     ckpts = [e for e in events if e.kind == "checkpoint"]
     assert ckpts and ckpts[-1].data["step"] == cfg.total_steps
@@ -134,7 +146,8 @@ def test_validation_checkpoints_export_and_gpus(seed):
     assert summary["checkpoints"] == len(ckpts)
     busy = 0
     samples = 0
-    for t in range(int(tl.segments[0].t0), int(tl.duration), 30):
+    span = tl.duration - tl.segments[0].t0
+    for t in [tl.segments[0].t0 + span * i / 240.0 for i in range(240)]:
         for g in range(0, cfg.gpus, max(1, cfg.gpus // 8)):
             r = rs.telemetry.reading(g, t)
             samples += 1

@@ -153,7 +153,7 @@ DIALECTS = {
 
 def run_style(style, seed):
     out = run_program(["--format", "jsonl", "--style", style, "--seed", str(seed), "--speed", "1000000",
-                       "--exit-after-runs", "1", "--from-start"])
+                       "--exit-after-runs", "1", "--from-start", "--exit-after", "10s"])   # runs last days
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines()]
     config = events[0]
