@@ -573,9 +573,14 @@ def step_parts(model, params, active, cluster, L, seq, grad_accum, style, precis
     return StepParts(compute, comm, optimizer, data)
 
 
+def model_tflops_per_gpu(flops_per_tok, tokens_per_s, gpus):
+    """Model TFLOP/s each GPU does at this token rate (the figure frameworks print)."""
+    return flops_per_tok * tokens_per_s / gpus / 1e12
+
+
 def mfu_of(flops_per_tok, tokens_per_s, gpus, tflops):
     """Model FLOPs utilisation: model FLOPs per second over the cluster's dense peak."""
-    return flops_per_tok * tokens_per_s / (gpus * tflops * 1e12)
+    return model_tflops_per_gpu(flops_per_tok, tokens_per_s, gpus) / tflops
 
 
 STYLE_SHARDINGS = {"megatron": ("zero1",), "torchtitan": ("fsdp",), "deepspeed": ("zero1", "zero2", "zero3"),
@@ -1803,13 +1808,13 @@ def is_logged(cfg, seg, step):
 
 
 def tflops_per_gpu(cfg, tokens_per_s):
-    """Model TFLOP/s each GPU does at this token rate (the figure frameworks print)."""
-    return cfg.flops_per_token * tokens_per_s / cfg.gpus / 1e12
+    """The run's model TFLOP/s per GPU at this token rate."""
+    return model_tflops_per_gpu(cfg.flops_per_token, tokens_per_s, cfg.gpus)
 
 
-def mfu_of(cfg, tokens_per_s):
-    """Model FLOPs utilisation of the whole job at this token rate."""
-    return tflops_per_gpu(cfg, tokens_per_s) / cfg.gpu.tflops
+def run_mfu(cfg, tokens_per_s):
+    """The run's MFU at this token rate."""
+    return mfu_of(cfg.flops_per_token, tokens_per_s, cfg.gpus, cfg.gpu.tflops)
 
 
 def step_metrics(tl, seg, step, record=False):
@@ -1823,7 +1828,7 @@ def step_metrics(tl, seg, step, record=False):
     loss = loss_at(cfg, step, spikes, spike)
     return StepMetrics(          # positional: this is the hottest constructor of a fast-forward
         step, loss, lr_after(cfg, step), grad_norm_at(cfg, step, spikes, spike),
-        step_time, tokens_per_s, step * cfg.tokens_per_step, mfu_of(cfg, tokens_per_s),
+        step_time, tokens_per_s, step * cfg.tokens_per_step, run_mfu(cfg, tokens_per_s),
         tl.eta(seg, step), step / float(cfg.steps_per_epoch) if cfg.steps_per_epoch else 0.0,
         skipped, scale, seg.attempt, lr_used(cfg, step), tl.step_parts(seg, step) if record else None,
         micro_losses(cfg, step, loss) if record else None, step * cfg.global_batch)
@@ -1927,7 +1932,7 @@ def run_summary(tl):
         ("steps_redone", steps_run - steps), ("tokens", steps * cfg.tokens_per_step),
         ("wall_s", wall), ("train_loss", final_loss), ("train_ppl", math.exp(final_loss)),
         ("val_loss", val), ("val_ppl", math.exp(val)), ("tokens_per_s", mean_tps),
-        ("mfu", mfu_of(cfg, mean_tps)),
+        ("mfu", run_mfu(cfg, mean_tps)),
         ("gpu_hours", cfg.gpus * wall / 3600.0), ("checkpoints", checkpoints),
         ("restarts", len([s for s in tl.segments if s.phase == "crash"])),
         ("export_files", len(cfg.export_files)),
@@ -2758,7 +2763,7 @@ class Torchtitan(Dialect):
         line = ("step: %2d  loss: %8.5f  grad_norm: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}  "
                 "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(tps)), tflops_per_gpu(cfg, tps * cfg.gpus))
                 % (m.step, m.loss, m.grad_norm, cfg.mem_used_mib / 1024.0, 100.0 * cfg.mem_used_mib / 1024.0 / cap,
-                   100 * mfu_of(cfg, tps * cfg.gpus)))
+                   100 * run_mfu(cfg, tps * cfg.gpus)))
         return out + [("INFO", titan_prefix(ctx, ev.t) + line)]
 
     def val(self, ctx, ev):

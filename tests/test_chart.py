@@ -107,14 +107,14 @@ def test_ascii_and_unicode_charts_show_the_same_data():
 def test_the_legend_has_the_values_the_jsonl_stream_prints():
     seed = 11
     out = run_program(["--format", "jsonl", "--seed", str(seed), "--speed", "1000000", "--from-start",
-                       "--exit-after", "2s"], timeout=60).stdout
+                       "--exit-after", "4s"], timeout=60).stdout
     events = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     events = [e for e in events if e.get("run") == 1]
     steps = [e for e in events if e["event"] == "step"]
     vals = [e for e in events if e["event"] == "val"]
-    assert len(steps) > 500 and len(vals) >= 3
+    assert len(steps) > 300 and len(vals) >= 3
     checked = 0
-    for ev in steps[150::97][:6]:
+    for ev in steps[100::40][:6]:
         state = state_at(seed, ev["t"] + 1e-6, from_start=True)
         assert state.step == ev["step"]
         legend = " ".join(l.text for l in flt.chart_lines(state, 120, 32)[:2])
@@ -173,14 +173,14 @@ def history_levels(text, ramp):
 
 
 def test_gpu_history_dips_during_a_checkpoint():
-    pins = {"gpus": 16}
-    start, end = first_checkpoint(5, pins)
-    lines = frame(5, 120, 40, end + 20.0, pins, view="gpus")
+    pins = {"gpus": 16, "model": "Llama-3.1-8B"}          # a 13 s save: a few columns of history
+    start, end = first_checkpoint(6, pins)
+    lines = frame(6, 120, 40, end + 20.0, pins, view="gpus")
     ramp = flt.GLYPHS_ASCII["spark"]
     row = [l.text for l in lines if " node 0  ranks 0-7 " in l.text][0]
     util = history_levels(row.split(" util ")[1].split(" pwr ")[0], ramp)
     assert max(util) == len(ramp) - 1 and min(util) <= 3, row
-    before = frame(5, 120, 40, start - 1.0, pins, view="gpus")       # just before it: no dip yet
+    before = frame(6, 120, 40, start - 1.0, pins, view="gpus")       # just before it: no dip yet
     row = [l.text for l in before if " node 0  ranks 0-7 " in l.text][0]
     assert min(history_levels(row.split(" util ")[1].split(" pwr ")[0], ramp)) >= len(ramp) - 2, row
 
@@ -191,7 +191,7 @@ def test_wall_view_shows_big_figures_health_and_the_chart():
     text = text_of(lines)
     assert "train loss" in text and "tokens/s" in text and "ETA" in text
     assert sum(1 for l in lines if l.text.count("##") >= 6) >= 5       # block letters
-    assert any(l.text.startswith("cluster OK | 128/128 GPUs up") for l in lines), text
+    assert any(re.match(r"cluster OK \| (\d+)/\1 GPUs up", l.text) for l in lines), text
     assert any(l.text.startswith("loss (") for l in lines)
     assert all(ord(c) < 128 for c in text)
     assert lines[0].text == flt.render_frame(state_at(5), 120, 40)[0].text     # same run, same clock
