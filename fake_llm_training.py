@@ -7,15 +7,19 @@ memory on each card, and so on.  Nothing is read from the real machine and
 nothing is written anywhere but the terminal.
 
 Keys on the full screen: q quit, p or space pause, + and - double or halve the
-speed, g cycle the GPU panel, l toggle the loss chart, ! trigger an incident,
-? help.  Environment: NO_COLOR (any non-empty value) turns colour off.
+speed, g cycle the GPU panel, l toggle the loss chart, L its log scale, !
+trigger an incident, ? help (Esc or Enter closes it).  Environment: NO_COLOR
+(any non-empty value) turns colour off.
 
-The file reads top to bottom in the order data flows: data files -> cluster
-and performance model -> run configuration -> metric model -> timeline -> GPU
-telemetry -> events -> session -> dialects -> plain and JSON-lines output ->
-frames -> terminal -> nvidia-smi look-alike and tmux layout -> command line.  Everything above
-"Frames" knows nothing of terminals, and everything below "Session" only
-formats what the simulation computed.
+The file reads top to bottom in the order data flows, each section using only
+those above it: data files -> counter-based randomness -> cluster and
+performance model -> run configuration -> metric model -> timeline -> GPU
+telemetry -> events and the per-step record -> session -> number formats ->
+dialects -> plain and JSON-lines output -> viewer's choices -> frames ->
+nvidia-smi look-alike -> terminal -> command line.  Everything above
+"Dialects" is the simulation and knows nothing of log formats or terminals;
+the dialects and the output write what it computed; frames are pure functions
+of the moment; only "Terminal" touches curses.
 """
 
 import argparse
@@ -257,33 +261,33 @@ def _hardware_tables(tables, data_dir):
     return gpus
 
 
-def model_problem(m):
+def model_problem(model):
     """Why a model shape cannot be real, or ''."""
-    if min(m.layers, m.hidden, m.heads, m.kv_heads, m.ffn_hidden, m.vocab) <= 0:
+    if min(model.layers, model.hidden, model.heads, model.kv_heads, model.ffn_hidden, model.vocab) <= 0:
         return "sizes must be positive"
-    if m.heads % m.kv_heads:
+    if model.heads % model.kv_heads:
         return "heads must be a multiple of kv_heads"
-    if m.head_dim is None and m.hidden % m.heads:
+    if model.head_dim is None and model.hidden % model.heads:
         return "hidden must be divisible by heads (or give head_dim)"
-    if (m.experts is None) != (m.active is None) or (m.experts and not 0 < m.active <= m.experts):
+    if (model.experts is None) != (model.active is None) or (model.experts and not 0 < model.active <= model.experts):
         return "experts and active go together, with 0 < active <= experts"
     return ""
 
 
-def head_dim(m):
-    return m.head_dim or m.hidden // m.heads
+def head_dim(model):
+    return model.head_dim or model.hidden // model.heads
 
 
-def count_params(m, active_only=False):
+def count_params(model, active_only=False):
     """Parameters of a decoder-only transformer with this shape."""
-    hd = head_dim(m)
-    attention = m.hidden * hd * (2 * m.heads + 2 * m.kv_heads)
-    mlp = (2 if m.mlp == "gelu" else 3) * m.hidden * m.ffn_hidden
-    router = m.hidden * m.experts if m.experts else 0
-    experts = (m.active if active_only else m.experts) if m.experts else 1
-    per_layer = attention + experts * mlp + router + 2 * m.hidden
-    embeddings = m.vocab * m.hidden * (1 if m.tied else 2)
-    return m.layers * per_layer + embeddings + m.hidden
+    hd = head_dim(model)
+    attention = model.hidden * hd * (2 * model.heads + 2 * model.kv_heads)
+    mlp = (2 if model.mlp == "gelu" else 3) * model.hidden * model.ffn_hidden
+    router = model.hidden * model.experts if model.experts else 0
+    experts = (model.active if active_only else model.experts) if model.experts else 1
+    per_layer = attention + experts * mlp + router + 2 * model.hidden
+    embeddings = model.vocab * model.hidden * (1 if model.tied else 2)
+    return model.layers * per_layer + embeddings + model.hidden
 
 
 ########################################################################
@@ -443,7 +447,7 @@ def sharded_params(model, params, active, L):
     return on_stage / L.tp + expert_share / (1 if L.ep > 1 else L.tp)
 
 
-def memory_model(model, params, active, L, seq, style, grad_accum=1):
+def memory_model(model, params, active, L, seq, framework, grad_accum=1):
     """Bytes one GPU holds, the way its framework allocates them (Memory)."""
     shard = sharded_params(model, params, active, L)
     layer_shard = shard / stage_layers(model, L.pp)
@@ -454,7 +458,7 @@ def memory_model(model, params, active, L, seq, style, grad_accum=1):
     elif L.sharding == "none":                # DDP with autocast: fp32 weights, grads, Adam m, v
         states = 16.0 * shard
     else:
-        grad_bytes = 4.0 if style == "megatron" else 2.0        # Megatron keeps fp32 main grads
+        grad_bytes = 4.0 if framework == "megatron" else 2.0        # Megatron keeps fp32 main grads
         states = (2.0 * shard / (group if zero >= 3 else 1) + grad_bytes * shard / (group if zero >= 2 else 1)
                   + 12.0 * shard / group)     # fp32 master weights, Adam m and v
         if zero >= 3:
@@ -500,7 +504,7 @@ def link_gbs(cluster, span):
     return min(inside, cluster.fabric_gbs * FABRIC_EFFICIENCY)
 
 
-def dp_seconds(model, params, active, cluster, L, style, grad_accum, mb_compute, bubble, precision):
+def dp_seconds(model, params, active, cluster, L, framework, grad_accum, mb_compute, bubble, precision):
     """Exposed data-parallel time: gradient reduction and (FSDP/ZeRO-3) parameter gathers.
     The gathers hide behind the compute they prefetch for; the reduction behind the last
     backward and, with a pipeline, behind the stage's idle cool-down (the bubble)."""
@@ -528,7 +532,7 @@ def pipeline_bubble(L, grad_accum, compute):
     return compute * (L.pp - 1.0) / (L.vp * grad_accum) if L.pp > 1 else 0.0
 
 
-def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style="megatron"):
+def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, framework="megatron"):
     """Exposed TP, CP, PP and MoE time per step (pipeline bubble included)."""
     tokens = L.mbs * seq / float(L.cp)
     act = tokens * model.hidden * 2.0
@@ -536,7 +540,7 @@ def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style="m
     t = 0.0
     if L.tp > 1:
         collectives = 6 if L.recompute == "full" else 4    # 2 forward, 2 backward (+2 recomputed)
-        exposed = 1.0 if platform(cluster.gpu) == "pcie" else TP_EXPOSED.get(style, TP_EXPOSED_DEFAULT)
+        exposed = 1.0 if platform(cluster.gpu) == "pcie" else TP_EXPOSED.get(framework, TP_EXPOSED_DEFAULT)
         t += exposed * layers * collectives * act * 2 * (L.tp - 1.0) / L.tp / (link_gbs(cluster, L.tp) * 1e9)
     if L.cp > 1:
         kv = 2 * 2.0 * L.mbs * seq * model.kv_heads * head_dim(model) / L.tp
@@ -551,7 +555,7 @@ def model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style="m
     return t
 
 
-def step_parts(model, params, active, cluster, L, seq, grad_accum, style, precision):
+def step_parts(model, params, active, cluster, L, seq, grad_accum, framework, precision):
     """Wall time of one optimizer step, in its parts (seconds)."""
     gpu = cluster.gpu
     gpus = L.tp * L.pp * L.cp * L.dp
@@ -561,11 +565,11 @@ def step_parts(model, params, active, cluster, L, seq, grad_accum, style, precis
     if precision == "fp8":                   # FP8 GEMMs: the wider the GEMM, the closer to the FP8 peak
         width = model.hidden / math.sqrt(L.tp)
         gain = 1 + ((FP8_GEMM_SPEEDUP - 1) * width / (width + FP8_WIDTH_KNEE)
-                    * FP8_TE_SHARE.get(style, FP8_OTHER_SHARE))
+                    * FP8_TE_SHARE.get(framework, FP8_OTHER_SHARE))
         compute *= 1 - GEMM_SHARE * (1 - 1 / gain)
     bubble = pipeline_bubble(L, grad_accum, compute)
-    comm = (dp_seconds(model, params, active, cluster, L, style, grad_accum, compute / grad_accum, bubble, precision)
-            + model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, style)
+    comm = (dp_seconds(model, params, active, cluster, L, framework, grad_accum, compute / grad_accum, bubble, precision)
+            + model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, framework)
             + compute * SCALE_JITTER * math.log(max(1, gpus // cluster.gpus_per_node), 2))
     shard = sharded_params(model, params, active, L) / (L.dp * L.cp if L.sharding != "none" else 1)
     optimizer = shard * ADAM_BYTES / (gpu.hbm_gbs * 1e9 * HBM_EFFICIENCY)
@@ -583,27 +587,27 @@ def mfu_of(flops_per_tok, tokens_per_s, gpus, tflops):
     return model_tflops_per_gpu(flops_per_tok, tokens_per_s, gpus) / tflops
 
 
-STYLE_SHARDINGS = {"megatron": ("zero1",), "torchtitan": ("fsdp",), "deepspeed": ("zero1", "zero2", "zero3"),
+FRAMEWORK_SHARDINGS = {"megatron": ("zero1",), "torchtitan": ("fsdp",), "deepspeed": ("zero1", "zero2", "zero3"),
                    "hf": ("none", "fsdp", "zero3"), "lightning": ("none", "fsdp")}
-STYLE_RECOMPUTE = {"megatron": ("none", "selective", "full"), "torchtitan": ("none", "selective", "full"),
+FRAMEWORK_RECOMPUTE = {"megatron": ("none", "selective", "full"), "torchtitan": ("none", "selective", "full"),
                    "deepspeed": ("none", "full"), "hf": ("none", "full"), "lightning": ("none", "full")}
 CP_MIN_SEQ = 16384     # context parallelism for long sequences.  NeMo uses CP2 from 8k (calibration rows
                        # 20, 22, 23, 25 run it through step_parts); drawn runs keep seq <= 8k without CP,
                        # because the jsonl record (and its referee) has no cp field yet: tp*pp*dp = gpus.
-STYLE_PP = {"megatron": (1, 2, 4, 8, 9, 16), "deepspeed": (1, 2, 4, 8, 16), "torchtitan": (1, 2, 4, 8)}
+FRAMEWORK_PP = {"megatron": (1, 2, 4, 8, 9, 16), "deepspeed": (1, 2, 4, 8, 16), "torchtitan": (1, 2, 4, 8)}
 
 
-def layouts(model, gpus, gpus_per_node, style, seq):
+def layouts(model, gpus, gpus_per_node, framework, seq):
     """Parallel layouts this framework can run (recompute and micro-batch left open):
     TP inside a node, PP across nodes, CP for long sequences, EP for experts."""
     out = []
-    tps = (1, 2, 4, 8) if style in STYLE_PP else (1,)
-    cps = (1, 2) if seq >= CP_MIN_SEQ and style in ("megatron", "torchtitan") else (1,)
-    eps = [1] + ([e for e in (2, 4, 8) if model.experts % e == 0] if model.experts and style == "megatron" else [])
-    for pp in STYLE_PP.get(style, (1,)):
-        if pp > model.layers // 2 and pp > 1 or (model.layers % pp and style != "megatron"):
+    tps = (1, 2, 4, 8) if framework in FRAMEWORK_PP else (1,)
+    cps = (1, 2) if seq >= CP_MIN_SEQ and framework in ("megatron", "torchtitan") else (1,)
+    eps = [1] + ([e for e in (2, 4, 8) if model.experts % e == 0] if model.experts and framework == "megatron" else [])
+    for pp in FRAMEWORK_PP.get(framework, (1,)):
+        if pp > model.layers // 2 and pp > 1 or (model.layers % pp and framework != "megatron"):
             continue
-        vp = next(v for v in (4, 2, 1) if stage_layers(model, pp) % v == 0) if pp > 1 and style == "megatron" else 1
+        vp = next(v for v in (4, 2, 1) if stage_layers(model, pp) % v == 0) if pp > 1 and framework == "megatron" else 1
         for tp in tps:
             if tp > gpus_per_node or model.heads % tp or (model.kv_heads % tp and tp % model.kv_heads):
                 continue
@@ -614,31 +618,31 @@ def layouts(model, gpus, gpus_per_node, style, seq):
                 for ep in eps:
                     if (dp * cp) % ep:
                         continue
-                    for sharding in STYLE_SHARDINGS[style]:
-                        if pp > 1 and ZERO_LEVEL[sharding] >= 2 and style == "deepspeed":
+                    for sharding in FRAMEWORK_SHARDINGS[framework]:
+                        if pp > 1 and ZERO_LEVEL[sharding] >= 2 and framework == "deepspeed":
                             continue              # DeepSpeed's pipeline engine takes ZeRO-1 only
                         out.append(Layout(tp, pp, cp, ep, vp, dp, sharding, "none", 1))
     return out
 
 
-def plan_layout(model, params, cluster, gpus, style, seq, target_seqs, precision):
+def plan_layout(model, params, cluster, gpus, framework, seq, target_seqs, precision):
     """(fastest fitting plan, leanest need): a plan is (Layout, grad_accum, StepParts, Memory);
     the leanest need is (Layout, bytes) of the layout that needs least memory."""
     active = count_params(model, active_only=True) if model.experts else params
     best, leanest = None, None
-    for base in layouts(model, gpus, cluster.gpus_per_node, style, seq):
+    for base in layouts(model, gpus, cluster.gpus_per_node, framework, seq):
         for mbs in (1, 2, 4):
             if mbs > 1 and mbs * base.dp > target_seqs:
                 break
             ga = max(1, int(round(target_seqs / float(mbs * base.dp))))
             vp = base.vp if ga % base.pp == 0 else 1     # interleaving needs micro-batches in multiples of pp
-            for recompute in STYLE_RECOMPUTE[style]:
+            for recompute in FRAMEWORK_RECOMPUTE[framework]:
                 L = base._replace(recompute=recompute, mbs=mbs, vp=vp)
-                mem = memory_model(model, params, active, L, seq, style, ga)
+                mem = memory_model(model, params, active, L, seq, framework, ga)
                 if leanest is None or memory_total(mem) < leanest[1]:
                     leanest = (L, memory_total(mem))
                 if fits(cluster.gpu, mem):
-                    parts = step_parts(model, params, active, cluster, L, seq, ga, style, precision)
+                    parts = step_parts(model, params, active, cluster, L, seq, ga, framework, precision)
                     # even pipeline stages first: an uneven split only when nothing even fits
                     key = (model.layers % L.pp != 0, sum(parts) / (mbs * base.dp * ga))
                     if best is None or key < best[0]:
@@ -658,9 +662,9 @@ def describe_layout(L):
 ########################################################################
 
 KINDS = ("pretrain", "resume", "continue", "finetune")
-STYLES = ("megatron", "deepspeed", "hf", "torchtitan", "lightning")
-PRETRAIN_STYLES = ("megatron", "torchtitan", "deepspeed")
-FINETUNE_STYLES = ("hf", "lightning", "deepspeed")
+FRAMEWORKS = ("megatron", "deepspeed", "hf", "torchtitan", "lightning")
+PRETRAIN_FRAMEWORKS = ("megatron", "torchtitan", "deepspeed")
+FINETUNE_FRAMEWORKS = ("hf", "lightning", "deepspeed")
 
 
 class ConfigError(Exception):
@@ -668,7 +672,7 @@ class ConfigError(Exception):
 
 
 RunConfig = collections.namedtuple("RunConfig", [
-    "seed", "run", "kind", "style", "name", "model", "shape", "params", "active_params",
+    "seed", "run", "kind", "framework", "name", "model", "shape", "params", "active_params",
     "tokenizer", "architecture", "dataset", "gpu", "nodes", "gpus_per_node", "gpus", "tp", "pp", "dp",
     "sharding", "recompute", "precision", "seq_len", "micro_batch", "grad_accum",
     "global_batch", "tokens_per_step", "start_step", "total_steps", "warmup_steps",
@@ -799,31 +803,31 @@ MIN_COMPUTE_SHARE = 0.45              # a job that waits on the network more tha
 REQUEUE_S = (120.0, 900.0)            # drained node, requeued job: minutes in the queue before it starts again
 
 
-def choose_kind_style(rng, kind, style):
-    if style is None:
+def choose_kind_framework(rng, kind, framework):
+    if framework is None:
         kind = kind or rng.choice(("pretrain", "resume", "resume", "continue", "finetune", "finetune"))
-        pool = FINETUNE_STYLES if kind == "finetune" else PRETRAIN_STYLES
-        style = rng.choice(pool + pool[:1])               # the first of each pool is the usual one
+        pool = FINETUNE_FRAMEWORKS if kind == "finetune" else PRETRAIN_FRAMEWORKS
+        framework = rng.choice(pool + pool[:1])               # the first of each pool is the usual one
     elif kind is None:
-        kind = rng.choice(("finetune", "finetune", "continue") if style in ("hf", "lightning")
-                          else ("pretrain", "resume", "resume", "continue") if style in ("megatron", "torchtitan")
+        kind = rng.choice(("finetune", "finetune", "continue") if framework in ("hf", "lightning")
+                          else ("pretrain", "resume", "resume", "continue") if framework in ("megatron", "torchtitan")
                           else KINDS)
-    return kind, style
+    return kind, framework
 
 
-def model_pool(catalog, kind, pinned, style):
+def model_pool(catalog, kind, pinned, framework):
     """Models a team would run for this kind of job in this framework."""
     if pinned:
         return [catalog.models[pinned]]
-    models = [m for m in catalog.models.values() if style != "torchtitan" or m.family in TORCHTITAN_FAMILIES]
-    size = {m.name: count_params(m) for m in models}
+    models = [model for model in catalog.models.values() if framework != "torchtitan" or model.family in TORCHTITAN_FAMILIES]
+    size = {model.name: count_params(model) for model in models}
     if kind == "pretrain":      # from scratch: ablation-sized models a queue runs in hours
-        return [m for m in models if size[m.name] < 2.0e9]
+        return [model for model in models if size[model.name] < 2.0e9]
     if kind == "finetune":
-        return [m for m in models if 0.4e9 < size[m.name] < 80e9]
+        return [model for model in models if 0.4e9 < size[model.name] < 80e9]
     if kind == "continue":
-        return [m for m in models if 1e9 < size[m.name] < 80e9]
-    return [m for m in models if size[m.name] > 1e9]
+        return [model for model in models if 1e9 < size[model.name] < 80e9]
+    return [model for model in models if size[model.name] > 1e9]
 
 
 def cluster_sizes(params, kind, cluster_gpus=max(JOB_SIZES)):
@@ -849,7 +853,7 @@ def target_batch(rng, kind, params, seq):
     return max(1, 2 ** int(round(math.log(tokens / seq, 2))))
 
 
-def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, style):
+def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework):
     """Dataset, length, resume position and learning-rate schedule; None if no real run is this long."""
     max_steps = int(MAX_RUN_SECONDS / step_time)
     if kind == "finetune":
@@ -877,7 +881,7 @@ def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, ste
         epochs, steps_per_epoch, train_samples = 1, total, 0
     out = dict(dataset=dataset, total_steps=total, start_step=start, epochs=epochs,
                steps_per_epoch=steps_per_epoch, train_samples=train_samples)
-    out.update(draw_lr_schedule(rng, kind, params, total, style))
+    out.update(draw_lr_schedule(rng, kind, params, total, framework))
     return out
 
 
@@ -892,7 +896,7 @@ FINETUNE_MIN_LR_RATIOS = (0.1, 0.05, 0.01)
 PRETRAIN_MIN_LR_RATIOS = (0.1, 0.1, 0.05, 0.01, 0.033)
 
 
-def draw_lr_schedule(rng, kind, params, total, style):
+def draw_lr_schedule(rng, kind, params, total, framework):
     """Peak LR, floor, warm-up and decay as teams set them (spreads, not one template)."""
     if kind == "finetune":
         peak = rng.choice((5e-6, 1e-5, 1e-5, 2e-5)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5, 5e-5, 1e-4))
@@ -918,11 +922,11 @@ def draw_lr_schedule(rng, kind, params, total, style):
                 warmup=max(1, warmup), warmup_ratio=warmup_ratio)
 
 
-def draw_cadence(rng, style, step_time, sched):
+def draw_cadence(rng, framework, step_time, sched):
     """Log, validation and checkpoint intervals in round numbers, scaled with the run's length."""
     total = sched["total_steps"]
     log_interval = nice_at_most(max(1.0, LOG_EVERY_S / step_time))
-    if style == "hf":
+    if framework == "hf":
         log_interval = min(log_interval, 50)
     run_s = (total - sched["start_step"]) * step_time
     val_s = min(VAL_EVERY_S[1], max(VAL_EVERY_S[0], run_s / VAL_EVERY_RUN))
@@ -936,7 +940,7 @@ def draw_cadence(rng, style, step_time, sched):
                 val_seconds=val_seconds)
 
 
-def draw_timings(rng, kind, model, params, cluster, gpus, L, style, step_time, cadence):
+def draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence):
     """Checkpoint size and cadence, start-up, load and export times from world size and bandwidths."""
     nodes = gpus // cluster.gpus_per_node
     fs = cluster.fs
@@ -952,7 +956,7 @@ def draw_timings(rng, kind, model, params, cluster, gpus, L, style, step_time, c
     launch = (LAUNCH_BASE_S + RENDEZVOUS_S * math.log(nodes + 1, 2)) * rng.uniform(0.95, 1.1)
     shard = params / float(L.tp * L.pp) / (L.dp if ZERO_LEVEL[L.sharding] >= 3 else 1)
     build = (4.0 + NCCL_INIT_S * math.log(gpus, 2) + 0.002 * gpus + shard / INIT_PARAMS_PER_S
-             + (rng.uniform(25, 70) if style == "torchtitan" else 0.0)) * rng.uniform(0.95, 1.1)  # torch.compile
+             + (rng.uniform(25, 70) if framework == "torchtitan" else 0.0)) * rng.uniform(0.95, 1.1)  # torch.compile
     load = 0.0
     if kind == "resume":
         load = ckpt_bytes / (read_gbs * 1e9) + 3.0 + 0.002 * gpus
@@ -984,7 +988,7 @@ def attach_fraction(rng, sched, step_time):
     return rng.uniform(0.2, 0.7)
 
 
-def _complete_config(catalog, rng, seed, run, kind, style, model, params, cluster, gpus, seq, plan):
+def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster, gpus, seq, plan):
     """A run around a plan that fits: schedule, cadence and timings; None if no real job looks like it."""
     L, grad_accum, parts, mem = plan
     active = count_params(model, active_only=True) if model.experts else params
@@ -993,11 +997,11 @@ def _complete_config(catalog, rng, seed, run, kind, style, model, params, cluste
     step_time = sum(parts)
     if not MIN_STEP_S <= step_time <= MAX_STEP_S:
         return None
-    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, style)
+    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework)
     if sched is None:
         return None
-    cadence = draw_cadence(rng, style, step_time, sched)
-    timing = draw_timings(rng, kind, model, params, cluster, gpus, L, style, step_time, cadence)
+    cadence = draw_cadence(rng, framework, step_time, sched)
+    timing = draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence)
     fpt = flops_per_token(model, seq, active)
     tokens_per_s = tokens_per_step / step_time
     name = run_name(rng, kind, model, sched["dataset"], sched["peak_lr"], seed)
@@ -1005,7 +1009,7 @@ def _complete_config(catalog, rng, seed, run, kind, style, model, params, cluste
     nodes = gpus // cluster.gpus_per_node
     first_node = cluster.first_node + rng.randrange(cluster.nodes // nodes) * nodes   # the partition it got
     return RunConfig(
-        seed=seed, run=run, kind=kind, style=style, name=name, model=model.name, shape=model,
+        seed=seed, run=run, kind=kind, framework=framework, name=name, model=model.name, shape=model,
         params=params, active_params=active, tokenizer=catalog.tokenizers[model.family][0],
         architecture=("MixtralForCausalLM" if model.experts and model.family == "mistral"
                       else catalog.tokenizers[model.family][1]),
@@ -1056,7 +1060,7 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
     """The whole configuration of run number `run` (1, 2, ...) of this seed.
 
     The run is a job on the session's cluster (the same for every run of the
-    seed).  `pins` may fix model, gpu_type, gpus, kind and style; everything
+    seed).  `pins` may fix model, gpu_type, gpus, kind and framework; everything
     else is drawn around them so that every figure stays consistent.  Raises
     ConfigError when the pins cannot fit together."""
     pins = pins or {}
@@ -1064,10 +1068,10 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
     rng = random.Random("%d:config:%d" % (seed, run))
     leanest, fallback = None, None
     for _ in range(200):
-        kind, style = choose_kind_style(rng, pins.get("kind"), pins.get("style"))
-        model = rng.choice(model_pool(catalog, kind, pins.get("model"), style))
-        if style == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
-            if pins.get("style") and pins.get("model"):
+        kind, framework = choose_kind_framework(rng, pins.get("kind"), pins.get("framework"))
+        model = rng.choice(model_pool(catalog, kind, pins.get("model"), framework))
+        if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
+            if pins.get("framework") and pins.get("model"):
                 raise ConfigError("torchtitan implements only the Llama 3 family here, not %s" % model.name)
             continue
         params = count_params(model)
@@ -1077,12 +1081,12 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
         gpus = rng.choice(sizes)
         seq = min(rng.choice((2048, 4096, 4096, 8192)), model.context)
         target = target_batch(rng, kind, params, seq)
-        plan, lean = plan_layout(model, params, cluster, gpus, style, seq, target, cluster.gpu.precision)
+        plan, lean = plan_layout(model, params, cluster, gpus, framework, seq, target, cluster.gpu.precision)
         if lean and (leanest is None or lean[1] < leanest[1]):
             leanest = lean
         if plan is None:
             continue
-        cfg = _complete_config(catalog, rng, seed, run, kind, style, model, params, cluster, gpus, seq, plan)
+        cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster, gpus, seq, plan)
         share = plan[2].compute / sum(plan[2])
         if cfg is not None and share >= MIN_COMPUTE_SHARE:
             return cfg
@@ -1093,9 +1097,40 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
     raise ConfigError(refusal(pins, cluster, leanest))
 
 
+def epoch_steps(cfg):
+    """Optimizer steps per epoch (a pretraining stream counts as one epoch)."""
+    return max(1, cfg.steps_per_epoch or cfg.total_steps)
+
+
+def epoch_of(cfg, step):
+    """The 0-based epoch an optimizer step belongs to."""
+    return (step - 1) // epoch_steps(cfg)
+
+
+def hostname_of(cfg, node):
+    """The host name of node `node` of the run (its nodes are a slice of the cluster's)."""
+    return cfg.hostname.format(n=cfg.first_node + node)
+
+
 ########################################################################
 # Metric model (pure: the value at a step or a moment is f(config, step/t))
 ########################################################################
+
+OVERFLOW_BLOCK = 1000          # steps per loss-scale window (Megatron's and DeepSpeed's default window)
+
+
+def overflow_bits(cfg, group):
+    """Which of the 64 windows of a group hold an fp16 overflow: one bit each,
+    half of them set (64 decisions from one hash, so counts are popcounts)."""
+    return int(unit(cfg.run_seed, S_OVERFLOW, 2 * group) * 18446744073709551616.0)
+
+
+def overflow_step(cfg, block):
+    """The step of window `block` that overflows, or None."""
+    if not overflow_bits(cfg, block // 64) >> (block % 64) & 1:
+        return None
+    return block * OVERFLOW_BLOCK + int(unit(cfg.run_seed, S_OVERFLOW, 2 * block + 1) * OVERFLOW_BLOCK)
+
 
 def loss_scale_at(cfg, step):
     """fp16 dynamic loss scale after step `step` and whether the step overflowed.
@@ -1108,35 +1143,29 @@ def loss_scale_at(cfg, step):
     settle = 32 - cfg.loss_scale_exp
     if cfg.start_step == 0 and step <= settle:
         return 2.0 ** (32 - step), True
-    s = cfg.run_seed
     scale, skipped = 2.0 ** cfg.loss_scale_exp, False
-    for block in (step // 1000 - 1, step // 1000):
-        if block < 0 or unit(s, S_OVERFLOW, 2 * block) >= 0.5:
+    for block in (step // OVERFLOW_BLOCK - 1, step // OVERFLOW_BLOCK):
+        at = overflow_step(cfg, block) if block >= 0 else None
+        if at is None:
             continue
-        at = block * 1000 + int(unit(s, S_OVERFLOW, 2 * block + 1) * 1000)
         if at == step:
             skipped = True
-        if at <= step < at + 1000:
+        if at <= step < at + OVERFLOW_BLOCK:
             scale = 2.0 ** (cfg.loss_scale_exp - 1)
     return scale, skipped
 
 
-_SKIP_CACHE = {}
-
-
 def skipped_total(cfg, step):
     """fp16 steps skipped for overflow in steps 1..step: the settling steps of a
-    run from scratch, then at most one overflow per block of 1000 steps."""
+    run from scratch, then at most one overflow per window of 1000 steps."""
     if cfg.precision != "fp16":
         return 0
     settle = min(step, 32 - cfg.loss_scale_exp) if cfg.start_step == 0 else 0
-    block = step // 1000
-    key = (cfg.run_seed, block)
-    if key not in _SKIP_CACHE:                  # overflows in the blocks before this one
-        _SKIP_CACHE[key] = sum(1 for b in range(block) if unit(cfg.run_seed, S_OVERFLOW, 2 * b) < 0.5)
-    here = unit(cfg.run_seed, S_OVERFLOW, 2 * block) < 0.5 and \
-        block * 1000 + int(unit(cfg.run_seed, S_OVERFLOW, 2 * block + 1) * 1000) <= step
-    return settle + _SKIP_CACHE[key] + (1 if here else 0)
+    block = step // OVERFLOW_BLOCK
+    before = sum(bin(overflow_bits(cfg, g)).count("1") for g in range(block // 64))
+    before += bin(overflow_bits(cfg, block // 64) & ((1 << (block % 64)) - 1)).count("1")
+    here = overflow_step(cfg, block)
+    return settle + before + (1 if here is not None and here <= step else 0)
 
 
 def lr_at(cfg, n):
@@ -1221,7 +1250,7 @@ def expected_loss(cfg, step):
 
 def _expected_loss(cfg, step):
     if cfg.kind == "finetune":
-        x = step / float(max(1, cfg.steps_per_epoch))
+        x = step / float(epoch_steps(cfg))
         decay = (1 + 4 * x) ** -0.8 * 0.9 ** int(min(x, cfg.epochs - 1e-9))
         return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * decay
     if cfg.kind == "continue":
@@ -1252,8 +1281,8 @@ def loss_at(cfg, step, forced_spikes=(), spike=None):
     """Training loss of optimizer step `step` (the token mean over its global
     batch): the expected loss, spikes, and the scatter its batch implies."""
     base = expected_loss(cfg, step)
-    level = base * (1 + (spike_at(cfg, step, forced_spikes) if spike is None else spike))
-    return level + loss_sd(cfg, base, cfg.tokens_per_step) * normal(cfg.run_seed, S_LOSS, step)
+    mean = base * (1 + (spike_at(cfg, step, forced_spikes) if spike is None else spike))
+    return mean + loss_sd(cfg, base, cfg.tokens_per_step) * normal(cfg.run_seed, S_LOSS, step)
 
 
 def micro_losses(cfg, step, loss):
@@ -1290,12 +1319,12 @@ def checkpoint_path(cfg, step):
             "hf": "/outputs/%s/checkpoint-%d" % (cfg.name, step),
             "torchtitan": "/outputs/%s/checkpoint/step-%d" % (cfg.name, step),
             "lightning": "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt"
-                         % (cfg.name, (step - 1) // max(1, cfg.steps_per_epoch or cfg.total_steps), step),
-            }[cfg.style]
+                         % (cfg.name, epoch_of(cfg, step), step),
+            }[cfg.framework]
 
 
 ########################################################################
-# Timeline: the phases of one run, and where the run is at time t
+# Timeline (the phases of one run, and where the run is at time t)
 ########################################################################
 # A run: launch -> build -> (load) -> train [-> crash -> launch -> build ->
 # load -> train ...] -> export -> summary.  Within training, optimizer step k
@@ -1307,7 +1336,7 @@ Segment = collections.namedtuple("Segment", "phase t0 t1 first last attempt info
 Moment = collections.namedtuple("Moment", "phase step progress segment")
 Incidents = collections.namedtuple("Incidents", "spikes stragglers crashes")
 
-INCIDENT_LEVELS = {"off": 0.0, "rare": 1.0, "normal": 25.0, "often": 400.0}
+INCIDENT_RATES = {"off": 0.0, "rare": 1.0, "normal": 25.0, "often": 400.0}
 SUMMARY_SECONDS = 20.0
 
 
@@ -1388,7 +1417,7 @@ class Timeline(object):
         self.incidents = incidents or Incidents((), (), ())
         self.parts = step_parts_of(cfg)
         self._ends = {}
-        self.gc_every = GC_EVERY_TITAN if cfg.style == "torchtitan" else GC_BLOCK
+        self.gc_every = GC_EVERY_TITAN if cfg.framework == "torchtitan" else GC_BLOCK
         self.stall_s = min(DATA_STALL_SECONDS, DATA_STALL_MAX_STEPS * cfg.step_time_s)
         self.segments = []
         self._build()
@@ -1405,8 +1434,9 @@ class Timeline(object):
         step, attempt = cfg.start_step, 0
         crashes = sorted(c for c in self.incidents.crashes if cfg.start_step < c[0] <= cfg.total_steps)
         while True:
-            # after a failure the node is drained and the job waits in the queue before it relaunches
-            self._add("launch", cfg.launch_seconds + (cfg.requeue_seconds if attempt else 0.0), step, step, attempt)
+            if attempt:         # after a failure the node is drained and the job waits in the queue
+                self._add("queue", cfg.requeue_seconds, step, step, attempt)
+            self._add("launch", cfg.launch_seconds, step, step, attempt)
             self._add("build", cfg.build_seconds, step, step, attempt)
             if step > 0 or cfg.kind == "continue":
                 self._add("load", cfg.load_seconds or 4.0, step, step, attempt)
@@ -1582,19 +1612,19 @@ class Timeline(object):
         return [s for s in self.segments if s.phase == "train"]
 
 
-def plan_incidents(cfg, level, forced=()):
-    """The incidents of a run, drawn at real-world rates scaled by `level`.
+def plan_incidents(cfg, incident_rate, forced=()):
+    """The incidents of a run, drawn at real-world rates scaled by `incident_rate`.
 
     Rates: about 2e-5 hardware failures per GPU-hour (Llama 3's 54-day run saw
     419 interruptions on 16k GPUs), a slow node every ~1000 node-hours, and a
     loss spike every few thousand steps.  `forced` adds incidents triggered by
     the user as (kind, step)."""
-    scale = INCIDENT_LEVELS[level]
+    scale = INCIDENT_RATES[incident_rate]
     s = cfg.run_seed
     steps = cfg.total_steps - cfg.start_step
     hours = steps * cfg.step_time_s / 3600.0
     crashes, stragglers, spikes = [], [], []
-    # With the level "often" a demo sees something every run or two.
+    # With the rate "often" a demo sees something every run or two.
     p_crash = min(0.6, 2e-5 * cfg.gpus * hours * scale)
     if unit(s, S_INCIDENT, 1) < p_crash and steps > 40:
         at = cfg.start_step + int(steps * (0.3 + 0.5 * unit(s, S_INCIDENT, 2)))
@@ -1639,36 +1669,36 @@ GpuReading = collections.namedtuple("GpuReading", "util mem_used_mib temp_c powe
 THERMAL_TAU = 45.0
 
 
-def power_level(tl, t, node, gpu, m=None):
+def power_level(tl, t, node, gpu, moment=None):
     """(utilisation %, fraction of the power cap, memory state) at t for one GPU."""
     cfg = tl.cfg
     if t < 0:
         return 0.0, 0.0, "empty"
-    m = m or tl.moment(t)
+    moment = moment or tl.moment(t)
     busy = 0.55 + 0.6 * cfg.mfu                         # heavier kernels draw more power
-    if m.phase == "train":
+    if moment.phase == "train":
         for first, last, factor, slow_node in tl.incidents.stragglers:
-            if first < m.step + 1 <= last:
+            if first < moment.step + 1 <= last:
                 if node == slow_node:
                     return 78.0, busy * 0.72, "full"
                 return 97.0, busy * 0.85, "full"
         return 99.0, busy, "full"
-    if m.phase == "val":
+    if moment.phase == "val":
         return 95.0, busy * 0.8, "full"
-    if m.phase == "checkpoint":
+    if moment.phase == "checkpoint":
         return 4.0, 0.12, "full"
-    if m.phase == "crash":
-        failed = m.segment.info[1]
+    if moment.phase == "crash":
+        failed = moment.segment.info[1]
         if gpu == failed:
             return 0.0, 0.0, "full"
         return 100.0, 0.33, "full"                      # ranks spin in NCCL waiting for it
-    if m.phase == "build":
+    if moment.phase == "build":
         return 2.0, 0.05, "weights"
-    if m.phase == "load":
+    if moment.phase == "load":
         return 3.0, 0.06, "loading"
-    if m.phase == "launch":
-        return 0.0, 0.0, "context" if m.progress > 0.5 else "empty"
-    if m.phase == "export":
+    if moment.phase == "launch":
+        return 0.0, 0.0, "context" if moment.progress > 0.5 else "empty"
+    if moment.phase == "export":
         return 1.0, 0.04, "full"
     return 0.0, 0.0, "empty"
 
@@ -1677,13 +1707,13 @@ def _thermal_state(tl, t, node, gpu):
     """Power fraction smoothed with the card's thermal time constant."""
     step = 3.0
     start = math.floor(t / step) * step - 150.0
-    level = power_level(tl, start, node, gpu)[1]
+    power = power_level(tl, start, node, gpu)[1]
     x = start
     k = math.exp(-step / THERMAL_TAU)
     while x + step <= t:
         x += step
-        level = power_level(tl, x, node, gpu)[1] * (1 - k) + level * k
-    return level
+        power = power_level(tl, x, node, gpu)[1] * (1 - k) + power * k
+    return power
 
 
 class Telemetry(object):
@@ -1714,13 +1744,13 @@ class Telemetry(object):
             cache[key] = compute()
         return cache[key]
 
-    def _level(self, second, node, gpu):
+    def _class_state(self, second, node, gpu):
         """(util, power fraction, memory state, failed, smoothed heat) of one class of GPU."""
         tl = self.tl
-        m = tl.moment(second) if second >= 0 else None
-        util, level, mem_state = power_level(tl, second, node, gpu, m)
-        failed = m is not None and m.phase == "crash" and m.segment.info[1] == gpu
-        return util, level, mem_state, failed, _thermal_state(tl, second, node, gpu)
+        moment = tl.moment(second) if second >= 0 else None
+        util, power, mem_state = power_level(tl, second, node, gpu, moment)
+        failed = moment is not None and moment.phase == "crash" and moment.segment.info[1] == gpu
+        return util, power, mem_state, failed, _thermal_state(tl, second, node, gpu)
 
     def reading(self, gpu, t):
         """GpuReading of GPU `gpu` at t (the same for a whole simulated second)."""
@@ -1735,8 +1765,8 @@ class Telemetry(object):
         cfg = self.cfg
         node = gpu // cfg.gpus_per_node
         key = (second, node if node in self.slow_nodes else -1, gpu if gpu in self.failing_gpus else -1)
-        util, level, mem_state, failed, heat = self._cached(self._levels, key,
-                                                            lambda: self._level(second, node, gpu))
+        util, power, mem_state, failed, heat = self._cached(self._levels, key,
+                                                            lambda: self._class_state(second, node, gpu))
         offset = self.offsets[gpu]
         x = int(unit(self.seed, S_GPU_UTIL, gpu * 1000003 + int(second)) * 18446744073709551616.0)
         jitter_util = (x & 0x1FFFFF) / 1048576.0 - 1          # three draws in [-1, 1) from one hash
@@ -1747,7 +1777,7 @@ class Telemetry(object):
         elif util > 0:
             util = max(0.0, util + 2 * jitter_util)
         card = cfg.gpu
-        power = card.idle_w + (card.power_cap_w - card.idle_w) * level
+        power = card.idle_w + (card.power_cap_w - card.idle_w) * power
         power = min(card.power_cap_w, power * (1 + 0.03 * (offset - 0.5) + 0.015 * jitter_power))
         temp = cfg.ambient_c + 8 + 48 * heat + 8 * (offset - 0.5) + 0.4 * jitter_temp
         return GpuReading(int(round(util)), self.memory(gpu, mem_state), int(round(temp)), int(round(power)), failed)
@@ -1785,7 +1815,7 @@ class Telemetry(object):
 
 
 ########################################################################
-# Events: what happens in a run between two moments
+# Events and the per-step record (what happens between two moments)
 ########################################################################
 
 Event = collections.namedtuple("Event", "t kind data")
@@ -1797,12 +1827,12 @@ TITAN_LOG_FREQ = 10         # torchtitan's metrics.log_freq default
 
 def log_every(cfg):
     """Steps between two training log lines in the run's framework."""
-    return TITAN_LOG_FREQ if cfg.style == "torchtitan" else cfg.log_interval
+    return TITAN_LOG_FREQ if cfg.framework == "torchtitan" else cfg.log_interval
 
 
 def is_logged(cfg, seg, step):
     """Whether the framework prints a training line for this step."""
-    if cfg.style == "torchtitan":
+    if cfg.framework == "torchtitan":
         return step == 1 or step % TITAN_LOG_FREQ == 0        # torchtitan's should_log
     return step % cfg.log_interval == 0
 
@@ -1829,7 +1859,7 @@ def step_metrics(tl, seg, step, record=False):
     return StepMetrics(          # positional: this is the hottest constructor of a fast-forward
         step, loss, lr_after(cfg, step), grad_norm_at(cfg, step, spikes, spike),
         step_time, tokens_per_s, step * cfg.tokens_per_step, run_mfu(cfg, tokens_per_s),
-        tl.eta(seg, step), step / float(cfg.steps_per_epoch) if cfg.steps_per_epoch else 0.0,
+        tl.eta(seg, step), step / float(epoch_steps(cfg)),
         skipped, scale, seg.attempt, lr_used(cfg, step), tl.step_parts(seg, step) if record else None,
         micro_losses(cfg, step, loss) if record else None, step * cfg.global_batch)
 
@@ -1941,15 +1971,15 @@ def run_summary(tl):
 
 
 ########################################################################
-# Session: an endless sequence of runs on one simulated clock
+# Session (an endless sequence of runs on one cluster and one clock)
 ########################################################################
 
 class RunState(object):
     """One run of a session: its config, timeline and telemetry."""
 
-    def __init__(self, cfg, level, start_tau, offset):
+    def __init__(self, cfg, incident_rate, start_tau, offset):
         self.base_cfg = cfg
-        self.level = level
+        self.incident_rate = incident_rate
         self.forced = []
         self.chart_cache = None           # the loss chart of the last frame: redrawn when the step moves
         self.start_tau = start_tau        # session time at which this run's t == offset
@@ -1957,7 +1987,7 @@ class RunState(object):
         self._rebuild()
 
     def _rebuild(self):
-        self.cfg, incidents = plan_incidents(self.base_cfg, self.level, self.forced)
+        self.cfg, incidents = plan_incidents(self.base_cfg, self.incident_rate, self.forced)
         self.timeline = Timeline(self.cfg, incidents)
         self.telemetry = Telemetry(self.timeline)
         self.chart_cache = None
@@ -1968,12 +1998,12 @@ class RunState(object):
 
     def trigger(self, t):
         """Force the next incident now (the `!` key): a spike, a slow node, a crash."""
-        m = self.timeline.moment(t)
-        if m.phase != "train" or m.step + 3 >= self.cfg.total_steps:
+        moment = self.timeline.moment(t)
+        if moment.phase != "train" or moment.step + 3 >= self.cfg.total_steps:
             return None
         kinds = ("spike", "straggler", "crash")
         kind = kinds[len(self.forced) % 3]
-        self.forced.append((kind, m.step + 2))
+        self.forced.append((kind, moment.step + 2))
         self._rebuild()
         return kind
 
@@ -1982,7 +2012,7 @@ class Session(object):
     """Runs one after another: run r+1 starts when run r's summary ends."""
 
     def __init__(self, catalog, seed, pins=None, incidents="rare", from_start=False):
-        self.catalog, self.seed, self.pins, self.level = catalog, seed, pins or {}, incidents
+        self.catalog, self.seed, self.pins, self.incident_rate = catalog, seed, pins or {}, incidents
         self.cluster = make_cluster(catalog, seed, self.pins)     # one cluster for every job of the session
         first = self._new_run(1, 0.0, 0.0)
         if not from_start:
@@ -1992,7 +2022,7 @@ class Session(object):
 
     def _new_run(self, run, start_tau, offset):
         cfg = make_run_config(self.catalog, self.seed, run, self.pins, self.cluster)
-        return RunState(cfg, self.level, start_tau, offset)
+        return RunState(cfg, self.incident_rate, start_tau, offset)
 
     def run_at(self, tau):
         """The run under way at session time tau (any tau >= 0).
@@ -2043,7 +2073,7 @@ def fmt_bytes(n):
 
 
 ########################################################################
-# Dialects: events -> log lines as each framework really prints them
+# Dialects (each framework's instruments and log lines)
 ########################################################################
 # One formatter per framework turns the same events into that framework's
 # lines; every number is the core's number after the framework's own
@@ -2064,7 +2094,7 @@ class LogContext(object):
         self.rank = rank
 
     def hostname(self, node):
-        return self.cfg.hostname.format(n=self.cfg.first_node + node)
+        return hostname_of(self.cfg, node)
 
     def pid(self, node, attempt, local_rank=0):
         base = 1000 + int(unit(self.cfg.run_seed, S_PID, node * 97 + attempt) * 3900000)
@@ -2093,9 +2123,9 @@ def titan_prefix(ctx, t):
 def fmt_duration(seconds):
     """tqdm's elapsed format: MM:SS, or H:MM:SS past an hour."""
     seconds = int(max(0, seconds))
-    m, s = divmod(seconds, 60)
-    h, m = divmod(m, 60)
-    return "%d:%02d:%02d" % (h, m, s) if h else "%02d:%02d" % (m, s)
+    minutes, s = divmod(seconds, 60)
+    h, minutes = divmod(minutes, 60)
+    return "%d:%02d:%02d" % (h, minutes, s) if h else "%02d:%02d" % (minutes, s)
 
 
 def tqdm_line(n, total, elapsed, rate, prefix="", postfix="", always_its=False):
@@ -2292,7 +2322,7 @@ MDS_TOKENIZERS = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokeniz
 def megatron_tokenizer(cfg):
     """The --tokenizer-type a Megatron user picks for this model's tokenizer."""
     name = cfg.tokenizer.split(" ")[0]
-    if cfg.style == "deepspeed":
+    if cfg.framework == "deepspeed":
         if name in MDS_TOKENIZERS:
             return name
         return "GPTSentencePieceTokenizer" if "SentencePiece" in cfg.tokenizer else "HFTokenizer"
@@ -2364,28 +2394,28 @@ MEGATRON_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
 
 def megatron_args(ctx):
     cfg = ctx.cfg
-    m = cfg.shape
+    shape = cfg.shape
     args = [("adam_beta1", cfg.betas[0]), ("adam_beta2", cfg.betas[1]), ("bf16", cfg.precision == "bf16"),
             ("clip_grad", cfg.grad_clip), ("data_parallel_size", cfg.dp), ("eval_interval", cfg.val_interval),
-            ("eval_iters", cfg.val_iters), ("ffn_hidden_size", m.ffn_hidden), ("fp16", cfg.precision == "fp16"),
-            ("global_batch_size", cfg.global_batch), ("group_query_attention", m.kv_heads != m.heads),
-            ("hidden_size", m.hidden), ("log_interval", cfg.log_interval), ("lr", cfg.peak_lr),
+            ("eval_iters", cfg.val_iters), ("ffn_hidden_size", shape.ffn_hidden), ("fp16", cfg.precision == "fp16"),
+            ("global_batch_size", cfg.global_batch), ("group_query_attention", shape.kv_heads != shape.heads),
+            ("hidden_size", shape.hidden), ("log_interval", cfg.log_interval), ("lr", cfg.peak_lr),
             ("lr_decay_style", cfg.decay), ("lr_warmup_iters", cfg.warmup_steps),
-            ("max_position_embeddings", m.context), ("micro_batch_size", cfg.micro_batch), ("min_lr", cfg.min_lr),
-            ("num_attention_heads", m.heads), ("num_layers", m.layers), ("num_query_groups", m.kv_heads),
+            ("max_position_embeddings", shape.context), ("micro_batch_size", cfg.micro_batch), ("min_lr", cfg.min_lr),
+            ("num_attention_heads", shape.heads), ("num_layers", shape.layers), ("num_query_groups", shape.kv_heads),
             ("pipeline_model_parallel_size", cfg.pp), ("recompute_granularity", None if cfg.recompute == "none"
                                                        else cfg.recompute),
             ("save", "/checkpoints/%s" % cfg.name), ("save_interval", cfg.ckpt_interval),
-            ("seq_length", cfg.seq_len), ("swiglu", m.mlp != "gelu"),
+            ("seq_length", cfg.seq_len), ("swiglu", shape.mlp != "gelu"),
             ("tensor_model_parallel_size", cfg.tp), ("tokenizer_type", megatron_tokenizer(cfg)),
-            ("train_iters", cfg.total_steps), ("untie_embeddings_and_output_weights", not m.tied),
+            ("train_iters", cfg.total_steps), ("untie_embeddings_and_output_weights", not shape.tied),
             ("use_distributed_optimizer", cfg.sharding != "none"), ("weight_decay", cfg.weight_decay),
             ("world_size", cfg.gpus)]
     values = dict(MEGATRON_ARG_DEFAULTS)
     values.update(args)
     values.update([("params_dtype", "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"),
-                   ("encoder_num_layers", m.layers), ("encoder_seq_length", cfg.seq_len),
-                   ("kv_channels", m.head_dim or m.hidden // m.heads), ("lr_decay_iters", cfg.total_steps),
+                   ("encoder_num_layers", shape.layers), ("encoder_seq_length", cfg.seq_len),
+                   ("kv_channels", shape.head_dim or shape.hidden // shape.heads), ("lr_decay_iters", cfg.total_steps),
                    ("start_weight_decay", cfg.weight_decay), ("end_weight_decay", cfg.weight_decay),
                    ("load", "/checkpoints/%s" % cfg.name), ("tensorboard_dir", "/checkpoints/%s/tensorboard" % cfg.name),
                    ("transformer_pipeline_model_parallel_size", cfg.pp), ("micro_batch_size", cfg.micro_batch)])
@@ -2425,11 +2455,6 @@ def torchrun_lines(ctx, ev):
 def load_path(cfg, step):
     """Where a run loads from: the released model, or its own last checkpoint."""
     return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else checkpoint_path(cfg, step)
-
-
-def epoch_of(cfg, step):
-    """The 0-based epoch an optimizer step belongs to."""
-    return (step - 1) // max(1, cfg.steps_per_epoch)
 
 
 class Dialect(object):
@@ -2474,17 +2499,17 @@ class Megatron(Dialect):
 
     def iteration_line(self, ctx, ev):
         """training_log's line: averages over the window, values of the logging iteration."""
-        cfg, m, tl = ctx.cfg, ev.data, ctx.tl
-        seg = train_segment(tl, m.attempt)
-        ms, loss, skipped = megatron_window(tl, seg, m.step)
+        cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
+        seg = train_segment(tl, metrics.attempt)
+        ms, loss, skipped = megatron_window(tl, seg, metrics.step)
         tflops = tflops_per_gpu(cfg, cfg.tokens_per_step / (ms / 1000.0))
-        grad = "" if m.skipped else " grad norm: %.3f |" % m.grad_norm       # None on a skipped iteration
+        grad = "" if metrics.skipped else " grad norm: %.3f |" % metrics.grad_norm       # None on a skipped iteration
         return (" [%s] iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f | "
                 "throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %.6E | global batch size: %5d | "
                 "lm loss: %.6E | loss scale: %.1f |%s number of skipped iterations: %3d | "
-                "number of nan iterations: %3d |" % (ctx.clock(ev.t), m.step, cfg.total_steps,
-                                                      m.step * cfg.global_batch, ms, tflops, m.lr, cfg.global_batch,
-                                                      loss or 0.0, m.loss_scale or 1.0, grad, skipped, 0))
+                "number of nan iterations: %3d |" % (ctx.clock(ev.t), metrics.step, cfg.total_steps,
+                                                      metrics.step * cfg.global_batch, ms, tflops, metrics.lr, cfg.global_batch,
+                                                      loss or 0.0, metrics.loss_scale or 1.0, grad, skipped, 0))
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
@@ -2624,39 +2649,39 @@ class MegatronDeepSpeed(Megatron):
     def mds_line(self, ctx, ev):
         """Megatron-DeepSpeed's training_log: its own fields (consumed tokens, samples per
         second, tgs, TFLOPs), .3E learning rate, grad norm only on the pipeline engine."""
-        cfg, m, tl = ctx.cfg, ev.data, ctx.tl
-        ms, loss, skipped = megatron_window(tl, train_segment(tl, m.attempt), m.step)
+        cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
+        ms, loss, skipped = megatron_window(tl, train_segment(tl, metrics.attempt), metrics.step)
         sps = cfg.global_batch / (ms / 1000.0)
         tflops = tflops_per_gpu(cfg, cfg.tokens_per_step / (ms / 1000.0))
-        grad = " grad norm: %.3f |" % m.grad_norm if cfg.pp > 1 and not m.skipped else ""
+        grad = " grad norm: %.3f |" % metrics.grad_norm if cfg.pp > 1 and not metrics.skipped else ""
         text = (" iteration %8d/%8d | consumed samples: %12d | consumed tokens: %12d | elapsed time per iteration "
                 "(ms): %.1f | learning rate: %.3E | global batch size: %5d |" % (
-                    m.step, cfg.total_steps, m.step * cfg.global_batch, m.step * cfg.tokens_per_step, ms, m.lr,
+                    metrics.step, cfg.total_steps, metrics.step * cfg.global_batch, metrics.step * cfg.tokens_per_step, ms, metrics.lr,
                     cfg.global_batch))
         if loss is not None:
             text += " lm loss: %.6E |" % loss
         return text + (" loss scale: %.1f |%s actual seqlen: %5d | number of skipped iterations: %3d | number of nan "
                        "iterations: %3d | samples per second: %.3f | tokens per gpu per second (tgs): %.3f | "
-                       "TFLOPs: %.2f |" % (m.loss_scale or 1.0, grad, cfg.seq_len, skipped, 0, sps,
+                       "TFLOPs: %.2f |" % (metrics.loss_scale or 1.0, grad, cfg.seq_len, skipped, 0, sps,
                                            sps * cfg.seq_len / cfg.gpus, tflops))
 
     def step(self, ctx, ev):
         """DeepSpeed prints inside engine.step() (step line, then its timer), Megatron's
         training_log after train_step returns, on the last rank."""
-        cfg, m, tl = ctx.cfg, ev.data, ctx.tl
-        seg = train_segment(tl, m.attempt)
+        cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
+        seg = train_segment(tl, metrics.attempt)
         out = []
         if ctx.rank in (None, 0):
-            out += self.overflow_lines(ctx, seg, m.step)
-            t = ev.t - 0.004 - 0.01 * unit(cfg.run_seed, S_STAMP, 4 * m.step)    # the loss all-reduce follows
+            out += self.overflow_lines(ctx, seg, metrics.step)
+            t = ev.t - 0.004 - 0.01 * unit(cfg.run_seed, S_STAMP, 4 * metrics.step)    # the loss all-reduce follows
             out.append(("INFO", self.ds(ctx, t, "logging.py:128:log_dist") + "[Rank 0] step=%d, skipped=%d, lr=[%r], "
-                        "mom=[(0.9, 0.95)]" % (m.step, skipped_total(cfg, m.step), m.lr)))
-            if m.step - seg.first > DS_TIMER_START:
-                avg, cur = ds_throughput(tl, seg, m.step)
+                        "mom=[(0.9, 0.95)]" % (metrics.step, skipped_total(cfg, metrics.step), metrics.lr)))
+            if metrics.step - seg.first > DS_TIMER_START:
+                avg, cur = ds_throughput(tl, seg, metrics.step)
                 out.append(("INFO", self.ds(ctx, t + 0.0004, "timer.py:264:stop") +
                             "epoch=0/micro_step=%d/global_step=%d, RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, "
                             "MemAllocated=%.2fGB, MaxMemAllocated=%.2fGB" % (
-                                (m.step - seg.first) * cfg.grad_accum, m.step - seg.first, avg, cur,
+                                (metrics.step - seg.first) * cfg.grad_accum, metrics.step - seg.first, avg, cur,
                                 round(cfg.mem_need_bytes * 0.35 / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
         if ctx.rank in (None, cfg.gpus - 1):
             out.append(("INFO", self.mds_line(ctx, ev)))
@@ -2746,23 +2771,23 @@ class Torchtitan(Dialect):
     def step(self, ctx, ev):
         """MetricsProcessor.log: tps, tflops and mfu over the window since the last
         line; the periodic GC (run at the start of a step) logs before it."""
-        cfg, m, tl = ctx.cfg, ev.data, ctx.tl
-        seg = train_segment(tl, m.attempt)
+        cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
+        seg = train_segment(tl, metrics.attempt)
         out = []
-        for k in range(m.step, m.step - TITAN_LOG_FREQ, -1):
+        for k in range(metrics.step, metrics.step - TITAN_LOG_FREQ, -1):
             if k > max(1, seg.first + 1) and k % GC_EVERY_TITAN == 0:
                 gc = tl.step_parts(seg, k)["gc"]
                 t = tl.step_end(seg, k - 1) + tl.pause_after(k - 1) + gc
                 out.append(("INFO", titan_prefix(ctx, t) + "[GC] Performing periodic GC collection took %.2f seconds"
                             % gc))
-        if not is_logged(cfg, seg, m.step):
+        if not is_logged(cfg, seg, metrics.step):
             return out
-        tokens, seconds = titan_window(tl, seg, m.step)
+        tokens, seconds = titan_window(tl, seg, metrics.step)
         tps = tokens / seconds
         cap = titan_capacity_gib(cfg)
         line = ("step: %2d  loss: %8.5f  grad_norm: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}  "
                 "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(tps)), tflops_per_gpu(cfg, tps * cfg.gpus))
-                % (m.step, m.loss, m.grad_norm, cfg.mem_used_mib / 1024.0, 100.0 * cfg.mem_used_mib / 1024.0 / cap,
+                % (metrics.step, metrics.loss, metrics.grad_norm, cfg.mem_used_mib / 1024.0, 100.0 * cfg.mem_used_mib / 1024.0 / cap,
                    100 * run_mfu(cfg, tps * cfg.gpus)))
         return out + [("INFO", titan_prefix(ctx, ev.t) + line)]
 
@@ -2834,7 +2859,7 @@ class HFTrainer(Dialect):
         if step == 0:
             return []
         pre = self.hf(ctx, ev.t + 0.9 * (ctx.cfg.load_seconds or 4.0), "trainer.py:2270")
-        per_epoch = max(1, ctx.cfg.steps_per_epoch or ctx.cfg.total_steps)
+        per_epoch = epoch_steps(ctx.cfg)
         return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
                 ("INFO", pre + "  Continuing training from epoch %d" % (step // per_epoch)),
                 ("INFO", pre + "  Continuing training from global step %d" % step)]
@@ -2842,13 +2867,13 @@ class HFTrainer(Dialect):
     def step(self, ctx, ev):
         """ProgressCallback's bar after this step (tqdm EMA), then the log dict: the mean
         loss since the last log, this step's grad norm and the learning rate it used."""
-        cfg, m, tl = ctx.cfg, ev.data, ctx.tl
-        seg = train_segment(tl, m.attempt)
-        k0 = max(seg.first, m.step - cfg.log_interval)
-        losses = [loss_at(cfg, k, tl.incidents.spikes) for k in range(k0 + 1, m.step + 1)]
-        bar = tqdm_line(m.step, cfg.total_steps, ev.t - seg.t0, tqdm_rate(tl, seg, m.step))
+        cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
+        seg = train_segment(tl, metrics.attempt)
+        k0 = max(seg.first, metrics.step - cfg.log_interval)
+        losses = [loss_at(cfg, k, tl.incidents.spikes) for k in range(k0 + 1, metrics.step + 1)]
+        bar = tqdm_line(metrics.step, cfg.total_steps, ev.t - seg.t0, tqdm_rate(tl, seg, metrics.step))
         return [("INFO", bar), ("INFO", "{'loss': %r, 'grad_norm': %r, 'learning_rate': %r, 'epoch': %r}" % (
-            round(sum(losses) / len(losses), 4), m.grad_norm, m.lr_used, round(m.epoch, 2)))]
+            round(sum(losses) / len(losses), 4), metrics.grad_norm, metrics.lr_used, round(metrics.epoch, 2)))]
 
     def val_start(self, ctx, ev):
         cfg = ctx.cfg
@@ -2864,7 +2889,7 @@ class HFTrainer(Dialect):
                          "'eval_steps_per_second': %r, 'epoch': %r}" % (
                              d["val_loss"], round(d["seconds"], 4), round(examples / d["seconds"], 3),
                              round(cfg.val_iters / d["seconds"], 3),
-                             round(d["step"] / float(cfg.steps_per_epoch or cfg.total_steps), 2)))]
+                             round(d["step"] / float(epoch_steps(cfg)), 2)))]
 
     def save_lines(self, ctx, t, path, shards, seconds):
         """save_pretrained: config, then the weights (sharded past 5 GB, with an index)."""
@@ -2894,7 +2919,7 @@ class HFTrainer(Dialect):
 
     def end(self, ctx, ev):
         """train_loss: the summed step losses of this launch over global_step (4.57)."""
-        cfg, s, tl = ctx.cfg, ev.data, ctx.tl
+        cfg, tl = ctx.cfg, ctx.tl
         seg = tl.train_segments()[-1]
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
         total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
@@ -2943,15 +2968,15 @@ class Lightning(Dialect):
     def step(self, ctx, ev):
         """TQDMProgressBar: counts batches (micro-batches), rate n/elapsed since the
         epoch's reset (smoothing 0, it/s always), rank 0's last batch loss."""
-        cfg, m, tl = ctx.cfg, ev.data, ctx.tl
-        seg = train_segment(tl, m.attempt)
-        per_epoch = cfg.steps_per_epoch or cfg.total_steps
-        epoch = epoch_of(cfg, m.step)
+        cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
+        seg = train_segment(tl, metrics.attempt)
+        per_epoch = epoch_steps(cfg)
+        epoch = epoch_of(cfg, metrics.step)
         first = epoch * per_epoch
         start = tl.step_end(seg, first) + tl.pause_after(first) if first > seg.first else seg.t0
-        n = (m.step - first) * cfg.grad_accum
+        n = (metrics.step - first) * cfg.grad_accum
         elapsed = ev.t - start
-        loss = micro_losses(cfg, m.step, m.loss)[-1]
+        loss = micro_losses(cfg, metrics.step, metrics.loss)[-1]
         post = ", v_num=%d, train_loss=%s" % (cfg.run % 7, lightning_num(loss))
         return [("INFO", tqdm_line(n, per_epoch * cfg.grad_accum, elapsed, n / elapsed, "Epoch %d: " % epoch, post,
                                    always_its=True))]
@@ -2990,13 +3015,9 @@ def padded_vocab(cfg):
 
 def phase_lines(ctx, ev):
     """Lines at the start of a phase: launch, build, load, train, export."""
-    cfg, phase, dialect = ctx.cfg, ev.data["phase"], DIALECTS[ctx.cfg.style]
-    if phase == "launch":
-        restart = []
-        if ev.data["attempt"]:
-            restart = [("WARNING", "Restarting job (attempt %d): rendezvous with %d node%s, resuming from the last "
-                                   "checkpoint" % (ev.data["attempt"] + 1, cfg.nodes, "s" * (cfg.nodes != 1)))]
-        return restart + dialect.launch(ctx, ev)
+    cfg, phase, dialect = ctx.cfg, ev.data["phase"], DIALECTS[ctx.cfg.framework]
+    if phase == "launch":           # a requeued job starts as any job does; its load says where it resumes
+        return dialect.launch(ctx, ev)
     if phase == "build":
         return nccl_lines(ctx, ev) + dialect.build(ctx, ev)
     if phase == "load":
@@ -3005,7 +3026,7 @@ def phase_lines(ctx, ev):
         return dialect.train_start(ctx, ev)
     if phase == "export":                   # the framework's closing lines, then the export
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
-        if cfg.style == "hf":
+        if cfg.framework == "hf":
             return dialect.end(ctx, ev) + dialect.save_lines(ctx, ev.t + 0.05, "/outputs/%s/final" % cfg.name,
                                                              shards, cfg.export_seconds)
         return dialect.end(ctx, ev) + [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf" % (
@@ -3071,7 +3092,7 @@ def event_lines(ctx, ev):
     lines = dialect_lines(ctx, ev)
     if not ctx.rank:
         return lines            # rank 0, or the job's combined log
-    if ev.kind in ("step", "val") and ctx.cfg.style in ("megatron", "deepspeed"):
+    if ev.kind in ("step", "val") and ctx.cfg.framework in ("megatron", "deepspeed"):
         return lines            # print_rank_last: the dialect already chose what this rank prints
     own = "[rank%d]" % ctx.rank
     agent = "%d: " % (ctx.rank // ctx.cfg.gpus_per_node)    # torchrun's agent on this rank's node
@@ -3082,14 +3103,14 @@ def event_lines(ctx, ev):
 
 def dialect_lines(ctx, ev):
     """The log lines (level, text) an event produces in the run's dialect."""
-    cfg, dialect, kind = ctx.cfg, DIALECTS[ctx.cfg.style], ev.kind
+    cfg, dialect, kind = ctx.cfg, DIALECTS[ctx.cfg.framework], ev.kind
     if kind == "phase":
         return phase_lines(ctx, ev)
     if kind == "step":
         return dialect.step(ctx, ev) if is_logged(cfg, None, ev.data.step) else []
     if kind in ("straggler", "straggler_end", "spike", "xid", "job_failed"):
         return _incident_lines(ctx, ev)
-    if kind == "export" and cfg.style == "hf":
+    if kind == "export" and cfg.framework == "hf":
         return []                             # save_pretrained said it all
     if kind == "export":
         files = ev.data["files"]
@@ -3109,12 +3130,12 @@ ANSI = {"WARNING": "\033[33m", "ERROR": "\033[31m"}
 
 def config_record(cfg):
     """The jsonl `config` object: the run's shape, cluster and schedule."""
-    m = cfg.shape
+    shape = cfg.shape
     rec = collections.OrderedDict([
-        ("kind", cfg.kind), ("style", cfg.style), ("name", cfg.name), ("model", cfg.model),
-        ("params", cfg.params), ("layers", m.layers), ("hidden", m.hidden), ("heads", m.heads),
-        ("kv_heads", m.kv_heads), ("ffn_hidden", m.ffn_hidden), ("vocab", m.vocab),
-        ("tied_embeddings", m.tied), ("seq_len", cfg.seq_len), ("tokenizer", cfg.tokenizer),
+        ("kind", cfg.kind), ("framework", cfg.framework), ("name", cfg.name), ("model", cfg.model),
+        ("params", cfg.params), ("layers", shape.layers), ("hidden", shape.hidden), ("heads", shape.heads),
+        ("kv_heads", shape.kv_heads), ("ffn_hidden", shape.ffn_hidden), ("vocab", shape.vocab),
+        ("tied_embeddings", shape.tied), ("seq_len", cfg.seq_len), ("tokenizer", cfg.tokenizer),
         ("dataset", cfg.dataset), ("gpu_type", cfg.gpu.name),
         ("gpu_memory_gib", round(cfg.gpu.memory_mib / 1024.0, 1)), ("gpu_peak_tflops", cfg.gpu.tflops),
         ("gpu_tdp_w", cfg.gpu.power_cap_w), ("nodes", cfg.nodes), ("gpus_per_node", cfg.gpus_per_node),
@@ -3125,13 +3146,13 @@ def config_record(cfg):
         ("start_step", cfg.start_step), ("total_steps", cfg.total_steps),
         ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
         ("lr_decay", cfg.decay), ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
-        ("hostnames", [cfg.hostname.format(n=cfg.first_node + i) for i in range(min(cfg.nodes, 4))]),
+        ("hostnames", [hostname_of(cfg, i) for i in range(min(cfg.nodes, 4))]),
     ])
-    if m.head_dim and m.head_dim != m.hidden // m.heads:
-        rec["head_dim"] = m.head_dim
-    if m.experts:
-        rec["experts"] = m.experts
-        rec["active_experts"] = m.active
+    if shape.head_dim and shape.head_dim != shape.hidden // shape.heads:
+        rec["head_dim"] = shape.head_dim
+    if shape.experts:
+        rec["experts"] = shape.experts
+        rec["active_experts"] = shape.active
         rec["active_params"] = cfg.active_params
     return rec
 
@@ -3139,21 +3160,21 @@ def config_record(cfg):
 def event_record(ev):
     """The jsonl fields of an event (without event/run/t)."""
     if ev.kind == "step":
-        m = ev.data
+        metrics = ev.data
         rec = collections.OrderedDict([
-            ("step", m.step), ("loss", m.loss), ("lr", m.lr), ("grad_norm", m.grad_norm),
-            ("step_time_s", round(m.step_time_s, 6)), ("tokens_per_s", round(m.tokens_per_s, 2)),
-            ("tokens_seen", m.tokens_seen), ("mfu", round(m.mfu, 5)), ("eta_s", round(m.eta_s, 2))])
-        if m.loss_scale is not None:
-            rec["loss_scale"] = m.loss_scale
-            rec["skipped"] = m.skipped
-        if m.parts is not None:          # the per-step record the dialects' instruments read
-            rec["lr_used"] = m.lr_used
-            rec["samples_seen"] = m.samples_seen
-            rec["parts"] = collections.OrderedDict((k, round(v, 6)) for k, v in m.parts.items())
-            rec["micro_losses"] = m.micro_losses
-        if m.attempt:
-            rec["attempt"] = m.attempt
+            ("step", metrics.step), ("loss", metrics.loss), ("lr", metrics.lr), ("grad_norm", metrics.grad_norm),
+            ("step_time_s", round(metrics.step_time_s, 6)), ("tokens_per_s", round(metrics.tokens_per_s, 2)),
+            ("tokens_seen", metrics.tokens_seen), ("mfu", round(metrics.mfu, 5)), ("eta_s", round(metrics.eta_s, 2))])
+        if metrics.loss_scale is not None:
+            rec["loss_scale"] = metrics.loss_scale
+            rec["skipped"] = metrics.skipped
+        if metrics.parts is not None:          # the per-step record the dialects' instruments read
+            rec["lr_used"] = metrics.lr_used
+            rec["samples_seen"] = metrics.samples_seen
+            rec["parts"] = collections.OrderedDict((k, round(v, 6)) for k, v in metrics.parts.items())
+            rec["micro_losses"] = metrics.micro_losses
+        if metrics.attempt:
+            rec["attempt"] = metrics.attempt
         return rec
     if ev.kind == "phase":
         return collections.OrderedDict([("phase", ev.data["phase"]), ("attempt", ev.data["attempt"]),
@@ -3313,10 +3334,13 @@ def run_stream(session, args, out):
     writer = LogWriter(session, out, fmt, args.epoch0, color, args.rank)
     start = time.monotonic()
     tau = session_now(args, start) if args.start_at is not None else 0.0
+    stop = tau + args.exit_after_sim if args.exit_after_sim else None
     while True:
         if args.exit_after is not None and time.monotonic() - start >= args.exit_after:
             return 0
-        now = session_now(args, start)
+        if stop is not None and tau >= stop:
+            return 0
+        now = min(session_now(args, start), stop if stop is not None else float("inf"))
         if now > tau:
             ended, tau = writer.advance(tau, now, STREAM_CHUNK_STEPS)
             out.flush()
@@ -3458,8 +3482,8 @@ class ScreenState(object):
                 else None
         self.step = step
 
-    def rs_hostname(self, node):
-        return self.cfg.hostname.format(n=self.cfg.first_node + node)
+    def hostname(self, node):
+        return hostname_of(self.cfg, node)
 
 
 def first_fitting(variants, width):
@@ -3662,7 +3686,7 @@ def gpu_row(state, gpu, width, glyphs):
 def node_head_width(state):
     """Cells of a node's header line before its history (the same for every node, so histories align)."""
     cfg = state.cfg
-    return len(state.rs_hostname(cfg.nodes - 1)) + len("%d%d%d" % (cfg.nodes - 1, cfg.gpus, cfg.gpus)) + 20
+    return len(state.hostname(cfg.nodes - 1)) + len("%d%d%d" % (cfg.nodes - 1, cfg.gpus, cfg.gpus)) + 20
 
 
 def header_history(state, width):
@@ -3675,7 +3699,7 @@ def node_block(state, node, width, columns, graph_h):
     cfg, glyphs = state.cfg, state.ui.glyphs
     gpn = cfg.gpus_per_node
     gpus = list(range(node * gpn, (node + 1) * gpn))
-    head = fit("%s  node %d  ranks %d-%d" % (state.rs_hostname(node), node, gpus[0], gpus[-1]),
+    head = fit("%s  node %d  ranks %d-%d" % (state.hostname(node), node, gpus[0], gpus[-1]),
                node_head_width(state))
     sparks = spark_text(state, gpus, width - len(head), glyphs) if header_history(state, width) else ""
     spans = [(0, len(head), "dim")] + [(len(head), len(sparks), "chart")] * bool(sparks)
@@ -3711,8 +3735,8 @@ def node_summary(state, node, readings, width, glyphs):
     temp = sum(r.temp_c for r in readings) / n
     kw = sum(r.power_w for r in readings) / 1000.0
     failed = any(r.failed for r in readings)
-    name_w = max(16, len(state.rs_hostname(cfg.nodes - 1)))
-    head = "%-*s " % (name_w, state.rs_hostname(node))
+    name_w = max(16, len(state.hostname(cfg.nodes - 1)))
+    head = "%-*s " % (name_w, state.hostname(node))
     tail = " %3.0f%% %5.1f/%.1fG %3.0fC %5.1fkW%s" % (util, mem, cfg.gpu.memory_mib / 1024.0, temp, kw,
                                                      "  GPU ERROR" if failed else "")
     bar_w = max(4, min(22, width - len(head) - len(tail)))
@@ -3786,7 +3810,7 @@ def history_groups(state, plan, width, columns, graph_h):
     """The groups of GPUs whose history this panel draws: nodes (header, graph or summary), single GPUs."""
     cfg, room = state.cfg, SPARK_MIN + 6
     gpn = cfg.gpus_per_node
-    summary_w = max(16, len(state.rs_hostname(cfg.nodes - 1))) + 1 + 22 + 38      # see node_summary
+    summary_w = max(16, len(state.hostname(cfg.nodes - 1))) + 1 + 22 + 38      # see node_summary
     groups = []
     for kind, n in plan:
         gpus = list(range(n * gpn, (n + 1) * gpn))
@@ -3835,9 +3859,9 @@ CHART_STYLE = {"raw": "dim", "val": "title", "smooth": "chart", "marker": "title
 def nice_tick(x):
     """The smallest 1, 2 or 5 times a power of ten that is >= x > 0."""
     power = 10.0 ** math.floor(math.log10(x))
-    for m in (1, 2, 5):
-        if m * power >= x * (1 - 1e-9):
-            return m * power
+    for mult in (1, 2, 5):
+        if mult * power >= x * (1 - 1e-9):
+            return mult * power
     return 10 * power
 
 
@@ -3897,11 +3921,11 @@ def smooth(values, weight):
 
 def last_val_step(state):
     """The last step whose validation has finished by now (0 if none has)."""
-    cfg, m = state.cfg, state.moment
+    cfg, moment = state.cfg, state.moment
     step = (state.step // cfg.val_interval) * cfg.val_interval
-    if state.step == cfg.total_steps and m.phase not in ("train", "val"):
+    if state.step == cfg.total_steps and moment.phase not in ("train", "val"):
         step = cfg.total_steps                       # the last step is validated too
-    if m.phase == "val" and m.step == step:
+    if moment.phase == "val" and moment.step == step:
         step -= cfg.val_interval                     # this one is still running
     return max(0, step)
 
@@ -4144,10 +4168,10 @@ def big_text(text, ink, scale=1):
 
 def wall_figures(state):
     """(label, value) of the wall view's big figures: the footer's own loss, tokens/s and ETA."""
-    m, cfg, moment = state.metrics, state.cfg, state.moment
-    eta = m.eta_s if m else state.tl.eta(moment.segment, cfg.start_step)
-    return [("train loss", "%.4f" % m.loss if m else "-"),
-            ("tokens/s", fmt_rate(m.tokens_per_s).split()[0] if m else "-"),
+    metrics, cfg, moment = state.metrics, state.cfg, state.moment
+    eta = metrics.eta_s if metrics else state.tl.eta(moment.segment, cfg.start_step)
+    return [("train loss", "%.4f" % metrics.loss if metrics else "-"),
+            ("tokens/s", fmt_rate(metrics.tokens_per_s).split()[0] if metrics else "-"),
             ("ETA", fmt_clock(eta if moment.phase in ("train", "val", "checkpoint") else 0))]
 
 
@@ -4177,7 +4201,7 @@ def health_line(state, width):
     status, style = ("FAULT", "bad") if agg["failed"] else (("DEGRADED", "warn") if slow else ("OK", "good"))
     text = "cluster %s | %d/%d GPUs up | %d node%s%s | util %.0f%% | %.0f+-%.0fC | %.1f kW | %s" % (
         status, cfg.gpus - agg["failed"], cfg.gpus, cfg.nodes, "s" * (cfg.nodes > 1),
-        " (%s slow)" % state.rs_hostname(slow[0]) if slow else "", agg["util"], agg["temp"], agg["temp_sd"],
+        " (%s slow)" % state.hostname(slow[0]) if slow else "", agg["util"], agg["temp"], agg["temp_sd"],
         agg["kw"], moment.phase)
     return plain_line(text, width, style)
 
@@ -4195,59 +4219,59 @@ def wall_lines(state, width, height):
     return out[:height]
 
 
+def run_progress(state, clock):
+    """(label, fraction, right-hand text) of the whole run: epochs or tokens, and steps."""
+    cfg, done = state.cfg, state.step
+    if cfg.kind == "finetune":
+        label = "Epoch %d/%d" % (min(cfg.epochs, done // epoch_steps(cfg) + 1), cfg.epochs)
+        frac = (done - cfg.start_step) / float(max(1, cfg.total_steps - cfg.start_step))
+    else:
+        label = "%s/%s tok" % (fmt_tokens(done * cfg.tokens_per_step), fmt_tokens(cfg.total_steps * cfg.tokens_per_step))
+        frac = done / float(cfg.total_steps)
+    return label, frac, " %3d%% step %d/%d %s" % (int(frac * 100), done, cfg.total_steps, clock)
+
+
+def phase_progress(state, clock):
+    """(label, fraction, right-hand text) of what runs now: a pause, a phase, or the run."""
+    cfg, moment = state.cfg, state.moment
+    phase, frac, info = moment.phase, moment.progress, moment.segment.info
+    pct = " %3d%%" % int(frac * 100)
+    if phase == "val":
+        return "validation", frac, "%s %d/%d batches %s" % (pct, int(frac * cfg.val_iters), cfg.val_iters, clock)
+    if phase == "checkpoint":
+        return ("saving " + checkpoint_path(cfg, moment.step).split("/")[-1], frac,
+                "%s %s/%s %s" % (pct, fmt_bytes(frac * cfg.ckpt_bytes), fmt_bytes(cfg.ckpt_bytes), clock))
+    if phase == "export":
+        shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
+        return "export safetensors", frac, "%s %d/%d shards %s" % (pct, int(frac * shards), shards, clock)
+    if phase in ("queue", "launch", "build", "load"):
+        label = {"queue": "requeued: waiting for nodes", "launch": "rendezvous %d ranks" % cfg.gpus,
+                 "build": "building model", "load": "loading checkpoint"}[phase]
+        return label, frac, "%s %s" % (pct, clock)
+    if phase == "crash":
+        return "NCCL watchdog", frac, " hung %ds/%ds  rank %d lost" % (int(frac * info[2]), info[2], info[1])
+    if phase == "summary":
+        return "run %d finished; next run" % cfg.run, frac, pct
+    return run_progress(state, clock)
+
+
 def footer_lines(state, width):
     """Two lines: the progress bar of what runs now, then the run's figures."""
-    cfg, m, ui, t = state.cfg, state.metrics, state.ui, state.t
-    moment = state.moment
-    phase = moment.phase
-    g = ui.glyphs
-    eta = m.eta_s if m else state.tl.eta(moment.segment, cfg.start_step)
-    training = phase in ("train", "val", "checkpoint")
+    cfg, metrics, ui, t, moment = state.cfg, state.metrics, state.ui, state.t, state.moment
+    eta = metrics.eta_s if metrics else state.tl.eta(moment.segment, cfg.start_step)
+    training = moment.phase in ("train", "val", "checkpoint")
     # elapsed as the framework's progress bar counts it: since this launch began training
     since = train_segment(state.tl, moment.segment.attempt).t0 if training else moment.segment.t0
     clock = "%s<%s" % (fmt_clock(t - since), fmt_clock(eta if training else 0))
-    if phase in ("train", "val", "checkpoint") or (phase in ("launch", "build", "load") and moment.segment.attempt):
-        done = state.step
-        if cfg.kind == "finetune":
-            epoch = min(cfg.epochs, done // max(1, cfg.steps_per_epoch) + 1)
-            label = "Epoch %d/%d" % (epoch, cfg.epochs)
-        else:
-            label = "%s/%s tok" % (fmt_tokens(done * cfg.tokens_per_step), fmt_tokens(cfg.total_steps * cfg.tokens_per_step))
-        frac = (done - cfg.start_step) / float(max(1, cfg.total_steps - cfg.start_step)) if cfg.kind == "finetune" \
-            else done / float(cfg.total_steps)
-        right = " %3d%% step %d/%d %s" % (int(frac * 100), done, cfg.total_steps, clock)
-    else:
-        label, frac, right = "", 0.0, " " + clock
-    if phase == "val":
-        label = "validation"
-        frac = moment.progress
-        right = " %3d%% %d/%d batches %s" % (int(frac * 100), int(frac * cfg.val_iters), cfg.val_iters, clock)
-    elif phase == "checkpoint":
-        label = "saving " + checkpoint_path(cfg, moment.step).split("/")[-1]
-        frac = moment.progress
-        right = " %3d%% %s/%s %s" % (int(frac * 100), fmt_bytes(frac * cfg.ckpt_bytes), fmt_bytes(cfg.ckpt_bytes), clock)
-    elif phase == "export":
-        shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
-        label, frac = "export safetensors", moment.progress
-        right = " %3d%% %d/%d shards %s" % (int(frac * 100), int(frac * shards), shards, clock)
-    elif phase in ("launch", "build", "load"):
-        label = {"launch": "rendezvous %d ranks" % cfg.gpus, "build": "building model",
-                 "load": "loading checkpoint"}[phase]
-        frac = moment.progress
-        right = " %3d%% %s" % (int(frac * 100), clock)
-    elif phase == "crash":
-        label, frac = "NCCL watchdog", moment.progress
-        right = " hung %ds/%ds  rank %d lost" % (int(moment.progress * moment.segment.info[2]),
-                                                moment.segment.info[2], moment.segment.info[1])
-    elif phase == "summary":
-        label, frac, right = "run %d finished; next run" % cfg.run, moment.progress, " %3d%%" % int(moment.progress * 100)
+    label, frac, right = phase_progress(state, clock)
     if len(label) + len(right) + 8 > width:          # narrow: the bar and its percentage come first
         label, right = "", " %3d%%" % int(frac * 100) + (right if len(right) + 13 <= width else "")
     bar_w = max(5, width - len(label) - len(right) - (2 if label else 0))
-    line1 = fit(("%s %s%s" % (label, bar(frac, bar_w, g), right)).lstrip(), width)
-    if m and phase != "summary":
+    line1 = fit(("%s %s%s" % (label, bar(frac, bar_w, ui.glyphs), right)).lstrip(), width)
+    if metrics and moment.phase != "summary":
         figures = "loss %.4f | lr %.2e | gnorm %.2f | %s | %.2f s/it | MFU %.1f%%" % (
-            m.loss, m.lr, m.grad_norm, fmt_rate(m.tokens_per_s), m.step_time_s, 100 * m.mfu)
+            metrics.loss, metrics.lr, metrics.grad_norm, fmt_rate(metrics.tokens_per_s), metrics.step_time_s,
+            100 * metrics.mfu)
     else:
         figures = "%s | %dx %s" % (cfg.model, cfg.gpus, cfg.gpu.key)
     # what the viewer changed comes first, so a narrow pane still shows it
@@ -4255,7 +4279,7 @@ def footer_lines(state, width):
     hint = ["? help"] if ui.touched or ui.speed != 1 else []     # at speed 1 untouched, a plain console
     line2 = fit(" | ".join(flags + [figures] + hint), width)
     style2 = "paused" if ui.paused else "footer"
-    return [Line(line1, [(0, width, "bar" if phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
+    return [Line(line1, [(0, width, "bar" if moment.phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
 
 HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve speed",
@@ -4593,6 +4617,8 @@ def _screen_loop(stdscr, session, args, color, status):
         last = now
         if args.exit_after is not None and now - wall_start >= args.exit_after:
             return
+        if args.exit_after_sim and tau >= args.exit_after_sim:
+            return
         ended = False
         rs = session.run_at(tau)
         if session.previous is not None and fed < session.previous.start_tau:
@@ -4669,10 +4695,10 @@ def parse_start_at(text):
     text = text.strip()
     if re.match(r"^\d+(\.\d+)?$", text):
         return float(text)
-    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?)?(Z|[+-]\d\d:?\d\d)?$", text)
-    if not m:
+    match = re.match(r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?)?(Z|[+-]\d\d:?\d\d)?$", text)
+    if not match:
         raise UsageError("bad --start-at %r (use ISO 8601 like 2026-11-29T09:00:00Z, or Unix seconds)" % text)
-    y, mo, d, h, mi, s, zone = m.groups()
+    y, mo, d, h, mi, s, zone = match.groups()
     try:
         value = calendar.timegm((int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), 0, 0, 0))
         time.gmtime(value)
@@ -4696,8 +4722,9 @@ def add_session_options(p):
     p.add_argument("--gpu-type", help="pin the accelerator (see --list-gpus)")
     p.add_argument("--gpus", help="pin the number of GPUs (1-8, or a multiple of 8 up to 4096)")
     p.add_argument("--kind", choices=KINDS, help="pin the kind of run")
-    p.add_argument("--style", choices=("auto",) + STYLES, default="auto", help="framework dialect of the log")
-    p.add_argument("--incidents", choices=tuple(INCIDENT_LEVELS), default="rare",
+    p.add_argument("--framework", "--style", choices=("auto",) + FRAMEWORKS, default="auto",
+                   help="the training framework whose log it writes (auto: one that fits the run)")
+    p.add_argument("--incidents", choices=tuple(INCIDENT_RATES), default="rare",
                    help="how often things go wrong (default rare: real-world rates)")
     p.add_argument("--exit-after", metavar="DURATION", help="quit after this wall time (90s, 5m, 2h10m)")
     p.add_argument("--data-dir", help="read models, GPUs and datasets from this directory")
@@ -4711,6 +4738,8 @@ def build_parser(prog):
                       "Subcommand: '%s nvidia-smi --help'." % prog)
     add_session_options(p)
     p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
+    p.add_argument("--exit-after-sim", metavar="DURATION",
+                   help="quit when the simulated clock has run this long (reproducible excerpts)")
     p.add_argument("--format", choices=("screen", "plain", "jsonl"),
                    help="screen (default on a terminal), plain log lines, or JSON lines")
     p.add_argument("--view", choices=VIEWS, default="all",
@@ -4780,8 +4809,8 @@ def resolve_pins(args, catalog):
         pins["gpus"] = gpus
     if args.kind:
         pins["kind"] = args.kind
-    if args.style != "auto":
-        pins["style"] = args.style
+    if args.framework != "auto":
+        pins["framework"] = args.framework
     return pins
 
 
@@ -4798,6 +4827,8 @@ def resolve_args(args, catalog):
     if not (0 < args.speed <= 1e9) or args.speed != args.speed:
         raise UsageError("--speed must be above 0 and at most 1e9")
     args.exit_after = parse_duration(args.exit_after) if args.exit_after else None
+    sim = getattr(args, "exit_after_sim", None)
+    args.exit_after_sim = parse_duration(sim) if sim else None
     runs = getattr(args, "exit_after_runs", None)
     args.exit_after_runs = _positive_int(runs, "--exit-after-runs", 1, 10 ** 6) if runs else None
     rank = getattr(args, "rank", None)
@@ -4815,11 +4846,11 @@ def resolve_args(args, catalog):
 
 def list_models(catalog, out):
     out.write("%-26s %-16s %9s %6s %6s %7s %8s\n" % ("name", "shape", "params", "layers", "hidden", "vocab", "experts"))
-    for name, m in catalog.models.items():
-        shape = m.shape if m.shape != name else ""
-        out.write("%-26s %-16s %9s %6d %6d %7d %8s\n" % (name, shape, fmt_params(count_params(m)), m.layers,
-                                                         m.hidden, m.vocab, "%dx top%d" % (m.experts, m.active)
-                                                         if m.experts else "-"))
+    for name, model in catalog.models.items():
+        shape = model.shape if model.shape != name else ""
+        out.write("%-26s %-16s %9s %6d %6d %7d %8s\n" % (name, shape, fmt_params(count_params(model)), model.layers,
+                                                         model.hidden, model.vocab, "%dx top%d" % (model.experts, model.active)
+                                                         if model.experts else "-"))
 
 
 def list_gpus(catalog, out):

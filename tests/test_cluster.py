@@ -43,7 +43,7 @@ def test_sessions_differ_in_their_clusters():
 def test_every_drawn_configuration_fits_the_memory_model(seed):
     for run in (1, 2, 3):
         cfg = flt.make_run_config(CATALOG, seed, run)
-        mem = flt.memory_model(cfg.shape, cfg.params, cfg.active_params, cfg.layout, cfg.seq_len, cfg.style,
+        mem = flt.memory_model(cfg.shape, cfg.params, cfg.active_params, cfg.layout, cfg.seq_len, cfg.framework,
                                cfg.grad_accum)
         assert flt.fits(cfg.gpu, mem)
         assert cfg.mem_used_mib == int(flt.memory_total(mem) / flt.MIB) < cfg.gpu.memory_mib
@@ -94,7 +94,7 @@ def test_start_up_grows_with_world_size():
         times = []
         for seed in range(1, 6):
             cfg = flt.make_run_config(CATALOG, seed, 1, {"model": "Llama-3.1-8B", "gpu_type": "H100",
-                                                         "gpus": gpus, "kind": "resume", "style": "megatron"})
+                                                         "gpus": gpus, "kind": "resume", "framework": "megatron"})
             times.append(cfg.launch_seconds + cfg.build_seconds)
         return sum(times) / len(times)
     small, mid, large = startup(16), startup(128), startup(1024)

@@ -49,7 +49,7 @@ def test_configuration_is_consistent(seed):
     m = cfg.shape
     assert cfg.tp * cfg.pp * cfg.cp * cfg.dp == cfg.gpus == cfg.nodes * cfg.gpus_per_node
     assert m.heads % cfg.tp == 0 and cfg.tp <= cfg.gpus_per_node
-    assert m.layers % cfg.pp == 0 or cfg.style == "megatron"      # Megatron splits stages unevenly
+    assert m.layers % cfg.pp == 0 or cfg.framework == "megatron"      # Megatron splits stages unevenly
     assert cfg.global_batch == cfg.micro_batch * cfg.dp * cfg.grad_accum
     assert cfg.tokens_per_step == cfg.global_batch * cfg.seq_len
     assert cfg.mem_need_bytes <= cfg.gpu.memory_mib * flt.MIB

@@ -157,7 +157,7 @@ def run_style(style, seed):
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines()]
     config = events[0]
-    assert config["event"] == "config" and config["style"] == style
+    assert config["event"] == "config" and config["framework"] == style
     steps = {e["step"]: e for e in events if e["event"] == "step"}
     logs = [e for e in events if e["event"] == "log"]
     return config, steps, logs
@@ -241,10 +241,10 @@ def test_auto_style_fits_the_run():
     for seed in range(1, 301):
         cfg = flt.make_run_config(catalog, seed, 1)
         if cfg.kind == "finetune":
-            assert cfg.style in flt.FINETUNE_STYLES
+            assert cfg.framework in flt.FINETUNE_FRAMEWORKS
         else:
-            assert cfg.style in flt.PRETRAIN_STYLES, (seed, cfg.kind, cfg.style)
-        if cfg.style == "lightning":
+            assert cfg.framework in flt.PRETRAIN_FRAMEWORKS, (seed, cfg.kind, cfg.framework)
+        if cfg.framework == "lightning":
             assert cfg.params < 100e9
         if cfg.params > 100e9:
             assert cfg.kind != "finetune" or cfg.gpus >= 64

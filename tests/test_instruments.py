@@ -20,8 +20,8 @@ SEEDS = (6, 17, 23)
 
 
 def run(style, seed, fmt, extra=()):
-    out = run_program(["--format", fmt, "--style", style, "--seed", str(seed), "--speed", "1000000",
-                       "--exit-after-runs", "1", "--from-start"] + list(extra))
+    out = run_program(["--format", fmt, "--framework", style, "--seed", str(seed), "--speed", "1000000",
+                       "--exit-after-runs", "1", "--exit-after-sim", "4h", "--from-start"] + list(extra))
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -104,7 +104,7 @@ def log_every(lines, key):
 
 
 FP16_FROM_SCRATCH = ("--gpu-type", "V100", "--kind", "pretrain")     # overflows while the loss scale settles
-RESTART = (16, ("--incidents", "often"))          # this seed's run crashes and resumes from a checkpoint
+RESTART = (4, ("--incidents", "often"))           # this seed's run crashes and resumes from a checkpoint
 
 
 @pytest.mark.parametrize("seed,extra", [(s, ()) for s in SEEDS] + [(6, FP16_FROM_SCRATCH), RESTART])
@@ -268,7 +268,10 @@ def test_hf_bar_dict_and_train_loss(seed, extra):
             assert float(d.group("loss")) == round(sum(losses) / len(losses), 4)
     assert bars >= 10 and dicts == bars
     final = [l for l in text if l.startswith("{'train_runtime'")]
-    assert len(final) == 1
+    ended = any(p["phase"] == "export" for p in rec.phases)      # the run ended inside the excerpt
+    assert len(final) == (1 if ended else 0)
+    if not ended:
+        return
     last = max(rec.trains)
     total = sum(rec.steps[(last, k)]["loss"] for k in range(rec.trains[last]["step"] + 1, c["total_steps"] + 1))
     train_loss = float(re.search(r"'train_loss': ([\d.e+-]+)", final[0]).group(1))
