@@ -4076,7 +4076,9 @@ def axis_labels(ticks, columns):
 def chart_head(state, width, height, raw, smoothed, vals, glyphs):
     """Title (the run's name) and legend (the latest values, each in its line's style): one line if
     they fit, else two if there is room."""
-    title = "loss (%s)%s step 0-%d" % (state.cfg.name, " log scale" if state.ui.log_scale else "", state.step)
+    tail = "%s step 0-%d" % (" log scale" if state.ui.log_scale else "", state.step)
+    name, room = state.cfg.name, max(4, width - len("loss ()" + tail))
+    title = "loss (%s)%s" % (name if len(name) <= room else name[:room - 3] + "...", tail)
     parts = [("%s train %.4f" % (glyphs["raw"], raw), "raw"),
              ("%s smoothed(%.1f) %.4f" % (glyphs["smooth"], SMOOTHING, smoothed), "smooth")]
     if vals:

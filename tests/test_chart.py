@@ -173,14 +173,14 @@ def history_levels(text, ramp):
 
 
 def test_gpu_history_dips_during_a_checkpoint():
-    pins = {"gpus": 16, "model": "Llama-3.1-8B"}          # a 13 s save: a few columns of history
-    start, end = first_checkpoint(6, pins)
-    lines = frame(6, 120, 40, end + 20.0, pins, view="gpus")
+    pins = {"gpus": 16, "model": "Llama-3.1-8B"}          # a 13 s save mid-run: a few columns of history
+    start, end = first_checkpoint(14, pins)
+    lines = frame(14, 120, 40, end + 20.0, pins, view="gpus")
     ramp = flt.GLYPHS_ASCII["spark"]
     row = [l.text for l in lines if " node 0  ranks 0-7 " in l.text][0]
     util = history_levels(row.split(" util ")[1].split(" pwr ")[0], ramp)
     assert max(util) == len(ramp) - 1 and min(util) <= 3, row
-    before = frame(6, 120, 40, start - 1.0, pins, view="gpus")       # just before it: no dip yet
+    before = frame(14, 120, 40, start - 1.0, pins, view="gpus")       # just before it: no dip yet
     row = [l.text for l in before if " node 0  ranks 0-7 " in l.text][0]
     assert min(history_levels(row.split(" util ")[1].split(" pwr ")[0], ramp)) >= len(ramp) - 2, row
 

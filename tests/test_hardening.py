@@ -88,31 +88,24 @@ def test_audit_hooks_see_no_writes_sockets_or_processes():
 
 # ---- Days of running -------------------------------------------------------------------
 
-def test_48_simulated_hours_with_flat_memory():
+def test_four_simulated_days_with_flat_memory():
+    """Days of runs (incidents often: crashes, restarts, new jobs) in fast-forward; the
+    resident size after the first seconds stays within a few MiB to the end."""
     proc = subprocess.Popen([sys.executable, "-m", "fake_llm_training", "--format", "plain", "--seed", "99",
-                             "--speed", "1000000000", "--incidents", "often"],
+                             "--speed", "1000000000", "--incidents", "often", "--exit-after-sim", "96h"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    simulated, runs, first_rss, deadline = 0.0, 0, None, time.monotonic() + 110
+    samples, lines = [], 0
     try:
         for line in proc.stdout:
-            m = re.match(r"^\| wall time\s+\| (?:(\d+):)?(\d+):(\d+)", line)
-            if m:
-                h, mi, s = (int(x or 0) for x in m.groups())
-                simulated += h * 3600 + mi * 60 + s
-                runs += 1
-                if runs == 1:
-                    first_rss = rss_kib(proc.pid)
-                if simulated >= 48 * 3600:
-                    break
-            assert time.monotonic() < deadline, "soak too slow: %d runs, %.1f h" % (runs, simulated / 3600.0)
-        last_rss = rss_kib(proc.pid)
-        assert proc.poll() is None, proc.stderr.read()
+            lines += 1
+            if lines % 2000 == 0:
+                samples.append(rss_kib(proc.pid))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-    assert proc.returncode == 143
-    assert simulated >= 48 * 3600 and runs >= 1             # one real job may last days
-    assert last_rss - first_rss < 4 * 1024, "resident size grew from %d KiB to %d KiB" % (first_rss, last_rss)
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert lines > 20000 and len(samples) >= 10
+    first, rest = samples[len(samples) // 5], samples[len(samples) // 5:]
+    assert max(rest) - first < 4 * 1024, "resident size grew from %d KiB to %d KiB" % (first, max(rest))
 
 
 # ---- Windows and other platforms ----------------------------------------------------------
