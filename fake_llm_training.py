@@ -2461,41 +2461,37 @@ class Dialect(object):
     """One framework's console: each method turns one kind of event into its
     (level, text) lines.  What all frameworks share lives here; a framework
     overrides what it prints its own way.  A new framework is one subclass
-    and one entry in DIALECTS."""
+    and one entry in DIALECTS here; how it shards, logs and collects garbage
+    is set where the run configuration and the timeline name it."""
+
+    prints_on_last_rank = False     # Megatron prints iterations on the last rank (print_rank_last)
 
     def launch(self, ctx, ev):
         return torchrun_lines(ctx, ev)
 
-    def build(self, ctx, ev):
+    def prints_nothing(self, ctx, ev):
         return []
 
-    def load(self, ctx, ev):
-        return []
+    def export_start(self, ctx, ev):
+        """The conversion of the last checkpoint to a Hugging Face model."""
+        cfg = ctx.cfg
+        shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
+        return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf"
+                 % (checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
 
-    def train_start(self, ctx, ev):
-        return []
+    def export_done(self, ctx, ev):
+        files = ev.data["files"]
+        return [("INFO", "Saved %d files (%s) to /outputs/%s/hf: %s" % (
+            len(files), fmt_bytes(ev.data["total_bytes"]), ctx.cfg.name,
+            ", ".join(f["name"] for f in files[:3]) + (", ..." if len(files) > 3 else "")))]
 
-    def step(self, ctx, ev):
-        return []
-
-    def val_start(self, ctx, ev):
-        return []
-
-    def val(self, ctx, ev):
-        return []
-
-    def ckpt_start(self, ctx, ev):
-        return []
-
-    def ckpt(self, ctx, ev):
-        return []
-
-    def end(self, ctx, ev):
-        return []
+    build = load = train_start = step = val_start = val = ckpt_start = ckpt = end = prints_nothing
 
 
 class Megatron(Dialect):
     """Megatron-LM (2024+): timestamped iteration lines, 6-digit learning rate."""
+
+    prints_on_last_rank = True
 
     def iteration_line(self, ctx, ev):
         """training_log's line: averages over the window, values of the logging iteration."""
@@ -2827,6 +2823,14 @@ class HFTrainer(Dialect):
     def hf(self, ctx, t, where):
         return "[INFO|%s] %s >> " % (where, ctx.clock(t, millis=True))
 
+    def export_start(self, ctx, ev):
+        """The end of training saves the model with save_pretrained (no conversion)."""
+        cfg = ctx.cfg
+        shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
+        return self.save_lines(ctx, ev.t + 0.05, "/outputs/%s/final" % cfg.name, shards, cfg.export_seconds)
+
+    export_done = Dialect.prints_nothing     # save_pretrained said it all
+
     def build(self, ctx, ev):
         """from_pretrained (sharded past 5 GB: the index and the shards bar), then the
         'Running training' block once the model is wrapped, seconds later."""
@@ -3015,7 +3019,7 @@ def padded_vocab(cfg):
 
 def phase_lines(ctx, ev):
     """Lines at the start of a phase: launch, build, load, train, export."""
-    cfg, phase, dialect = ctx.cfg, ev.data["phase"], DIALECTS[ctx.cfg.framework]
+    phase, dialect = ev.data["phase"], DIALECTS[ctx.cfg.framework]
     if phase == "launch":           # a requeued job starts as any job does; its load says where it resumes
         return dialect.launch(ctx, ev)
     if phase == "build":
@@ -3025,27 +3029,15 @@ def phase_lines(ctx, ev):
     if phase == "train":
         return dialect.train_start(ctx, ev)
     if phase == "export":                   # the framework's closing lines, then the export
-        shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
-        if cfg.framework == "hf":
-            return dialect.end(ctx, ev) + dialect.save_lines(ctx, ev.t + 0.05, "/outputs/%s/final" % cfg.name,
-                                                             shards, cfg.export_seconds)
-        return dialect.end(ctx, ev) + [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf" % (
-            checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
+        return dialect.end(ctx, ev) + dialect.export_start(ctx, ev)
     return []
 
 
 def _incident_lines(ctx, ev):
+    """A dying GPU's lines: the CUDA error, then the watchdog and torchrun tearing the job
+    down.  (A slow node or a loss spike prints nothing: no framework announces them; they
+    show in the step times and the loss.)"""
     cfg, d = ctx.cfg, ev.data
-    if ev.kind == "straggler":
-        host = ctx.hostname(d["node"])
-        return [("WARNING", "WARNING: slow rank detected: node %s (ranks %d-%d) step time %.0f%% of median; "
-                 "NCCL all-reduce waiting on it" % (host, d["node"] * cfg.gpus_per_node,
-                                                    (d["node"] + 1) * cfg.gpus_per_node - 1, 100 * d["factor"]))]
-    if ev.kind == "straggler_end":
-        return [("INFO", "node %s back to normal step time" % ctx.hostname(d["node"]))]
-    if ev.kind == "spike":
-        return [("WARNING", "WARNING: loss spike at iteration %d (grad norm %.1f > 10x running mean)"
-                 % (d["step"], grad_norm_at(cfg, d["step"], ctx.tl.incidents.spikes)))]
     rank = d["gpu"]
     node, local = divmod(rank, cfg.gpus_per_node)
     stamp = ctx.glog_stamp(ev.t, 9)          # c10's logging: nanoseconds
@@ -3092,7 +3084,7 @@ def event_lines(ctx, ev):
     lines = dialect_lines(ctx, ev)
     if not ctx.rank:
         return lines            # rank 0, or the job's combined log
-    if ev.kind in ("step", "val") and ctx.cfg.framework in ("megatron", "deepspeed"):
+    if ev.kind in ("step", "val") and DIALECTS[ctx.cfg.framework].prints_on_last_rank:
         return lines            # print_rank_last: the dialect already chose what this rank prints
     own = "[rank%d]" % ctx.rank
     agent = "%d: " % (ctx.rank // ctx.cfg.gpus_per_node)    # torchrun's agent on this rank's node
@@ -3108,17 +3100,10 @@ def dialect_lines(ctx, ev):
         return phase_lines(ctx, ev)
     if kind == "step":
         return dialect.step(ctx, ev) if is_logged(cfg, None, ev.data.step) else []
-    if kind in ("straggler", "straggler_end", "spike", "xid", "job_failed"):
+    if kind in ("xid", "job_failed"):
         return _incident_lines(ctx, ev)
-    if kind == "export" and cfg.framework == "hf":
-        return []                             # save_pretrained said it all
-    if kind == "export":
-        files = ev.data["files"]
-        return [("INFO", "Saved %d files (%s) to /outputs/%s/hf: %s" % (
-            len(files), fmt_bytes(ev.data["total_bytes"]), cfg.name,
-            ", ".join(f["name"] for f in files[:3]) + (", ..." if len(files) > 3 else "")))]
     method = {"val_start": dialect.val_start, "val": dialect.val, "ckpt_start": dialect.ckpt_start,
-              "checkpoint": dialect.ckpt}.get(kind)
+              "checkpoint": dialect.ckpt, "export": dialect.export_done}.get(kind)
     return method(ctx, ev) if method else []
 
 ########################################################################

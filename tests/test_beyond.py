@@ -61,11 +61,10 @@ def forced(seed, kind, at_fraction=0.5, pins=None):
     return rs, step, events, lines
 
 
-def test_straggler_slows_steps_and_names_its_node():
+def test_straggler_slows_steps_and_its_node_without_a_made_up_message():
     rs, at, events, lines = forced(6, "straggler")
     first, last, factor, node = rs.timeline.incidents.stragglers[0]
-    host = rs.cfg.hostname.format(n=rs.cfg.first_node + node)
-    assert any(host in l and "slow rank" in l for l in lines)
+    assert not any("slow rank" in l or "straggler" in l.lower() for l in lines)    # no framework says so
     times = {e.data.step: e.data.step_time_s for e in events if e.kind == "step"}
     assert times[first + 2] > 1.2 * times[first - 2]
     t_slow = rs.timeline.step_end(rs.timeline.train_segments()[0], first + 5)
@@ -79,7 +78,7 @@ def test_loss_spike_comes_with_a_grad_norm_spike_and_recovers():
     steps = {e.data.step: e.data for e in events if e.kind == "step"}
     assert steps[at].loss > 1.2 * steps[at - 3].loss and steps[at].grad_norm > 4 * steps[at - 3].grad_norm
     assert steps[at + 60].loss < 1.05 * steps[at - 3].loss
-    assert any("loss spike at iteration %d" % at in l for l in lines)
+    assert not any("loss spike" in l for l in lines)        # it shows in the loss, not in a message
 
 
 def test_gpu_failure_kills_the_job_and_it_resumes_from_the_checkpoint():

@@ -290,12 +290,10 @@ LIGHTNING = (r"^Epoch (?P<ep>\d+):\s+\d+%\|[# 0-9]{10}\| (?P<n>\d+)/(?P<tot>\d+)
 
 
 def lightning_num(x):
-    text = "%.3g" % x
-    if "e" not in text:
-        if "." not in text and len(text) < 4:
-            text += "."
-        text = text.ljust(5, "0")
-    return text
+    """Lightning's _format_num, written independently: 3 significant digits, zero-padded to 5."""
+    short = format(x, ".3g")
+    needs_point = "." not in short and "e" not in short and len(short) < 4
+    return short if "e" in short else (short + "." * needs_point).ljust(5, "0")
 
 
 @pytest.mark.parametrize("seed,extra", [(s, ()) for s in SEEDS] + [RESTART])
