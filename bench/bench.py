@@ -700,14 +700,7 @@ def report_screens(report, runs, secs):
     """2-4. CPU, bytes and peak memory of the full screen at speed 1."""
     targets = {(64, 120, 40): CPU_64_120x40, (1024, 200, 60): CPU_1024_200x60}
     for run in runs:
-        win = run.steady()
-        if win is None:
-            report_failure(report, "screen %s" % run.label, run)
-            continue
-        pct = 100.0 * win[1] / win[0]
-        limit = targets.get((run.gpus, run.cols, run.rows))
-        report.add("CPU, speed 1, %s" % run.label, "%.2f %%" % pct,
-                   "< %g%% of one core" % limit if limit else "", pct < limit if limit else None)
+        add_cpu(report, run, "CPU, speed 1, %s" % run.label, targets.get((run.gpus, run.cols, run.rows)))
     for run in runs:
         win = run.steady()
         if win is not None:
@@ -728,18 +721,24 @@ def skipped_start():
     return "first %.0f s" % SETTLE_S if os.path.exists("/proc/self/stat") else "none (no /proc)"
 
 
+def add_cpu(report, run, name, limit):
+    """One CPU row (percent of one core over the steady window); the window, or None."""
+    win = run.steady()
+    if win is None:
+        report_failure(report, name, run)
+        return None
+    pct = 100.0 * win[1] / win[0]
+    report.add(name, "%.2f %%" % pct, "< %g%% of one core" % limit if limit else "", pct < limit if limit else None)
+    return win
+
+
 def report_pipes_cpu(report, runs, secs):
     """CPU of plain text and JSON lines written to a pipe at speed 1."""
     rates = []
     for run in runs:
-        win = run.steady()
-        if win is None:
-            report_failure(report, "speed 1, %s to a pipe" % run.label, run)
-            continue
-        pct = 100.0 * win[1] / win[0]
-        report.add("CPU, speed 1, %s to a pipe" % run.label, "%.2f %%" % pct,
-                   "< %g%% of one core" % CPU_PIPE, pct < CPU_PIPE)
-        rates.append("%s %.0f B/s" % (run.label, win[2] / win[0]))
+        win = add_cpu(report, run, "CPU, speed 1, %s to a pipe" % run.label, CPU_PIPE)
+        if win is not None:
+            rates.append("%s %.0f B/s" % (run.label, win[2] / win[0]))
     print("    (%d s runs, %s left out; written: %s)" % (secs["pipe"], skipped_start(), "; ".join(rates)))
 
 

@@ -257,7 +257,7 @@ def test_jsonl_schema():
         "config": "kind model params layers hidden heads kv_heads ffn_hidden vocab seq_len gpu_type gpu_memory_gib "
                   "gpu_peak_tflops gpu_tdp_w nodes gpus_per_node gpus tp pp dp sharding global_batch_size "
                   "micro_batch_size grad_accum_steps tokens_per_step start_step total_steps warmup_steps peak_lr "
-                  "min_lr style",
+                  "min_lr framework",
         "step": "step loss lr grad_norm step_time_s tokens_per_s tokens_seen mfu eta_s",
         "val": "step val_loss val_ppl", "checkpoint": "step path bytes seconds",
         "gpu": "gpu node util mem_used_mib mem_total_mib temp_c power_w power_limit_w",

@@ -152,8 +152,8 @@ DIALECTS = {
 
 
 def run_style(style, seed):
-    out = run_program(["--format", "jsonl", "--style", style, "--seed", str(seed), "--speed", "1000000",
-                       "--exit-after-runs", "1", "--from-start", "--exit-after", "10s"])   # runs last days
+    out = run_program(["--format", "jsonl", "--framework", style, "--seed", str(seed), "--speed", "1000000",
+                       "--exit-after-runs", "1", "--from-start", "--exit-after-sim", "3h"])   # runs last days
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines()]
     config = events[0]
