@@ -682,7 +682,7 @@ RunConfig = collections.namedtuple("RunConfig", [
     "val_iters", "val_seconds", "ckpt_interval", "ckpt_bytes", "ckpt_seconds",
     "launch_seconds", "build_seconds", "load_seconds", "export_seconds", "export_files",
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
-    "grad_start", "noise", "spike_rate", "straggler_rate", "xid_rate", "attach_fraction",
+    "grad_start", "noise", "spike_rate", "attach_fraction",
     "ambient_c", "loss_scale_exp", "loss_phase", "run_seed",
     # the cluster and performance model: context/expert/virtual-pipeline degrees, the whole
     # Layout, the step's parts (sum = step_time_s), memory as nvidia-smi counts it, the
@@ -1033,7 +1033,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         grad_floor=(rng.uniform(0.18, 0.32) if kind != "finetune" else rng.uniform(0.5, 1.4)),
         grad_start=(rng.uniform(8, 16) if kind == "pretrain" else rng.uniform(2, 12)),
         noise=0.006 + 0.02 / math.sqrt(tokens_per_step / 2.5e5),
-        spike_rate=1.0, straggler_rate=1.0, xid_rate=1.0,
+        spike_rate=1.0,
         attach_fraction=attach_fraction(rng, sched, step_time),
         ambient_c=rng.uniform(24, 31), loss_scale_exp=rng.choice((14, 15, 16, 17)),
         loss_phase=rng.uniform(0, 2 * math.pi),
@@ -3549,10 +3549,10 @@ def gpu_cell(gpu, r, cfg, width, glyphs):
         tail = " %3d%% %4.1f/%.0fG %2dC %3dW" % (r.util, r.mem_used_mib / 1024.0, cfg.gpu.memory_mib / 1024.0,
                                                r.temp_c, r.power_w)
         error = " ERR Xid 48  %2dC %3dW" % (r.temp_c, r.power_w)
-    if r.failed:
-        tail = error
     head = "%4d " % gpu
-    bar_w = max(4, min(22, width - len(head) - len(tail) - 1))
+    bar_w = max(4, min(22, width - len(head) - len(tail) - 1))      # a failed GPU's bar as wide as the rest
+    if r.failed:
+        tail = error.ljust(len(tail))
     return fit(head + bar(r.util / 100.0, bar_w, glyphs) + tail, width)
 
 

@@ -81,3 +81,12 @@ def test_unicode_glyphs_only_when_asked():
 def test_paused_and_speed_are_shown():
     footer = text_of(frame_at(5, 100, 30, paused=True, speed=4.0)).splitlines()[-1]
     assert "PAUSED" in footer and "x4" in footer
+
+
+@pytest.mark.parametrize("width", [40, 60])
+def test_a_failed_gpus_bar_is_as_wide_as_its_neighbours(width):
+    cfg = flt.make_run_config(CATALOG, 5, 1)
+    working = flt.gpu_cell(0, flt.GpuReading(99, 40000, 70, 500, False), cfg, width, flt.GLYPHS_ASCII)
+    failed = flt.gpu_cell(1, flt.GpuReading(0, 40000, 70, 90, True), cfg, width, flt.GLYPHS_ASCII)
+    assert "ERR Xid 48" in failed and len(failed) == len(working) == width
+    assert failed.index("]") == working.index("]")
