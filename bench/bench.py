@@ -25,9 +25,10 @@ Figures:
 4. peak resident memory (ru_maxrss) of the same full-screen runs, and of
    `--format jsonl` (64 and 1024 GPUs) and `--format plain` (64 GPUs) at
    speed 1,000,000, their output read and discarded by the bench;
-5. fast-forward throughput: optimizer steps per CPU second of the JSON-lines
-   output at speed 1,000,000, and of the simulation core alone (step_metrics
-   called in a loop, no output);
+5. fast-forward throughput: lines per CPU second of the JSON-lines output at
+   speed 1,000,000 (every step, every GPU every 10 simulated seconds, every log
+   line), and optimizer steps per CPU second of the simulation core alone
+   (step_metrics called in a loop, no output);
 6. resident memory of a long fast-forward soak, after the first run ended and
    at the end.
 
@@ -69,7 +70,7 @@ CPU_1024_200x60 = 2.0
 CPU_PIPE = 1.0               # plain and jsonl to a pipe at speed 1: they sleep between writes
 BYTES_PER_S = 2000.0          # 2 KB/s
 PEAK_RSS_MIB = 30.0
-JSONL_STEPS_PER_CPU_S = 5000.0
+JSONL_LINES_PER_CPU_S = 50000.0   # every step, every GPU every 10 simulated s, every log line
 CORE_STEPS_PER_CPU_S = 50000.0
 SOAK_FLAT_MIB = 4.0           # "within a few MiB"
 
@@ -750,9 +751,9 @@ def report_fast_forward(report, secs):
         report.add("jsonl fast-forward, 64 GPUs", "failed (exit %s)" % ff.code, "exit 0", False)
     else:
         cpu = rusage_cpu(ff.rusage)
-        rate = ff.steps / cpu if cpu > 0 else 0.0
-        report.add("jsonl fast-forward steps / CPU s, 64 GPUs", "{:,.0f}".format(rate),
-                   ">= {:,.0f}".format(JSONL_STEPS_PER_CPU_S), rate >= JSONL_STEPS_PER_CPU_S)
+        rate = ff.lines / cpu if cpu > 0 else 0.0      # jobs of real length: GPU lines outnumber steps
+        report.add("jsonl fast-forward lines / CPU s, 64 GPUs", "{:,.0f}".format(rate),
+                   ">= {:,.0f}".format(JSONL_LINES_PER_CPU_S), rate >= JSONL_LINES_PER_CPU_S)
         print("    (%s steps in %s lines, %.2f CPU s over %.1f s wall)"
               % ("{:,}".format(ff.steps), "{:,}".format(ff.lines), cpu, ff.wall))
     note("core: step_metrics for %.1f CPU s" % secs["core"])
