@@ -1385,7 +1385,8 @@ def _hiccup_step(seed, stream, block, every):
     """The step of block `block` at which the block's hiccup falls."""
     if stream == S_GC and every == GC_EVERY_TITAN:
         return block * every                     # torchtitan collects on the multiples of gc_freq
-    return block * every + int(unit(seed, stream, 2 * block + 7) * every)
+    # positions draw counters -2, -3, ...: the sizes above use -1, 0, 1, ...
+    return block * every + int(unit(seed, stream, -2 - block) * every)
 
 
 def _hiccup_at(seed, stream, every, size, step):
