@@ -3366,6 +3366,7 @@ class Ui(object):
         self.view = view
         self.glyphs = GLYPHS_UNICODE if unicode else GLYPHS_ASCII
         self.log_scale = False        # the loss chart's y axis (the L key)
+        self.x_tokens = False         # the loss chart's x axis in tokens instead of steps (the t key)
         self.seed = seed
         self.notice, self.notice_frames = "", 0
         self.touched = False          # a key was pressed: the footer then shows the help hint
@@ -3405,6 +3406,8 @@ def handle_key(key, ui, rs, t):
         ui.chart = not ui.chart
     elif ch == "L":
         ui.log_scale = not ui.log_scale
+    elif ch == "t":
+        ui.x_tokens = not ui.x_tokens
     elif ch == "?":
         ui.help = not ui.help
     elif ch == "!":
@@ -4062,7 +4065,8 @@ def axis_labels(ticks, columns):
 def chart_head(state, width, height, raw, smoothed, vals, glyphs):
     """Title (the run's name) and legend (the latest values, each in its line's style): one line if
     they fit, else two if there is room."""
-    tail = "%s step 0-%d" % (" log scale" if state.ui.log_scale else "", state.step)
+    tail = "%s step 0-%d%s" % (" log scale" if state.ui.log_scale else "", state.step,
+                                " (x: tokens)" if state.ui.x_tokens else "")
     name, room = state.cfg.name, max(4, width - len("loss ()" + tail))
     title = "loss (%s)%s" % (name if len(name) <= room else name[:room - 3] + "...", tail)
     parts = [("%s train %.4f" % (glyphs["raw"], raw), "raw"),
@@ -4108,7 +4112,7 @@ def _chart_lines(state, width, height, g):
     for r in range(ph):
         label = at_row.get(r)
         out.append(styled_row(label.rjust(lw - 1) + " +" if label else " " * lw + "|", chars[r], styles[r]))
-    ticks_x = x_ticks(int(last), pw)
+    ticks_x = x_ticks(int(last) * (state.cfg.tokens_per_step if state.ui.x_tokens else 1), pw)
     if axis:
         cols = set(c for c, _ in ticks_x if c > 0)
         out.append(plain_line(" " * lw + "+" + "".join("+" if c in cols else "-" for c in range(pw)), width, "dim"))
@@ -4122,7 +4126,7 @@ def chart_lines(state, width, height):
     if height < 4 or width < 16:
         return [Line(" " * width, [])] * max(0, height)
     g = state.ui.glyphs
-    key = (width, height, state.step, last_val_step(state), state.ui.log_scale, g["braille"])
+    key = (width, height, state.step, last_val_step(state), state.ui.log_scale, state.ui.x_tokens, g["braille"])
     memo = frame_memo(state.rs, "chart")
     if key not in memo:
         memo.clear()
@@ -4273,6 +4277,7 @@ def footer_lines(state, width):
 HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve speed",
              "g      GPU panel: per GPU / per node / hidden", "l      loss chart on / off",
              "L      loss chart: log / linear scale",
+             "t      loss chart: x axis in steps / tokens",
              "!      trigger an incident now", "?      this help")
 
 

@@ -228,3 +228,15 @@ def test_legend_and_lines_carry_their_styles():
     lines = chart_at(8, 120, 32)
     styles = set(st for l in lines for _, _, st in l.spans)
     assert {"dim", "chart", "title"} <= styles            # raw faint, smoothed, validation
+
+
+def test_t_key_puts_tokens_on_the_x_axis():
+    ui = flt.Ui()
+    flt.handle_key(ord("t"), ui, None, 0.0)
+    assert ui.x_tokens and any(t.startswith("t ") for t in flt.HELP_KEYS)
+    steps = chart_at(8, 120, 32)
+    tokens = flt.chart_lines(state_at(8, x_tokens=True), 120, 32)
+    assert "(x: tokens)" in tokens[0].text and "(x: tokens)" not in steps[0].text
+    step_labels, token_labels = x_labels(steps), x_labels(tokens)
+    assert len(token_labels) >= 3 and all(label[-1] in "kMBT" for label in token_labels[1:]), token_labels
+    assert step_labels != token_labels
