@@ -106,8 +106,8 @@ def test_gpu_failure_kills_the_job_and_it_resumes_from_the_checkpoint():
 
 
 def test_fp16_runs_back_off_the_loss_scale_and_skip_iterations():
-    events = jsonl_steps(3, "--gpu-type", "V100", "--style", "megatron", "--kind", "pretrain", "--from-start",
-                         "--exit-after", "8s")                # the first thousands of steps of a long run
+    events = jsonl_steps(3, "--gpu-type", "V100", "--framework", "megatron", "--kind", "pretrain", "--from-start",
+                         "--exit-after-sim", "3h")            # the first thousands of steps of a long run
     logs = [e["text"] for e in events if e["event"] == "log" and re.search(r" iteration +\d+/", e["text"])]
     scales = [float(re.search(r"loss scale: ([\d.]+)", l).group(1)) for l in logs]
     skipped = [int(re.search(r"skipped iterations:\s+(\d+)", l).group(1)) for l in logs]
@@ -160,7 +160,7 @@ def test_nvidia_smi_matches_the_real_layout_and_the_run():
     for l in table:
         if SMI_PROC.match(l):
             assert l[27:33].strip().isdigit() and l[39] == "C" and l[43:59] == "/usr/bin/python3" and l[88] == "B"
-    stream = jsonl_steps(5, "--from-start")
+    stream = jsonl_steps(5, "--from-start", "--exit-after-sim", "11m")     # the readings at t = 600 s
     samples = {e["gpu"]: e for e in stream if e["event"] == "gpu" and e["t"] == 600.0}
     for i, m in enumerate(row2):
         temp, perf, power, cap, used, total, util = m.groups()
