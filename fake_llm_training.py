@@ -1302,10 +1302,26 @@ def grad_norm_at(cfg, step, forced_spikes=(), spike=None):
     return g * (1 + 25 * (spike_at(cfg, step, forced_spikes) if spike is None else spike))
 
 
-def val_loss_at(cfg, step):
-    s = cfg.run_seed
-    gap = 0.012 if cfg.kind != "finetune" else 0.04 + 0.05 * (step / float(max(1, cfg.total_steps)))
-    return expected_loss(cfg, step) * (1 + gap + 0.004 * normal(s, S_VAL, step))
+PRETRAIN_VAL_GAP = 0.012       # held-out web text sits ~1% above the training loss of a single pass
+FINETUNE_VAL_GAP = 0.04        # a fine-tune's held-out split, a little above its training loss
+GENERALISE_EPOCHS = 1.3        # after about an epoch more passes only memorise: held-out loss bottoms out
+OVERFIT_PER_EPOCH = 0.06       # ... then rises (~6% per further epoch, as multi-epoch SFT curves show)
+VAL_SPIKE_SHARE = 0.5          # a spike is a change in the weights: evaluations during its recovery see it
+VAL_NOISE = 0.004              # a validation pass averages many batches: little noise
+
+
+def val_loss_at(cfg, step, forced_spikes=()):
+    """Validation loss after step `step`: the expected training loss plus a gap that follows
+    the data and, for fine-tunes, the epoch (held-out loss bottoms out, then overfits)."""
+    if cfg.kind == "finetune":
+        per_epoch = epoch_steps(cfg)
+        best = expected_loss(cfg, min(step, int(GENERALISE_EPOCHS * per_epoch)))
+        overfit = OVERFIT_PER_EPOCH * max(0.0, step / float(per_epoch) - GENERALISE_EPOCHS)
+        base = best * (1 + FINETUNE_VAL_GAP + overfit)
+    else:
+        base = expected_loss(cfg, step) * (1 + PRETRAIN_VAL_GAP)
+    base *= 1 + VAL_SPIKE_SHARE * spike_at(cfg, step, forced_spikes)
+    return base * (1 + VAL_NOISE * normal(cfg.run_seed, S_VAL, step))
 
 
 def last_checkpoint_step(cfg, step):
@@ -1922,7 +1938,7 @@ def _train_events(tl, seg, t0, t1, every_step=True):
                     out.append(Event(t + 1e-6, "val_start", {"step": step}))
                 t += val
                 if t0 < t <= t1:
-                    v = val_loss_at(cfg, step)
+                    v = val_loss_at(cfg, step, tl.incidents.spikes)
                     out.append(Event(t, "val", {"step": step, "val_loss": v, "val_ppl": math.exp(v),
                                                 "seconds": val}))
             if ckpt:
@@ -1957,7 +1973,7 @@ def run_summary(tl):
     mean_tps = cfg.tokens_per_step * steps_run / compute
     wall = tl.duration - SUMMARY_SECONDS
     final_loss = loss_at(cfg, cfg.total_steps, tl.incidents.spikes)
-    val = val_loss_at(cfg, cfg.total_steps)
+    val = val_loss_at(cfg, cfg.total_steps, tl.incidents.spikes)
     return collections.OrderedDict([
         ("model", cfg.model), ("params", cfg.params), ("kind", cfg.kind), ("steps", steps),
         ("steps_redone", steps_run - steps), ("tokens", steps * cfg.tokens_per_step),
@@ -2994,8 +3010,9 @@ class Lightning(Dialect):
     def ckpt_start(self, ctx, ev):
         """ModelCheckpoint(monitor='val_loss', save_top_k=1, verbose=True) at a save."""
         cfg, d = ctx.cfg, ev.data
-        step, current = d["step"], val_loss_at(cfg, d["step"])
-        before = [val_loss_at(cfg, k) for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval)]
+        spikes = ctx.tl.incidents.spikes
+        step, current = d["step"], val_loss_at(cfg, d["step"], spikes)
+        before = [val_loss_at(cfg, k, spikes) for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval)]
         head = "Epoch %d, global step %d: 'val_loss' " % (epoch_of(cfg, step), step)
         if before and min(before) <= current:
             return [("INFO", head + "was not in top 1")]
@@ -3941,7 +3958,7 @@ def val_series(state, columns):
     per_cell = max(1, state.step) / float(max(1, columns))
     gap = int(math.ceil(MARKER_GAP * per_cell / cfg.val_interval)) * cfg.val_interval
     steps = list(range(last, 0, -max(cfg.val_interval, gap)))[::-1]
-    return steps, [val_loss_at(cfg, s) for s in steps]
+    return steps, [val_loss_at(cfg, s, state.tl.incidents.spikes) for s in steps]
 
 
 def chart_range(steps, raw, smoothed, vals):
