@@ -1842,12 +1842,7 @@ StepMetrics = collections.namedtuple(
 TITAN_LOG_FREQ = 10         # torchtitan's metrics.log_freq default
 
 
-def log_every(cfg):
-    """Steps between two training log lines in the run's framework."""
-    return TITAN_LOG_FREQ if cfg.framework == "torchtitan" else cfg.log_interval
-
-
-def is_logged(cfg, seg, step):
+def is_logged(cfg, step):
     """Whether the framework prints a training line for this step."""
     if cfg.framework == "torchtitan":
         return step == 1 or step % TITAN_LOG_FREQ == 0        # torchtitan's should_log
@@ -1921,7 +1916,7 @@ def _train_events(tl, seg, t0, t1, every_step=True):
         if end > t1:
             break
         if step > seg.first:
-            if end > t0 and (every_step or is_logged(cfg, seg, step) or step == seg.first + 1):
+            if end > t0 and (every_step or is_logged(cfg, step) or step == seg.first + 1):
                 out.append(Event(end, "step", step_metrics(tl, seg, step, every_step)))
                 for first, last, factor, node in tl.incidents.stragglers:
                     if step == first + 1:
@@ -2793,7 +2788,7 @@ class Torchtitan(Dialect):
                 t = tl.step_end(seg, k - 1) + tl.pause_after(k - 1) + gc
                 out.append(("INFO", titan_prefix(ctx, t) + "[GC] Performing periodic GC collection took %.2f seconds"
                             % gc))
-        if not is_logged(cfg, seg, metrics.step):
+        if not is_logged(cfg, metrics.step):
             return out
         tokens, seconds = titan_window(tl, seg, metrics.step)
         tps = tokens / seconds
@@ -3117,7 +3112,7 @@ def dialect_lines(ctx, ev):
     if kind == "phase":
         return phase_lines(ctx, ev)
     if kind == "step":
-        return dialect.step(ctx, ev) if is_logged(cfg, None, ev.data.step) else []
+        return dialect.step(ctx, ev) if is_logged(cfg, ev.data.step) else []
     if kind in ("xid", "job_failed"):
         return _incident_lines(ctx, ev)
     method = {"val_start": dialect.val_start, "val": dialect.val, "ckpt_start": dialect.ckpt_start,
