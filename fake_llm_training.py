@@ -684,6 +684,8 @@ RunConfig = collections.namedtuple("RunConfig", [
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
     "grad_start", "noise", "spike_rate", "attach_fraction",
     "ambient_c", "loss_scale_exp", "loss_phase", "run_seed",
+    # fp16 only: the steps whose gradients overflow, and the scale's exponent after each
+    "overflow_steps", "overflow_exps",
     # the cluster and performance model: context/expert/virtual-pipeline degrees, the whole
     # Layout, the step's parts (sum = step_time_s), memory as nvidia-smi counts it, the
     # cluster it runs on, its software stack, and the queue wait after a failure
@@ -1036,7 +1038,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         spike_rate=1.0,
         attach_fraction=attach_fraction(rng, sched, step_time),
         ambient_c=rng.uniform(24, 31), loss_scale_exp=rng.choice((14, 15, 16, 17)),
-        loss_phase=rng.uniform(0, 2 * math.pi),
+        loss_phase=rng.uniform(0, 2 * math.pi), overflow_steps=(), overflow_exps=(),
         run_seed=seed * RUN_SEED_STRIDE + run, **cadence_and_timing(cadence, timing))
 
 
@@ -1056,6 +1058,69 @@ def refusal(pins, cluster, leanest):
             "(for example leave out --gpus or --gpu-type)")
 
 
+# fp16 dynamic loss scaling as each framework's scaler does it: (initial exponent,
+# clean steps before the scale doubles, overflows before it halves).  Megatron-LM's
+# DynamicGradScaler: --initial-loss-scale 2**32, --loss-scale-window 1000,
+# --hysteresis 2.  DeepSpeed's DynamicLossScaler with the fp16 block configs carry
+# (initial_scale_power 16, loss_scale_window 1000, hysteresis 2; HF's DeepSpeed
+# template too).  torch.amp.GradScaler under HF Trainer and Lightning: init_scale
+# 2**16, growth_interval 2000, halving on every overflow.
+FP16_SCALERS = {"megatron": (32, 1000, 2), "deepspeed": (16, 1000, 2), "torch": (16, 2000, 1)}
+# Chance that one step's fp16 gradients overflow, by how many doublings the scale
+# sits above the run's ceiling (loss_scale_exp): below it never, at it rarely (an
+# outlier batch), one doubling above within tens of steps, two or more every step.
+OVERFLOW_CHANCE = {0: 1 / 5000.0, 1: 1 / 40.0}
+
+
+def loss_scaler(cfg):
+    """The fp16 scaler of the run's framework (see FP16_SCALERS)."""
+    if cfg.framework == "megatron":
+        return FP16_SCALERS["megatron"]
+    if cfg.framework == "deepspeed" or cfg.sharding == "zero3":
+        return FP16_SCALERS["deepspeed"]
+    return FP16_SCALERS["torch"]
+
+
+def scale_exp_after(exp, since, step, window):
+    """The scale's exponent after step `step`, when it was `exp` after step `since`
+    and no step in between overflowed: it doubles every `window` clean steps."""
+    return exp + (step - since) // window
+
+
+def draw_overflows(cfg):
+    """(steps at which this fp16 run's gradients overflow, the scale's exponent after
+    each): the scaler's rules over the whole run, one geometric draw for the first
+    overflow in each stretch of `window` steps at one scale."""
+    if cfg.precision != "fp16":
+        return (), ()
+    exp, window, hysteresis = loss_scaler(cfg)
+    since, left, k, draws, steps, exps = 0, hysteresis, 0, 0, [], []
+    while since + 1 + k * window <= cfg.total_steps:
+        above = exp + k - cfg.loss_scale_exp
+        chance = 1.0 if above >= 2 else OVERFLOW_CHANCE.get(above, 0.0)
+        gap = 0 if chance >= 1 else window
+        if 0 < chance < 1:
+            draws += 1
+            gap = int(math.log(1.0 - unit(cfg.run_seed, S_OVERFLOW, draws)) / math.log(1.0 - chance))
+        if gap >= window:                   # a clean stretch: the scale doubles (hysteresis refilled)
+            k += 1
+            continue
+        at = since + 1 + k * window + gap
+        if at > cfg.total_steps:
+            break
+        left = (left if k == 0 else hysteresis) - 1
+        exp = exp + k if left > 0 else max(0, exp + k - 1)
+        steps.append(at)
+        exps.append(exp)
+        since, k = at, 0
+    return tuple(steps), tuple(exps)
+
+
+def with_overflows(cfg):
+    steps, exps = draw_overflows(cfg)
+    return cfg._replace(overflow_steps=steps, overflow_exps=exps)
+
+
 def make_run_config(catalog, seed, run, pins=None, cluster=None):
     """The whole configuration of run number `run` (1, 2, ...) of this seed.
 
@@ -1070,6 +1135,10 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
     for _ in range(200):
         kind, framework = choose_kind_framework(rng, pins.get("kind"), pins.get("framework"))
         model = rng.choice(model_pool(catalog, kind, pins.get("model"), framework))
+        if framework == "torchtitan" and cluster.gpu.precision != "bf16":
+            if pins.get("framework"):           # its mixed precision is bf16 (or fp32), with no loss scaler
+                raise ConfigError("torchtitan trains in bf16, which the %s lacks" % cluster.gpu.key)
+            continue
         if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
             if pins.get("framework") and pins.get("model"):
                 raise ConfigError("torchtitan implements only the Llama 3 family here, not %s" % model.name)
@@ -1089,11 +1158,11 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
         cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster, gpus, seq, plan)
         share = plan[2].compute / sum(plan[2])
         if cfg is not None and share >= MIN_COMPUTE_SHARE:
-            return cfg
+            return with_overflows(cfg)
         if cfg is not None and pins.get("gpus") and (fallback is None or share > fallback[0]):
             fallback = (share, cfg)           # a pinned size may be network-bound: the best of them
     if fallback:
-        return fallback[1]
+        return with_overflows(fallback[1])
     raise ConfigError(refusal(pins, cluster, leanest))
 
 
@@ -1116,56 +1185,22 @@ def hostname_of(cfg, node):
 # Metric model (pure: the value at a step or a moment is f(config, step/t))
 ########################################################################
 
-OVERFLOW_BLOCK = 1000          # steps per loss-scale window (Megatron's and DeepSpeed's default window)
-
-
-def overflow_bits(cfg, group):
-    """Which of the 64 windows of a group hold an fp16 overflow: one bit each,
-    half of them set (64 decisions from one hash, so counts are popcounts)."""
-    return int(unit(cfg.run_seed, S_OVERFLOW, 2 * group) * 18446744073709551616.0)
-
-
-def overflow_step(cfg, block):
-    """The step of window `block` that overflows, or None."""
-    if not overflow_bits(cfg, block // 64) >> (block % 64) & 1:
-        return None
-    return block * OVERFLOW_BLOCK + int(unit(cfg.run_seed, S_OVERFLOW, 2 * block + 1) * OVERFLOW_BLOCK)
-
-
 def loss_scale_at(cfg, step):
-    """fp16 dynamic loss scale after step `step` and whether the step overflowed.
-
-    From scratch the scale starts at 2**32 and halves on every overflowing
-    step until gradients fit; later a rare overflow halves it for a window
-    of 1000 steps.  None for bf16 runs."""
+    """fp16 dynamic loss scale after step `step` (what Megatron prints) and whether
+    the step overflowed (and was skipped); (None, False) for bf16 runs."""
     if cfg.precision != "fp16":
         return None, False
-    settle = 32 - cfg.loss_scale_exp
-    if cfg.start_step == 0 and step <= settle:
-        return 2.0 ** (32 - step), True
-    scale, skipped = 2.0 ** cfg.loss_scale_exp, False
-    for block in (step // OVERFLOW_BLOCK - 1, step // OVERFLOW_BLOCK):
-        at = overflow_step(cfg, block) if block >= 0 else None
-        if at is None:
-            continue
-        if at == step:
-            skipped = True
-        if at <= step < at + OVERFLOW_BLOCK:
-            scale = 2.0 ** (cfg.loss_scale_exp - 1)
-    return scale, skipped
+    i = bisect.bisect_right(cfg.overflow_steps, step) - 1
+    if i < 0:
+        exp = scale_exp_after(loss_scaler(cfg)[0], 0, step, loss_scaler(cfg)[1])
+    else:
+        exp = scale_exp_after(cfg.overflow_exps[i], cfg.overflow_steps[i], step, loss_scaler(cfg)[1])
+    return 2.0 ** exp, i >= 0 and cfg.overflow_steps[i] == step
 
 
 def skipped_total(cfg, step):
-    """fp16 steps skipped for overflow in steps 1..step: the settling steps of a
-    run from scratch, then at most one overflow per window of 1000 steps."""
-    if cfg.precision != "fp16":
-        return 0
-    settle = min(step, 32 - cfg.loss_scale_exp) if cfg.start_step == 0 else 0
-    block = step // OVERFLOW_BLOCK
-    before = sum(bin(overflow_bits(cfg, g)).count("1") for g in range(block // 64))
-    before += bin(overflow_bits(cfg, block // 64) & ((1 << (block % 64)) - 1)).count("1")
-    here = overflow_step(cfg, block)
-    return settle + before + (1 if here is not None and here <= step else 0)
+    """fp16 steps skipped for overflow in steps 1..step."""
+    return bisect.bisect_right(cfg.overflow_steps, step)
 
 
 def lr_at(cfg, n):
@@ -1193,10 +1228,10 @@ def lr_at(cfg, n):
 
 def scheduler_steps(cfg, step):
     """Scheduler steps taken after optimizer step `step`: an fp16 step that
-    overflowed is skipped and does not move the learning rate.  (The settling
-    overflows at the very start are left out: the jsonl referee wants lr > 0.)"""
-    settle = min(step, 32 - cfg.loss_scale_exp) if cfg.start_step == 0 and cfg.precision == "fp16" else 0
-    return step - skipped_total(cfg, step) + settle
+    overflowed is skipped and does not move the learning rate.  (Overflows in the
+    warm-up are left out, so that it ends on its configured step and the learning
+    rate is never 0 after a step: the jsonl referee checks both.)"""
+    return step - skipped_total(cfg, step) + skipped_total(cfg, min(step, cfg.warmup_steps))
 
 
 def lr_after(cfg, step):
@@ -2635,8 +2670,13 @@ class MegatronDeepSpeed(Megatron):
 
     def ds_config(self, ctx, t, zero):
         cfg = ctx.cfg
-        values = [("bfloat16_enabled", cfg.precision == "bf16"), ("fp16_enabled", cfg.precision == "fp16"),
+        fp16 = cfg.precision == "fp16"
+        init, window, hysteresis = loss_scaler(cfg)
+        scaler = ("{'init_scale': %d, 'scale_window': %d, 'delayed_shift': %d, 'consecutive_hysteresis': False, "
+                  "'min_scale': 1}" % (2 ** init, window, hysteresis)) if fp16 else None
+        values = [("bfloat16_enabled", not fp16), ("dynamic_loss_scale_args", scaler), ("fp16_enabled", fp16),
                   ("gradient_accumulation_steps", cfg.grad_accum), ("gradient_clipping", cfg.grad_clip),
+                  ("initial_dynamic_scale", 2 ** init if fp16 else 1), ("loss_scale", 0 if fp16 else 1.0),
                   ("steps_per_print", cfg.log_interval), ("train_batch_size", cfg.global_batch),
                   ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
                   ("world_size", cfg.dp), ("zero_allow_untested_optimizer", False), ("zero_enabled", zero > 0),
@@ -2645,7 +2685,9 @@ class MegatronDeepSpeed(Megatron):
         out = [("INFO", where + "DeepSpeedEngine configuration:")]
         out += [("INFO", where + "  %s %s %s" % (k, "." * (29 - len(k)), v)) for k, v in values]
         conf = collections.OrderedDict([
-            ("bf16", {"enabled": cfg.precision == "bf16"}), ("fp16", {"enabled": cfg.precision == "fp16"}),
+            ("bf16", {"enabled": not fp16}),
+            ("fp16", {"enabled": True, "loss_scale": 0, "initial_scale_power": init, "loss_scale_window": window,
+                      "hysteresis": hysteresis, "min_loss_scale": 1} if fp16 else {"enabled": False}),
             ("gradient_accumulation_steps", cfg.grad_accum), ("gradient_clipping", cfg.grad_clip),
             ("steps_per_print", cfg.log_interval), ("train_batch_size", cfg.global_batch),
             ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
@@ -2701,11 +2743,15 @@ class MegatronDeepSpeed(Megatron):
         out = []
         for k in range(max(seg.first, step - cfg.log_interval) + 1, step + 1):
             scale, skipped = loss_scale_at(cfg, k)
-            if skipped:
-                before = loss_scale_at(cfg, k - 1)[0] if k > 1 else 2.0 ** 32
-                out.append(("INFO", self.ds(ctx, tl.step_end(seg, k) - 0.016, "loss_scaler.py:183:update_scale") +
-                            "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: %d, reducing to %d"
-                            % (before, min(scale, before / 2))))
+            if not skipped:
+                continue
+            before, hysteresis = loss_scale_at(cfg, k - 1)[0], loss_scaler(cfg)[2]
+            where = self.ds(ctx, tl.step_end(seg, k) - 0.016, "loss_scaler.py:%d:update_scale"
+                            % (183 if scale < before else 190))
+            what = ("reducing to %d" % scale if scale < before else
+                    "but hysteresis is %d. Reducing hysteresis to %d" % (hysteresis, hysteresis - 1))
+            out.append(("INFO", where + "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: %d, %s"
+                        % (before, what)))
         return out
 
     def ckpt_start(self, ctx, ev):

@@ -112,6 +112,29 @@ def test_fp16_runs_back_off_the_loss_scale_and_skip_iterations():
     scales = [float(re.search(r"loss scale: ([\d.]+)", l).group(1)) for l in logs]
     skipped = [int(re.search(r"skipped iterations:\s+(\d+)", l).group(1)) for l in logs]
     assert scales[0] > scales[-1] >= 2 ** 13 and sum(skipped) >= 10
+    steps = [e for e in events if e["event"] == "step"]
+    rises = [(a, b) for a, b in zip(steps, steps[1:]) if b["loss_scale"] > a["loss_scale"]]
+    assert rises, "after a stretch without overflow the scaler doubles the scale again"
+    overflows = [e["step"] for e in steps if e["skipped"]]
+    for a, b in rises:          # a doubling comes 1000 clean steps (Megatron's window) after an overflow
+        last = max([o for o in overflows if o <= b["step"]] or [0])
+        assert b["step"] - last >= 1000 and b["loss_scale"] == 2 * a["loss_scale"]
+
+
+def test_deepspeed_fp16_overflows_spend_hysteresis_then_halve_and_count_as_skipped():
+    events = jsonl_steps(4, "--gpu-type", "V100", "--framework", "deepspeed", "--kind", "pretrain", "--from-start",
+                         "--exit-after-sim", "3h")
+    logs = [e["text"] for e in events if e["event"] == "log"]
+    said = [re.search(r"OVERFLOW! Rank 0 Skipping step\. Attempted loss scale: (\d+), (but hysteresis|reducing to (\d+))",
+                      l) for l in logs]
+    said = [m for m in said if m]
+    assert said and said[0].group(2) == "but hysteresis"      # hysteresis 2: the first overflow keeps the scale
+    for m in said:
+        assert m.group(3) is None or int(m.group(3)) * 2 == int(m.group(1))
+    counts = [(int(m.group(1)), int(m.group(2))) for m in
+              (re.search(r"step=(\d+), skipped=(\d+)", l) for l in logs) if m]
+    overflow_steps = [e["step"] for e in events if e["event"] == "step" and e["skipped"]]
+    assert counts[-1][1] == len([s for s in overflow_steps if s <= counts[-1][0]]) == len(said)
 
 
 def run_now(args):

@@ -75,10 +75,11 @@ DEEPSPEED_OTHER = [
                 r"|Removing param_group that has no 'params' in the basic Optimizer|DeepSpeed Basic Optimizer = \w+"
                 r"|Creating torch\.(bfloat16|float16) ZeRO stage \d optimizer|DeepSpeed Final Optimizer = \w+"
                 r"|DeepSpeed using client LR scheduler|DeepSpeed LR Scheduler = <[\w.]+ object at 0x[0-9a-f]+>)$",
-    DS_PREFIX + r"\[deepspeed\] OVERFLOW! Rank 0 Skipping step\. Attempted loss scale: \d+, reducing to \d+$",
+    DS_PREFIX + r"\[deepspeed\] OVERFLOW! Rank 0 Skipping step\. Attempted loss scale: \d+, "
+                r"(reducing to \d+|but hysteresis is \d\. Reducing hysteresis to \d)$",
     DS_PREFIX + r"(Reduce bucket size \d+|Allgather bucket size \d+|CPU Offload: False"
                 r"|Round robin gradient partitioning: False)$",
-    DS_PREFIX + r"(DeepSpeedEngine configuration:|  \w+ \.* \S+|  json = \{)$",
+    DS_PREFIX + r"(DeepSpeedEngine configuration:|  \w+ \.* (\S+|\{('\w+': \w+(, )?)+\})|  json = \{)$",
     r'^( +("\w+":.*|\},?)|\})$',                                   # the rest of the JSON dump
 ]
 TITAN = r"^\[rank0\]:\[titan\] " + TS + r",\d{3} - root - INFO - "
