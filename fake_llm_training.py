@@ -1884,11 +1884,6 @@ def is_logged(cfg, step):
     return step % cfg.log_interval == 0
 
 
-def tflops_per_gpu(cfg, tokens_per_s):
-    """The run's model TFLOP/s per GPU at this token rate."""
-    return model_tflops_per_gpu(cfg.flops_per_token, tokens_per_s, cfg.gpus)
-
-
 def run_mfu(cfg, tokens_per_s):
     """The run's MFU at this token rate."""
     return mfu_of(cfg.flops_per_token, tokens_per_s, cfg.gpus, cfg.gpu.tflops)
@@ -2196,6 +2191,55 @@ def tqdm_line(n, total, elapsed, rate, prefix="", postfix="", always_its=False):
 
 
 # -- instruments: each framework's accumulators, computed from the step record ----------
+def padded_vocab(cfg):
+    """Megatron pads the vocabulary to a multiple of 128 x TP (--make-vocab-size-divisible-by)."""
+    multiple = 128 * cfg.tp
+    return int(math.ceil(cfg.shape.vocab / float(multiple)) * multiple)
+
+
+def release(version):
+    """'0.12.2' -> (0, 12, 2), to compare framework versions."""
+    return tuple(int(part) for part in version.split("."))
+
+
+# Each framework counts the FLOPs behind its printed TFLOP/s its own way; the
+# performance model's flops_per_token (6N + 12Lhs) is ours, for MFU.
+def megatron_flops_per_token(cfg):
+    """Megatron-LM's num_floating_point_operations per token (training.py): 12 L h^2 x
+    (attention with GQA, MLP, the padded logits once), no embedding lookup and no
+    recompute; from core 0.12 the causal mask halves the s/h term."""
+    shape, seq = cfg.shape, cfg.seq_len
+    h, heads = float(shape.hidden), shape.heads
+    causal = 2.0 if release(cfg.stack.megatron) >= (0, 12) else 1.0
+    attention = (1 + shape.kv_heads / float(heads) + seq / (causal * h)) * (head_dim(shape) * heads / h)
+    mlp = shape.ffn_hidden / h * (shape.active or 1) * (1.0 if shape.mlp == "gelu" else 1.5)
+    logits = padded_vocab(cfg) / (2.0 * shape.layers * h)
+    return 12.0 * shape.layers * h * h * (attention + mlp + logits)
+
+
+def mds_flops_per_token(cfg):
+    """Megatron-DeepSpeed's throughput_calculator (megatron/utils.py) per token:
+    multiply-accumulates of the attention GEMMs (GQA through the integer
+    2 // (heads // kv_heads)), attention's two bmms, the MLP and the logits; x3 for
+    forward and backward, a forward more under full recompute (the bmms under
+    selective), x2 FLOPs per multiply-accumulate."""
+    shape, seq, h = cfg.shape, cfg.seq_len, cfg.shape.hidden
+    gemms = shape.layers * (2 + 2 // (shape.heads // shape.kv_heads)) * h * h
+    bmms = shape.layers * 2 * head_dim(shape) * shape.heads * seq
+    mlp = shape.layers * (2 if shape.mlp == "gelu" else 3) * shape.ffn_hidden * h * (shape.active or 1)
+    forward = gemms + bmms + mlp + padded_vocab(cfg) * h
+    again = {"full": forward, "selective": bmms}.get(cfg.recompute, 0)
+    return 2.0 * (3 * forward + again)
+
+
+def titan_flops_per_token(cfg):
+    """torchtitan's num_flops_per_token (get_dense_model_nparams_and_flops): 6 x the
+    parameters less the input embedding, plus 12 L H hd s for attention (no causal half)."""
+    shape = cfg.shape
+    return (6.0 * (cfg.params - shape.vocab * shape.hidden)
+            + 12.0 * shape.layers * shape.heads * head_dim(shape) * cfg.seq_len)
+
+
 TQDM_SMOOTHING = 0.3        # tqdm's default EMA weight
 TQDM_EMA_TERMS = 64         # 0.7**64 ~ 1e-10: older display intervals no longer show in 4 digits
 DS_TIMER_START = 2          # DeepSpeed's ThroughputTimer does not time the first 2 steps
@@ -2545,7 +2589,7 @@ class Megatron(Dialect):
         cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
         seg = train_segment(tl, metrics.attempt)
         ms, loss, skipped = megatron_window(tl, seg, metrics.step)
-        tflops = tflops_per_gpu(cfg, cfg.tokens_per_step / (ms / 1000.0))
+        tflops = megatron_flops_per_token(cfg) * cfg.tokens_per_step / (ms / 1000.0) / cfg.gpus / 1e12
         grad = "" if metrics.skipped else " grad norm: %.3f |" % metrics.grad_norm       # None on a skipped iteration
         return (" [%s] iteration %8d/%8d | consumed samples: %12d | elapsed time per iteration (ms): %.1f | "
                 "throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %.6E | global batch size: %5d | "
@@ -2702,7 +2746,7 @@ class MegatronDeepSpeed(Megatron):
         cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
         ms, loss, skipped = megatron_window(tl, train_segment(tl, metrics.attempt), metrics.step)
         sps = cfg.global_batch / (ms / 1000.0)
-        tflops = tflops_per_gpu(cfg, cfg.tokens_per_step / (ms / 1000.0))
+        tflops = mds_flops_per_token(cfg) * cfg.tokens_per_step / (ms / 1000.0) / cfg.gpus / 1e12
         grad = " grad norm: %.3f |" % metrics.grad_norm if cfg.pp > 1 and not metrics.skipped else ""
         text = (" iteration %8d/%8d | consumed samples: %12d | consumed tokens: %12d | elapsed time per iteration "
                 "(ms): %.1f | learning rate: %.3E | global batch size: %5d |" % (
@@ -2838,21 +2882,21 @@ class Torchtitan(Dialect):
             return out
         tokens, seconds = titan_window(tl, seg, metrics.step)
         tps = tokens / seconds
-        cap = titan_capacity_gib(cfg)
+        cap, reserved = titan_capacity_gib(cfg), cfg.mem_reserved_mib / 1024.0    # peak reserved since the last log
+        flops = titan_flops_per_token(cfg) * tps
         line = ("step: %2d  loss: %8.5f  grad_norm: %7.4f  memory: %5.2fGiB(%.2f%%)  tps: {:,}  "
-                "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(tps)), tflops_per_gpu(cfg, tps * cfg.gpus))
-                % (metrics.step, metrics.loss, metrics.grad_norm, cfg.mem_used_mib / 1024.0, 100.0 * cfg.mem_used_mib / 1024.0 / cap,
-                   100 * run_mfu(cfg, tps * cfg.gpus)))
+                "tflops: {:,.2f}  mfu: %.2f%%".format(int(round(tps)), flops / 1e12)
+                % (metrics.step, metrics.loss, metrics.grad_norm, reserved, 100.0 * reserved / cap,
+                   100 * flops / (cfg.gpu.tflops * 1e12)))
         return out + [("INFO", titan_prefix(ctx, ev.t) + line)]
 
     def val(self, ctx, ev):
         """Validator: tokens of its val_iters batches per device over the time it took."""
         cfg, d = ctx.cfg, ev.data
         tps = cfg.val_iters * cfg.micro_batch * cfg.seq_len / float(cfg.tp * cfg.pp) / d["seconds"]
-        cap = titan_capacity_gib(cfg)
+        cap, reserved = titan_capacity_gib(cfg), cfg.mem_reserved_mib / 1024.0
         return [("INFO", titan_prefix(ctx, ev.t) + "validate step: %2d  loss: %7.4f  memory: %5.2fGiB(%.2f%%)  "
-                 "tps: {:,}".format(int(round(tps))) % (d["step"], d["val_loss"], cfg.mem_used_mib / 1024.0,
-                                                       100.0 * cfg.mem_used_mib / 1024.0 / cap))]
+                 "tps: {:,}".format(int(round(tps))) % (d["step"], d["val_loss"], reserved, 100.0 * reserved / cap))]
 
     def ckpt_start(self, ctx, ev):
         pre, step = titan_prefix(ctx, ev.t), ev.data["step"]
@@ -3071,11 +3115,6 @@ DIALECTS = {"megatron": Megatron(), "deepspeed": MegatronDeepSpeed(), "torchtita
             "hf": HFTrainer(), "lightning": Lightning()}
 
 
-def padded_vocab(cfg):
-    multiple = 128 * cfg.tp
-    return int(math.ceil(cfg.shape.vocab / float(multiple)) * multiple)
-
-
 def phase_lines(ctx, ev):
     """Lines at the start of a phase: launch, build, load, train, export."""
     phase, dialect = ev.data["phase"], DIALECTS[ctx.cfg.framework]
@@ -3172,6 +3211,16 @@ def dialect_lines(ctx, ev):
 ANSI = {"WARNING": "\033[33m", "ERROR": "\033[31m"}
 
 
+def software_record(stack, framework):
+    """The versions the run's log shows: driver, CUDA, PyTorch, NCCL and its framework's release."""
+    rec = collections.OrderedDict([("driver", stack.driver), ("cuda", stack.cuda), ("torch", stack.torch),
+                                   ("nccl", stack.nccl)])
+    column = {"hf": "transformers"}.get(framework, framework)
+    if column in stack._fields:
+        rec[column] = getattr(stack, column)
+    return rec
+
+
 def config_record(cfg):
     """The jsonl `config` object: the run's shape, cluster and schedule."""
     shape = cfg.shape
@@ -3179,7 +3228,7 @@ def config_record(cfg):
         ("kind", cfg.kind), ("framework", cfg.framework), ("name", cfg.name), ("model", cfg.model),
         ("params", cfg.params), ("layers", shape.layers), ("hidden", shape.hidden), ("heads", shape.heads),
         ("kv_heads", shape.kv_heads), ("ffn_hidden", shape.ffn_hidden), ("vocab", shape.vocab),
-        ("tied_embeddings", shape.tied), ("seq_len", cfg.seq_len), ("tokenizer", cfg.tokenizer),
+        ("tied_embeddings", shape.tied), ("mlp", shape.mlp), ("seq_len", cfg.seq_len), ("tokenizer", cfg.tokenizer),
         ("dataset", cfg.dataset), ("gpu_type", cfg.gpu.name),
         ("gpu_memory_gib", round(cfg.gpu.memory_mib / 1024.0, 1)), ("gpu_peak_tflops", cfg.gpu.tflops),
         ("gpu_tdp_w", cfg.gpu.power_cap_w), ("nodes", cfg.nodes), ("gpus_per_node", cfg.gpus_per_node),
@@ -3191,6 +3240,7 @@ def config_record(cfg):
         ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
         ("lr_decay", cfg.decay), ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
         ("hostnames", [hostname_of(cfg, i) for i in range(min(cfg.nodes, 4))]),
+        ("software", software_record(cfg.stack, cfg.framework)),
     ])
     if shape.head_dim and shape.head_dim != shape.hidden // shape.heads:
         rec["head_dim"] = shape.head_dim

@@ -13,7 +13,7 @@ import re
 import pytest
 
 import fake_llm_training as flt
-from conftest import run_program
+from conftest import printed_flops_per_token, run_program
 
 TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 NCCL = r"^[\w.-]+:\d+:\d+ \[\d\] NCCL INFO .+$"            # host:pid:tid [localrank] NCCL INFO ...
@@ -201,14 +201,14 @@ def check_step_line(style, config, steps, d, bar_step):
         assert (d["gn"] is None) == (style == "deepspeed" and config["pp"] == 1 or bool(s.get("skipped")))
         if d["gn"] is not None:
             assert close(float(d["gn"]), s["grad_norm"], 1e-3)
-        per_gpu = config["flops_per_token"] * config["tokens_per_step"] / (float(d["ms"]) / 1000) / config["gpus"] / 1e12
+        per_gpu = printed_flops_per_token(config) * config["tokens_per_step"] / (float(d["ms"]) / 1000) / config["gpus"] / 1e12
         assert abs(float(d["tflops"]) - per_gpu) <= 0.1 + 1e-3 * per_gpu      # from the printed time per iteration
     elif style == "torchtitan":
         s = steps[int(d["step"])]
         assert close(float(d["loss"]), s["loss"], 1e-5)
         assert close(float(d["gn"]), s["grad_norm"], 1e-4)
         tps = int(d["tps"].replace(",", ""))
-        mfu = 100 * config["flops_per_token"] * tps / (config["gpu_peak_tflops"] * 1e12)
+        mfu = 100 * printed_flops_per_token(config) * tps / (config["gpu_peak_tflops"] * 1e12)
         assert abs(float(d["mfu"]) - mfu) <= 0.005 + mfu * 0.5 / tps + 1e-9     # tps is printed rounded
     elif style == "hf":
         s = steps[bar_step]

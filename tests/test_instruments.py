@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from conftest import run_program
+from conftest import printed_flops_per_token, run_program
 
 SEEDS = (6, 17, 23)
 
@@ -122,7 +122,7 @@ def test_megatron_window_averages(seed, extra):
         _, _, steps = window(rec, it, every, a)
         ms = 1000 * sum(s["step_time_s"] for s in steps) / len(steps)
         assert close(float(m.group("ms")), ms, 0.1 + 1e-5 * ms), (it, m.group("ms"), ms)
-        tflops = c["flops_per_token"] * c["tokens_per_step"] / (ms / 1000.0) / c["gpus"] / 1e12
+        tflops = printed_flops_per_token(c) * c["tokens_per_step"] / (ms / 1000.0) / c["gpus"] / 1e12
         assert close(float(m.group("tf")), tflops, 0.1 + 1e-4 * tflops)
         kept = [s["loss"] for s in steps if not s.get("skipped")]
         if kept:        # the mean over the iterations that were not skipped
@@ -182,6 +182,8 @@ def test_deepspeed_throughput_timer_and_megatron_deepspeed_line(seed):
         sps = gbs / (ms / 1000.0)
         assert close(float(m.group("sps")), sps, 0.001 + 1e-5 * sps)
         assert close(float(m.group("tgs")), sps * c["seq_len"] / c["gpus"], 0.001 + 1e-5 * sps * c["seq_len"])
+        tflops = printed_flops_per_token(c) * sps * c["seq_len"] / c["gpus"] / 1e12
+        assert close(float(m.group("tf")), tflops, 0.01 + 1e-5 * tflops)
         assert m.group("lr") == "%.3E" % rec.steps[(a, it)]["lr"]
 
 
@@ -211,7 +213,7 @@ def test_torchtitan_window_metrics(seed):
         dt = rec.t(a, k) - t_prev
         tps = (k - prev) * c["tokens_per_step"] / float(c["gpus"]) / dt
         assert abs(int(m.group("tps").replace(",", "")) - tps) <= 0.5 + 2e-6 * tps, (k, m.group("tps"), tps)
-        tflops = c["flops_per_token"] * tps / 1e12
+        tflops = printed_flops_per_token(c) * tps / 1e12
         assert close(float(m.group("tf").replace(",", "")), tflops, 0.01 + 2e-6 * tflops)
         assert close(float(m.group("mfu")), 100 * tflops / c["gpu_peak_tflops"], 0.01 + 1e-5 * tflops)
         s = rec.steps[(a, k)]
