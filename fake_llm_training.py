@@ -342,7 +342,10 @@ Cluster = collections.namedtuple(
     "Cluster", "gpu nodes gpus_per_node fabric fabric_gbs fs stack hostname first_node")
 Layout = collections.namedtuple("Layout", "tp pp cp ep vp dp sharding recompute mbs")
 StepParts = collections.namedtuple("StepParts", "compute comm optimizer data")
-Memory = collections.namedtuple("Memory", "allocated reserved context nccl")
+# Bytes on one GPU: allocated at the step's peak, of which `states` (weights, gradients,
+# optimizer states) stay allocated between steps; the allocator's reserved pool;
+# the CUDA context; NCCL's buffers.
+Memory = collections.namedtuple("Memory", "allocated reserved context nccl states")
 
 CLUSTER_DRAW = 0                      # the config draw of "run 0" is the cluster's (runs count from 1)
 CLUSTER_NODES = (2, 4, 4, 8, 8, 16, 16, 32, 64, 128, 256)   # nodes of 8: team partitions to big pools
@@ -472,7 +475,8 @@ def memory_model(model, params, active, L, seq, framework, grad_accum=1):
     logits = 2 * 4.0 * tokens * model.vocab / L.tp                     # fp32 logits and their gradient
     allocated = states + act + logits
     groups = sum(1 for x in (L.tp, L.pp, L.cp, L.ep) if x > 1)
-    return Memory(allocated, allocated * ALLOCATOR_SLACK, CONTEXT_BYTES, NCCL_BASE_BYTES + NCCL_GROUP_BYTES * groups)
+    return Memory(allocated, allocated * ALLOCATOR_SLACK, CONTEXT_BYTES, NCCL_BASE_BYTES + NCCL_GROUP_BYTES * groups,
+                  states)
 
 
 def memory_total(mem):
@@ -678,7 +682,7 @@ RunConfig = collections.namedtuple("RunConfig", [
     "global_batch", "tokens_per_step", "start_step", "total_steps", "warmup_steps",
     "peak_lr", "min_lr", "decay", "betas", "weight_decay", "grad_clip", "epochs",
     "steps_per_epoch", "train_samples", "flops_per_token", "mfu", "tokens_per_s",
-    "step_time_s", "mem_need_bytes", "mem_used_mib", "log_interval", "val_interval",
+    "step_time_s", "mem_need_bytes", "mem_states_bytes", "mem_used_mib", "log_interval", "val_interval",
     "val_iters", "val_seconds", "ckpt_interval", "ckpt_bytes", "ckpt_seconds",
     "launch_seconds", "build_seconds", "load_seconds", "export_seconds", "export_files",
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
@@ -1026,7 +1030,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         grad_clip=1.0, epochs=sched["epochs"], steps_per_epoch=sched["steps_per_epoch"],
         train_samples=sched["train_samples"], flops_per_token=fpt,
         mfu=mfu_of(fpt, tokens_per_s, gpus, cluster.gpu.tflops), tokens_per_s=tokens_per_s,
-        step_time_s=step_time, step_parts=parts, mem_need_bytes=mem.allocated,
+        step_time_s=step_time, step_parts=parts, mem_need_bytes=mem.allocated, mem_states_bytes=mem.states,
         mem_used_mib=int(memory_total(mem) / MIB), mem_reserved_mib=int(mem.reserved / MIB),
         context_mib=int(mem.context / MIB), nccl_mib=int(mem.nccl / MIB),
         cluster=cluster, stack=cluster.stack, fabric=cluster.fabric.name, hostname=cluster.hostname,
@@ -2776,7 +2780,7 @@ class MegatronDeepSpeed(Megatron):
                             "epoch=0/micro_step=%d/global_step=%d, RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, "
                             "MemAllocated=%.2fGB, MaxMemAllocated=%.2fGB" % (
                                 (metrics.step - seg.first) * cfg.grad_accum, metrics.step - seg.first, avg, cur,
-                                round(cfg.mem_need_bytes * 0.35 / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
+                                round(cfg.mem_states_bytes / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
         if ctx.rank in (None, cfg.gpus - 1):
             out.append(("INFO", self.mds_line(ctx, ev)))
         return out
