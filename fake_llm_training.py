@@ -367,11 +367,24 @@ FP8_OTHER_SHARE = 0.45                # torchao/llm-foundry float8 (casts outsid
 PP_P2P_EXPOSED = 0.3                  # 1F1B sends overlap the next micro-batch mostly
 CP_EXPOSED = 0.25                     # ring attention overlaps K/V passing with the block in flight
 A2A_EXPOSED = 0.7                     # MoE dispatch/combine is hard to hide (Megatron MoE README)
-GEMM_SHARE = 0.8                      # share of step compute in GEMMs (the rest: attention, norms, elementwise)
+NONGEMM_BYTES = 250.0                 # HBM bytes a token moves outside the GEMMs (norms, activations, residuals,
+                                      # rotary, casts), per layer and hidden unit, forward and backward, with
+                                      # Transformer Engine's fused kernels: on an H100 (295 FLOP/byte) the GEMMs
+                                      # then take 80% of a 4096-wide model's compute, 93% of a 16384-wide one's
+GEMM_FLOPS_H2 = 72.0                  # GEMM FLOPs a token costs per layer, over h^2: 6 x 12 h^2 (fwd + bwd)
+FUSION_GAP_BYTES = {"megatron": 0.0, "torchtitan": 0.0}   # further bytes where fewer ops are fused: Megatron-Core
+FUSION_GAP_DEFAULT = 100.0            # (TE) is the baseline kernel_eff was calibrated on; torchtitan compiles
+                                      # its blocks; HF/Composer/DeepSpeed/Lightning run norms, activations and
+                                      # rotary eagerly (calibration rows 9-11: MPT under llm-foundry, H100 worst)
 FP8_GEMM_SPEEDUP = 2.0                # FP8 GEMM over BF16 at best (twice the peak), end-to-end ~1.45x (NeMo tables)
 FP8_WIDTH_KNEE = 2048.0               # narrow GEMMs gain less: casts and scaling cost as much as the math
 HIDDEN_KNEE = 420.0                   # GEMMs narrower than this per TP rank run well below peak
 TOKENS_KNEE = 256.0                   # tokens per micro-batch below which kernels starve
+GRAD_REDUCE_BYTES = {"megatron": 4.0, "torchtitan": 4.0}   # bytes a gradient crosses the wire: Megatron reduces
+                                      # in fp32 for bf16 ("bfloat16 requires gradient accumulation and all-reduce
+                                      # to be done in fp32", arguments.py; NeMo's grad_reduce_in_fp32=True),
+                                      # torchtitan's mixed_precision_reduce defaults to float32; DeepSpeed and
+                                      # the HF/Lightning FSDP bf16 policies reduce in bf16 (2); DDP under AMP: fp32
 ADAM_BYTES = 30                       # per parameter: fp32 master, m, v read+written, grad read, bf16 write
 HBM_EFFICIENCY = 0.7                  # a fused Adam kernel reaches ~70% of HBM bandwidth
 DATA_FIXED_S = 0.004                  # per step: the loader's hand-off and the host-to-device copy
@@ -488,24 +501,38 @@ def fits(gpu, mem):
     return memory_total(mem) <= gpu.memory_mib * MIB * CARD_HEADROOM
 
 
-def kernel_efficiency(gpu, model, L, seq, precision):
+def nongemm_ratio(gpu, model, extra_bytes):
+    """Time of the HBM-bound work outside the GEMMs over the GEMMs' own, for `extra_bytes` a token,
+    layer and hidden unit: bytes ~ h against FLOPs ~ h^2, so it falls with width and grows with the
+    card's FLOPs per byte of HBM bandwidth (A100 153, H100 295: the same code fuses worse on Hopper)."""
+    return extra_bytes * gpu.tflops * 1e3 / gpu.hbm_gbs / (GEMM_FLOPS_H2 * model.hidden)
+
+
+def kernel_efficiency(gpu, model, L, seq, precision, framework="megatron"):
     """Fraction of the card's peak the step's kernels sustain: wide GEMMs and long
-    micro-batches run near the card's best, attention (flash) somewhat below it."""
+    micro-batches run near the card's best, attention (flash) somewhat below it, and
+    frameworks that fuse less spend longer in memory-bound elementwise kernels."""
     width = model.hidden / math.sqrt(L.tp)
     tokens = L.mbs * seq / float(L.cp)
     eff = gpu.kernel_eff / (1 + HIDDEN_KNEE / width) / (1 + TOKENS_KNEE / tokens)
+    eff /= 1 + nongemm_ratio(gpu, model, FUSION_GAP_BYTES.get(framework, FUSION_GAP_DEFAULT))
     attention = 12.0 * model.layers * model.hidden * seq / flops_per_token(model, seq, count_params(model, True))
     eff /= (1 - attention) + attention / 0.75       # flash attention reaches ~3/4 of GEMM efficiency
     return eff
 
 
-def link_gbs(cluster, span):
-    """Bus bandwidth (GB/s per GPU) of a group `span` GPUs wide: NVLink/PCIe inside a node, else the fabric."""
+def link_gbs(cluster, span, per_node=1):
+    """Bus bandwidth (GB/s per GPU) of a group `span` GPUs wide: NVLink/PCIe inside a node, else the fabric.
+    A ring or tree crosses each node boundary once per channel, and NCCL spreads its channels over the
+    node's NICs: a collective whose group has `per_node` members on every node (and its sibling groups,
+    running the same collective at the same moment) shares the NICs of those members, so its bus bandwidth
+    is per_node NIC shares, up to the link inside.  nccl-tests across 8-GPU A100 nodes with 4 HDR NICs:
+    all-reduce bus bandwidth 85-96 GB/s of the node's 100 GB/s (nccl-tests #119, nccl #1048), not 12.5."""
     gpu = cluster.gpu
     inside = gpu.link_gbs * (PCIE_EFFICIENCY if platform(gpu) == "pcie" else LINK_EFFICIENCY)
     if span <= cluster.gpus_per_node:
         return inside
-    return min(inside, cluster.fabric_gbs * FABRIC_EFFICIENCY)
+    return min(inside, per_node * cluster.fabric_gbs * FABRIC_EFFICIENCY)
 
 
 def dp_seconds(model, params, active, cluster, L, framework, grad_accum, mb_compute, bubble, precision):
@@ -516,9 +543,10 @@ def dp_seconds(model, params, active, cluster, L, framework, grad_accum, mb_comp
         return 0.0
     shard = sharded_params(model, params, active, L)
     n = L.dp * L.cp
-    bw = link_gbs(cluster, L.tp * L.pp * L.cp * L.dp if cluster.nodes > 1 else 1) * 1e9
+    per_node = max(1, min(n, cluster.gpus_per_node // L.tp))     # ranks of one dp x cp group on a node
+    bw = link_gbs(cluster, L.tp * L.pp * L.cp * L.dp if cluster.nodes > 1 else 1, per_node) * 1e9
     frac = (n - 1.0) / n
-    grad_bytes = 4.0 if L.sharding == "none" else 2.0      # AMP's fp32 grads; others reduce in bf16
+    grad_bytes = 4.0 if L.sharding == "none" else GRAD_REDUCE_BYTES.get(framework, 2.0)
     gather_bytes = 1.0 if precision == "fp8" else 2.0                          # FP8 parameter all-gather
     if ZERO_LEVEL[L.sharding] >= 3 and L.pp == 1:   # gather for forward and backward, reduce: every micro-batch
         per_mb = (2 * gather_bytes + grad_bytes) * shard * frac / bw
@@ -565,12 +593,15 @@ def step_parts(model, params, active, cluster, L, seq, grad_accum, framework, pr
     gpus = L.tp * L.pp * L.cp * L.dp
     tokens = L.mbs * L.dp * grad_accum * seq
     flops = flops_per_token(model, seq, active) * tokens / gpus * RECOMPUTE_FLOPS[L.recompute]
-    compute = flops / (gpu.tflops * 1e12 * kernel_efficiency(gpu, model, L, seq, precision))
+    flops *= stage_layers(model, L.pp) * L.pp / float(model.layers)   # the fullest stage sets the pipeline's pace
+    compute = flops / (gpu.tflops * 1e12 * kernel_efficiency(gpu, model, L, seq, precision, framework))
     if precision == "fp8":                   # FP8 GEMMs: the wider the GEMM, the closer to the FP8 peak
         width = model.hidden / math.sqrt(L.tp)
         gain = 1 + ((FP8_GEMM_SPEEDUP - 1) * width / (width + FP8_WIDTH_KNEE)
                     * FP8_TE_SHARE.get(framework, FP8_OTHER_SHARE))
-        compute *= 1 - GEMM_SHARE * (1 - 1 / gain)
+        gap = FUSION_GAP_BYTES.get(framework, FUSION_GAP_DEFAULT)
+        gemm_share = 1 / (1 + nongemm_ratio(gpu, model, NONGEMM_BYTES + gap))
+        compute *= 1 - gemm_share * (1 - 1 / gain)
     bubble = pipeline_bubble(L, grad_accum, compute)
     comm = (dp_seconds(model, params, active, cluster, L, framework, grad_accum, compute / grad_accum, bubble, precision)
             + model_parallel_seconds(model, cluster, L, seq, grad_accum, compute, framework)

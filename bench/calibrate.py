@@ -26,7 +26,29 @@ SHAPES = {
     "BLOOM-176B": M("BLOOM-176B", "bloom", 70, 14336, 112, 112, None, 57344, 250880, 2048, True, "gelu", None, None, ""),
     "MPT-70B": M("MPT-70B", "mpt", 80, 8192, 64, 64, None, 32768, 50432, 2048, True, "gelu", None, None, ""),
     "MPT-3B": M("MPT-3B", "mpt", 32, 2560, 32, 32, None, 10240, 50432, 2048, True, "gelu", None, None, ""),
+    # spot-check shapes: MPT from llm-foundry's yamls (NumParams column agrees within 0.3%), Megatron's
+    # weak-scaling GPTs from Narayanan et al. Table 1 (heads, hidden, layers; 4h MLP, 51200 vocab), NeMo's
+    # GPT-3 5B/20B from its configs (their model TFLOP/s over tokens/s agrees with 6N + 12lhs within 0.5%)
+    "MPT-7B": M("MPT-7B", "mpt", 32, 4096, 32, 32, None, 16384, 50432, 2048, True, "gelu", None, None, ""),
+    "MPT-13B": M("MPT-13B", "mpt", 40, 5120, 40, 40, None, 20480, 50432, 2048, True, "gelu", None, None, ""),
+    "MPT-30B": M("MPT-30B", "mpt", 48, 7168, 64, 64, None, 28672, 50432, 2048, True, "gelu", None, None, ""),
+    "GPT-1.7B": M("GPT-1.7B", "gpt2", 24, 2304, 24, 24, None, 9216, 51200, 2048, True, "gelu", None, None, ""),
+    "GPT-7.5B": M("GPT-7.5B", "gpt2", 36, 4096, 32, 32, None, 16384, 51200, 2048, True, "gelu", None, None, ""),
+    "GPT-39.1B": M("GPT-39.1B", "gpt2", 48, 8192, 64, 64, None, 32768, 51200, 2048, True, "gelu", None, None, ""),
+    "GPT-310.1B": M("GPT-310.1B", "gpt2", 96, 16384, 128, 128, None, 65536, 51200, 2048, True, "gelu", None, None,
+                    ""),
+    "GPT-529.6B": M("GPT-529.6B", "gpt2", 105, 20480, 128, 128, None, 81920, 51200, 2048, True, "gelu", None, None,
+                    ""),
+    "GPT-3-5B": M("GPT-3-5B", "gpt2", 24, 4096, 32, 32, None, 16384, 50304, 2048, True, "gelu", None, None, ""),
+    "GPT-3-20B": M("GPT-3-20B", "gpt2", 44, 6144, 48, 48, None, 24576, 50304, 2048, True, "gelu", None, None, ""),
 }
+# torchtitan's Grand Teton H100s: 96 GB HBM2e at 2.4 TB/s, 500 W power limit; "the actual peak TFLOPs
+# number is between SXM and NVL" (benchmarks/llama3_h100_202412_torchtitan.md, footnote 2): taken half
+# way between the SXM's 989 and the NVL's 835 dense BF16.  torchtitan's MFU divides by the SXM's 989.
+CARDS = {"H100-GT": CATALOG.gpus["H100"]._replace(key="H100-GT", name="NVIDIA H100 96GB HBM2e (500 W)",
+                                                   memory_mib=98304, tflops=(989 + 835) / 2.0, power_cap_w=500,
+                                                   hbm_gbs=2400)}
+MFU_PEAK = {"H100-GT": 989.0}
 Row = collections.namedtuple("Row", "ref model gpu count fabric_gbit style tp pp cp ep vp sharding recompute "
                                     "mbs seq gbs precision published note")
 
@@ -70,20 +92,21 @@ def rows():
           "bf16", 380, "seq and card assumed"),
         R(13, m["Llama-3.1-70B"], "A100-80GB", 64, 200, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "full", 1, 8192, 64,
           "bf16", 331, ""),
-        R(14, m["Llama-3.1-70B"], "H100", 256, 400, "torchtitan", 8, 1, 1, 1, 1, "fsdp", "full", 16, 8192, 512,
-          "fp8", 876, "H100 96GB part"),
-        R(15, m["Llama-3.1-405B"], "H100", 512, 400, "torchtitan", 8, 8, 1, 1, 2, "fsdp", "full", 1, 8192, 256,
-          "fp8", 128, "H100 96GB part"),
+        R(14, m["Llama-3.1-70B"], "H100-GT", 256, 400, "torchtitan", 8, 1, 1, 1, 1, "fsdp", "full", 16, 8192, 512,
+          "fp8", 876, ""),
+        R(15, m["Llama-3.1-405B"], "H100-GT", 512, 400, "torchtitan", 8, 8, 1, 1, 2, "fsdp", "full", 4, 8192, 256,
+          "fp8", 128, "local batch 32 in pp=8 micro-batches of 4 (torchtitan's default count)"),
         R(16, m["Llama-3.1-8B"], "H200", 64, 400, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "none", 2, 8192, 128, "fp8",
           10753, ""),
         R(18, m["Llama-2-7B"], "H100", 8, 400, "megatron", 1, 1, 1, 1, 1, "zero1", "none", 1, 4096, 128, "fp8",
           16847, ""),
-        R(19, m["GPT-3-175B"], "H100", 512, 400, "megatron", 4, 8, 1, 1, 6, "zero1", "selective", 1, 2048, 2048,
-          "fp8", 782, ""),
+        R(19, m["GPT-3-175B"], "H100", 512, 400, "megatron", 4, 8, 1, 1, 6, "zero1", "selective", 2, 2048, 2048,
+          "fp8", 782, "MBS 2 as the NeMo table gives it"),
         R(20, m["Llama-3.1-70B"], "H100", 64, 400, "megatron", 4, 4, 2, 1, 5, "zero1", "selective", 1, 8192, 128,
           "fp8", 1533, ""),
         R(21, m["GPT-3-175B"], "H100", 10752, 400, "megatron", 4, 8, 1, 1, 4, "zero1", "selective", 1, 2048, 2688,
-          "fp8", 5152984.38595476 / 10752, "MLPerf v3.1, vp assumed"),
+          "fp8", 5505024 / 0.9310762882232666 / 10752, "MLPerf v3.1 train_step_timing (the log's throughput, "
+          "5152984 tokens/s, is tokens over train_epoch_timing, evaluations included); vp assumed"),
         R(22, m["Llama-3.1-405B"], "H100", 2304, 400, "megatron", 8, 9, 2, 1, 7, "zero1", "selective", 1, 8192, 1008,
           "fp8", 668626.0 / 2304, ""),
         R(23, m["Llama-3.1-405B"], "H100", 1024, 400, "megatron", 8, 8, 2, 1, 8, "zero1", "selective", 1, 8192, 1536,
@@ -99,9 +122,93 @@ def rows():
     ]
 
 
+def spot_rows():
+    """Published measurements NOT in throughput.md, kept out of tuning: how the model generalises.
+    Sources (each row's note names its line):
+      S1-S5   Narayanan et al., arXiv 2104.04473, Table 1 (transcribed in SotaroKaneda/MLCarbon
+              data/megatron_table.csv): A100-80GB on Selene (8 HDR rails a node), hardware TFLOP/s.
+      S6-S11  NVIDIA/NeMo docs/source/performance/performance_summary.md @070a0bb (NeMo 24.07, DGX-H100,
+              FP8), Pretraining table rows not in throughput.md.
+      S12-S14 NVIDIA-NeMo/Megatron-Bridge docs/performance-summary-archive.md @0a25f91, 25.11 > DGX-H100.
+      S15-S17 pytorch/torchtitan docs/performance.md @0413364 (64 A100-80GB, FSDP2, bf16).
+      S18-S21 pytorch/torchtitan benchmarks/llama3_h100_202412_torchtitan.md Tables 1, 2, 3, 6 (Grand
+              Teton H100 96GB HBM2e at 500 W, 400 Gb/s a GPU; below the SXM card modelled here).
+      S22-S28 mosaicml/llm-foundry scripts/train/benchmarking/README.md @061f2c7 (H100 BF16, H100 FP8,
+              A100 80GB with 1600 Gb/s RoCE a node).
+      S29-S30 mlcommons/training_results_v3.1 NVIDIA/results/eos_n64 and eos-dfw_n512 gpt3 result_0.txt:
+              train_step_timing at the end of the log, 4194304 tokens a step (GBS 2048 x 2048)."""
+    m = dict(CATALOG.models)
+    m.update(SHAPES)
+    R = Row
+    nt = narayanan_tokens
+    return [
+        R("S1", m["GPT-1.7B"], "A100-80GB", 32, 200, "megatron", 1, 1, 1, 1, 1, "zero1", "full", 1, 2048, 512,
+          "bf16", nt(137, m["GPT-1.7B"], 2048), "Table 1 row 1.7B: 137 TFLOP/s"),
+        R("S2", m["GPT-7.5B"], "A100-80GB", 128, 200, "megatron", 4, 1, 1, 1, 1, "zero1", "full", 1, 2048, 512,
+          "bf16", nt(142, m["GPT-7.5B"], 2048), "Table 1 row 7.5B: 142 TFLOP/s"),
+        R("S3", m["GPT-39.1B"], "A100-80GB", 512, 200, "megatron", 8, 2, 1, 1, 1, "zero1", "full", 1, 2048, 1536,
+          "bf16", nt(138, m["GPT-39.1B"], 2048), "Table 1 row 39.1B: 138 TFLOP/s"),
+        R("S4", m["GPT-310.1B"], "A100-80GB", 1920, 200, "megatron", 8, 16, 1, 1, 1, "zero1", "full", 1, 2048, 2160,
+          "bf16", nt(155, m["GPT-310.1B"], 2048), "Table 1 row 310.1B: 155 TFLOP/s"),
+        R("S5", m["GPT-529.6B"], "A100-80GB", 2520, 200, "megatron", 8, 35, 1, 1, 1, "zero1", "full", 1, 2048,
+          2520, "bf16", nt(163, m["GPT-529.6B"], 2048), "Table 1 row 529.6B: 163 TFLOP/s"),
+        R("S6", m["GPT-3-5B"], "H100", 64, 400, "megatron", 1, 1, 1, 1, 1, "zero1", "none", 4, 2048, 2048, "fp8",
+          22521, "NeMo 24.07 GPT3-5B"),
+        R("S7", m["GPT-3-20B"], "H100", 64, 400, "megatron", 2, 1, 1, 1, 1, "zero1", "none", 2, 2048, 256, "fp8",
+          5851, "NeMo 24.07 GPT3-20B"),
+        R("S8", m["GPT-3-175B"], "H100", 128, 400, "megatron", 4, 8, 1, 1, 6, "zero1", "selective", 1, 2048, 256,
+          "fp8", 726, "NeMo 24.07 GPT3-175B (128)"),
+        R("S9", m["Llama-2-13B"], "H100", 16, 400, "megatron", 1, 4, 1, 1, 10, "zero1", "none", 1, 4096, 128,
+          "fp8", 8646, "NeMo 24.07 LLAMA2-13B"),
+        R("S10", m["Llama-2-70B"], "H100", 64, 400, "megatron", 4, 4, 1, 1, 20, "zero1", "selective", 1, 4096, 128,
+          "fp8", 1707, "NeMo 24.07 LLAMA2-70B"),
+        R("S11", m["Llama-3.1-8B"], "H100", 8, 400, "megatron", 1, 1, 2, 1, 1, "zero1", "none", 1, 8192, 128,
+          "fp8", 12036, "NeMo 24.07 LLAMA3-8B (CP2)"),
+        R("S12", m["Llama-3.1-8B"], "H100", 8, 400, "megatron", 1, 1, 1, 1, 1, "fsdp", "none", 1, 8192, 128, "fp8",
+          14451, "Megatron-Bridge 25.11 LLAMA3_8B (FSDP 8)"),
+        R("S13", m["Llama-3.1-70B"], "H100", 64, 400, "megatron", 4, 8, 1, 1, 5, "zero1", "selective", 1, 8192, 128,
+          "fp8", 1602, "Megatron-Bridge 25.11 LLAMA3_70B"),
+        R("S14", m["Llama-3.1-405B"], "H100", 1024, 400, "megatron", 8, 8, 2, 1, 8, "zero1", "selective", 1, 8192,
+          512, "fp8", 292, "Megatron-Bridge 25.11 LLAMA3.1_405B (GBS 512)"),
+        R("S15", m["Llama-3.1-8B"], "A100-80GB", 64, 200, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "selective", 1, 8192,
+          64, "bf16", 2904, "Llama 3 8B, batch 1, selective layer AC"),
+        R("S16", m["Llama-2-13B"], "A100-80GB", 64, 200, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "none", 2, 4096, 128,
+          "bf16", 2162, "Llama 2 13B, batch 2, no AC"),
+        R("S17", m["Llama-2-70B"], "A100-80GB", 64, 200, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "full", 2, 4096, 128,
+          "bf16", 353, "Llama 2 70B, batch 2, full AC"),
+        R("S18", m["Llama-3.1-8B"], "H100-GT", 8, 400, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "selective", 2, 8192, 16,
+          "bf16", 6667, "Table 1, FSDP + torch.compile"),
+        R("S19", m["Llama-3.1-8B"], "H100-GT", 128, 400, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "selective", 2, 8192,
+          256, "fp8", 8380, "Table 3, FSDP + compile + Float8"),
+        R("S20", m["Llama-3.1-8B"], "H100-GT", 8, 400, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "full", 1, 32768, 8,
+          "fp8", 3890, "Table 2, FSDP 8 CP 1, seq 32768"),
+        R("S21", m["Llama-3.1-405B"], "H100-GT", 512, 400, "torchtitan", 8, 8, 1, 1, 1, "fsdp", "full", 1, 32768, 64,
+          "fp8", 76, "Table 6, FSDP 8 CP 1, 1F1B, local batch 8 in 8 micro-batches"),
+        R("S22", m["MPT-7B"], "H100", 8, 400, "hf", 1, 1, 1, 1, 1, "fsdp", "none", 6, 2048, 48, "bf16", 10643,
+          "H100 BF16 7b 2048 x8"),
+        R("S23", m["MPT-13B"], "H100", 64, 400, "hf", 1, 1, 1, 1, 1, "fsdp", "none", 2, 2048, 128, "bf16", 4800,
+          "H100 BF16 13b 2048 x64"),
+        R("S24", m["MPT-30B"], "H100", 32, 400, "hf", 1, 1, 1, 1, 1, "fsdp", "full", 14, 2048, 1344, "bf16", 2308,
+          "H100 BF16 30b 2048 x32"),
+        R("S25", m["MPT-7B"], "H100", 8, 400, "hf", 1, 1, 1, 1, 1, "fsdp", "full", 2, 32768, 32, "bf16", 3318,
+          "H100 BF16 7b 32768 x8"),
+        R("S26", m["MPT-3B"], "H100", 8, 400, "hf", 1, 1, 1, 1, 1, "fsdp", "none", 3, 8192, 144, "fp8", 19146,
+          "H100 FP8 3b 8192 x8"),
+        R("S27", m["MPT-13B"], "A100-80GB", 8, 200, "hf", 1, 1, 1, 1, 1, "fsdp", "none", 2, 2048, 48, "bf16", 2262,
+          "A100 80GB 13b 2048 x8"),
+        R("S28", m["MPT-70B"], "A100-80GB", 64, 200, "hf", 1, 1, 1, 1, 1, "fsdp", "full", 8, 2048, 2048, "bf16", 410,
+          "A100 80GB 70b 2048 x64"),
+        R("S29", m["GPT-3-175B"], "H100", 512, 400, "megatron", 4, 8, 1, 1, 4, "zero1", "selective", 1, 2048, 2048,
+          "fp8", 4194304 / 11.04 / 512, "MLPerf v3.1 eos_n64: 11.04 s a step; vp assumed"),
+        R("S30", m["GPT-3-175B"], "H100", 4096, 400, "megatron", 4, 8, 1, 1, 4, "zero1", "selective", 1, 2048,
+          2048, "fp8", 4194304 / 1.609 / 4096, "MLPerf v3.1 eos-dfw_n512: 1.609 s a step; vp assumed"),
+    ]
+
+
 def evaluate(row):
     """(tokens/s/GPU, MFU) the performance model gives for a row, and the published MFU on the same definition."""
-    gpu = CATALOG.gpus[row.gpu]
+    gpu = CARDS[row.gpu] if row.gpu in CARDS else CATALOG.gpus[row.gpu]
+    peak = MFU_PEAK.get(row.gpu, gpu.tflops)
     fabric = flt.Fabric("calibration", flt.platform(gpu), "fabric", row.fabric_gbit, 1)
     gpn = min(8, row.count)
     cluster = flt.Cluster(gpu, row.count // gpn, gpn, fabric, row.fabric_gbit / 8.0, CATALOG.filesystems[0],
@@ -116,35 +223,46 @@ def evaluate(row):
     ours = tokens / sum(parts) / row.count
     fpt = flt.flops_per_token(row.model, row.seq, active)
     mem = flt.memory_model(row.model, params, active, layout, row.seq, row.style, ga)
-    return (ours, flt.mfu_of(fpt, ours, 1, gpu.tflops), flt.mfu_of(fpt, row.published, 1, gpu.tflops),
+    return (ours, flt.mfu_of(fpt, ours, 1, peak), flt.mfu_of(fpt, row.published, 1, peak),
             flt.fits(gpu, mem), parts)
 
 
-def main(argv):
-    markdown = "--markdown" in argv
+FORMAT = "%-4s %-16s %-16s %-24s %-5s %13s %15s %8s %9s %6s"
+
+
+def table(title, table_rows, markdown):
+    """Print one table; return the differences in MFU points."""
     head = ("row", "model", "GPUs", "layout", "prec", "pub tok/s/GPU", "model tok/s/GPU", "pub MFU", "model MFU", "diff")
+    print(("**%s**\n" if markdown else "%s\n") % title)
     if markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
     else:
-        print("%-4s %-16s %-16s %-24s %-5s %13s %15s %8s %9s %6s" % head)
-    within = []
-    for row in rows():
+        print(FORMAT % head)
+    diffs = []
+    for row in table_rows:
         ours, mfu, pub_mfu, fits, parts = evaluate(row)
         layout = "TP%d PP%d%s%s %s%s" % (row.tp, row.pp, " CP%d" % row.cp if row.cp > 1 else "",
                                          " EP%d" % row.ep if row.ep > 1 else "", row.sharding,
                                          "" if fits else " (OOM in model)")
         diff = 100 * (mfu - pub_mfu)
-        within.append(abs(diff) <= 8)
+        diffs.append(diff)
         cells = (str(row.ref), row.model.name, "%dx %s" % (row.count, row.gpu), layout, row.precision,
                  "%.0f" % row.published, "%.0f" % ours, "%.1f%%" % (100 * pub_mfu), "%.1f%%" % (100 * mfu),
                  "%+.1f" % diff)
-        if markdown:
-            print("| " + " | ".join(cells) + " |")
-        else:
-            print("%-4s %-16s %-16s %-24s %-5s %13s %15s %8s %9s %6s" % cells)
-    print("\n%d of %d rows within 8 MFU points (MFU: 6N+12Lhs model FLOPs over the dense BF16/FP16 peak)"
-          % (sum(within), len(within)))
+        print(("| " + " | ".join(cells) + " |") if markdown else FORMAT % cells)
+    within = sum(1 for d in diffs if abs(d) <= 8)
+    print("\n%d of %d rows within 8 MFU points; mean |diff| %.1f, mean diff %+.1f" % (
+        within, len(diffs), sum(abs(d) for d in diffs) / len(diffs), sum(diffs) / len(diffs)))
+    return diffs
+
+
+def main(argv):
+    markdown = "--markdown" in argv
+    table("research/throughput.md (calibration)", rows(), markdown)
+    print("")
+    table("spot checks (not used for tuning)", spot_rows(), markdown)
+    print("\n(MFU: 6N+12Lhs model FLOPs over the dense BF16/FP16 peak, for every row)")
 
 
 if __name__ == "__main__":
