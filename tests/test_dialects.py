@@ -63,6 +63,9 @@ DS_PREFIX = r"^(\S+: )?\[" + TS + r",\d{3}\] \[INFO\] \[[\w.]+:\d+:\w+\] "
 DEEPSPEED_OTHER = [
     DS_PREFIX + r"cmd = .+ -m deepspeed\.launcher\.launch .+$",
     DS_PREFIX + r"(nnodes=\d+, num_local_procs=\d+, node_rank=\d+|dist_world_size=\d+|Setting CUDA_VISIBLE_DEVICES=[\d,]+)$",
+    DS_PREFIX + r"(Using IP address of [\d.]+ for node \S+|Running on the following workers: [\w,-]+"
+                r"|WORLD INFO DICT: \{('[\w-]+': \[[\d, ]+\](, )?)+\}"
+                r"|global_rank_mapping=defaultdict\(<class 'list'>, \{('[\w-]+': \[[\d, ]+\](, )?)+\}\))$",
     DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\]]*)\], mom=\[\(0\.9, 0\.95\)\]$",
     DS_PREFIX + r"epoch=\d+/micro_step=\d+/global_step=\d+, RunningAvgSamplesPerSec=[\d.e+-]+, CurrSamplesPerSec=[\d.e+-]+, "
                 r"MemAllocated=[\d.]+GB, MaxMemAllocated=[\d.]+GB$",
