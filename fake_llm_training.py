@@ -1371,6 +1371,8 @@ Moment = collections.namedtuple("Moment", "phase step progress segment")
 Incidents = collections.namedtuple("Incidents", "spikes stragglers crashes")
 
 INCIDENT_RATES = {"off": 0.0, "rare": 1.0, "normal": 25.0, "often": 400.0}
+TEARDOWN_S = 6.0            # a launcher notices a dead child within its poll (torchrun's monitor_interval,
+                            # DeepSpeed's 1 s loop), stops the others and exits
 SUMMARY_SECONDS = 20.0
 
 
@@ -1709,10 +1711,13 @@ def plan_incidents(cfg, incident_rate, forced=()):
 
 
 def crash_incident(cfg, step, u):
-    """(step, failing GPU, seconds the job hangs before the watchdog fires)."""
+    """(step, failing GPU, seconds until the job is down): on one node its launcher
+    stops the job at once; across nodes the ranks elsewhere wait in their collective
+    until the NCCL timeout fires (a short one set by the job: 1 or 2 minutes)."""
     if step % cfg.ckpt_interval == 0:
         step += 1                      # die during the step after a save, not inside it
-    return (step, int(u * cfg.gpus) % cfg.gpus, 60.0 if u < 0.5 else 120.0)
+    down = TEARDOWN_S if cfg.nodes == 1 else (60.0 if u < 0.5 else 120.0)
+    return (step, int(u * cfg.gpus) % cfg.gpus, down)
 
 
 def straggler_incident(cfg, step, u):
@@ -3133,26 +3138,31 @@ def phase_lines(ctx, ev):
 
 
 def _incident_lines(ctx, ev):
-    """A dying GPU's lines: the CUDA error on its rank; when the NCCL timeout expires, the
-    watchdog of the ranks left waiting, then the launcher tearing the job down (torchrun,
-    or DeepSpeed's launch.py under pdsh).  (A slow node or a loss spike prints nothing: no
+    """A dying GPU's lines: the CUDA error its rank raises, and its node's launcher (torchrun,
+    or DeepSpeed's launch.py) stopping the node, then srun or pdsh reporting it.  Across
+    nodes the other ranks wait in their all-reduce until the NCCL timeout: one of them
+    speaks for every node at the end.  (A slow node or a loss spike prints nothing: no
     framework announces them; they show in the step times and the loss.)"""
     cfg, d = ctx.cfg, ev.data
-    rank, attempt = d["gpu"], d["attempt"]
+    rank = d["gpu"]
     node, local = divmod(rank, cfg.gpus_per_node)
-    pid = ctx.pid(node, attempt, local)
     if ev.kind == "xid":
-        return [("ERROR", "[rank%d]: RuntimeError: CUDA error: uncorrectable ECC error encountered" % rank),
+        pid = ctx.pid(node, d["attempt"], local)
+        return [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
+                    d["host"], pid, pid + 61, local)),
+                ("ERROR", "[rank%d]: RuntimeError: CUDA error: uncorrectable ECC error encountered" % rank),
                 ("ERROR", "[rank%d]: CUDA kernel errors might be asynchronously reported at some other API call, "
                           "so the stacktrace below might be incorrect." % rank),
                 ("ERROR", "[rank%d]: For debugging consider passing CUDA_LAUNCH_BLOCKING=1" % rank),
-                ("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
-                    d["host"], pid, pid + 61, local))]
-    other = (rank + 1) % cfg.gpus             # a rank left waiting in the all-reduce
+                ("ERROR", "[rank%d]: Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions." % rank)
+                ] + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
+    if cfg.nodes == 1:
+        return []                              # the launcher already stopped the job
+    other = (rank + cfg.gpus_per_node) % cfg.gpus          # a rank on another node, left waiting
     stamp = ctx.glog_stamp(ev.t, 9)           # c10's logging: nanoseconds
     seq, ms = 1000 + d["step"] * 3, int(d["timeout_s"] * 1000)
     numel = cfg.params // (cfg.tp * cfg.pp * 16)
-    out = [
+    return [
         ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:607] [Rank %d] Watchdog caught collective operation timeout: "
                   "WorkNCCL(SeqNum=%d, OpType=ALLREDUCE, NumelIn=%d, NumelOut=%d, Timeout(ms)=%d) ran for %d "
                   "milliseconds before timing out." % (other, stamp, other, seq, numel, numel, ms, ms + 17)),
@@ -3160,47 +3170,61 @@ def _incident_lines(ctx, ev):
                   "Due to the asynchronous nature of CUDA kernels, subsequent GPU operations might run on "
                   "corrupted/incomplete data." % (other, stamp, other)),
         ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:627] [Rank %d] To avoid data inconsistency, we are taking "
-                  "the entire process down." % (other, stamp, other))]
+                  "the entire process down." % (other, stamp, other))] + _teardown(ctx, ev.t, other, d["attempt"], -6)
+
+
+def _teardown(ctx, t, rank, attempt, code):
+    """The launcher of `rank`'s node after that rank exited with `code` (-6: SIGABRT), and
+    the launcher's own exit as srun or pdsh report it."""
+    cfg = ctx.cfg
+    node, local = divmod(rank, cfg.gpus_per_node)
+    host = ctx.hostname(node, attempt)
     if cfg.framework == "deepspeed":
-        return out + _deepspeed_teardown(ctx, ev, node, attempt)
-    return out + _torchrun_teardown(ctx, ev, rank, pid)
+        return _deepspeed_teardown(ctx, t, host, node, attempt, code)
+    out = _torchrun_teardown(ctx, t, host, rank, ctx.pid(node, attempt, local), code)
+    if cfg.nodes > 1:                   # srun --label: "<task>: " before each line of torchrun on that node;
+        out = [(level, "%d: %s" % (node, text)) for level, text in out]     # torchrun exits 1 on the error
+        out.append(("ERROR", "srun: error: %s: task %d: Exited with exit code 1" % (host, node)))
+    return out
 
 
-def _torchrun_teardown(ctx, ev, rank, pid):
-    """torchrun's agent on the failed rank's node: the child that died first, and its report."""
-    node, local = divmod(rank, ctx.cfg.gpus_per_node)
-    stamp = ctx.glog_stamp(ev.t, 6, 3)        # torchrun's Python logging
+def _torchrun_teardown(ctx, t, host, rank, pid, code):
+    """torchrun's agent: the child that failed first, and its report."""
+    local = rank % ctx.cfg.gpus_per_node
+    stamp = ctx.glog_stamp(t, 6, 3)           # torchrun's Python logging
+    why = ("Signal 6 (SIGABRT) received by PID %d" % pid if code == -6
+           else "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html")
     return [
-        ("ERROR", "E%s %d torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: -6) local_rank: "
-                  "%d (pid: %d) of binary: /usr/bin/python" % (stamp, pid - 1 - local, local, pid)),
+        ("ERROR", "E%s %d torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: %d) local_rank: "
+                  "%d (pid: %d) of binary: /usr/bin/python" % (stamp, pid - 1 - local, code, local, pid)),
         ("ERROR", "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "),
         ("ERROR", "=" * 60), ("ERROR", "train.py FAILED"), ("ERROR", "-" * 60),
         ("ERROR", "Failures:"), ("ERROR", "  <NO_OTHER_FAILURES>"), ("ERROR", "-" * 60),
         ("ERROR", "Root Cause (first observed failure):"), ("ERROR", "[0]:"),
-        ("ERROR", "  time      : %s" % ctx.clock(ev.t, "%Y-%m-%d_%H:%M:%S")),
-        ("ERROR", "  host      : %s" % ev.data["host"]),
+        ("ERROR", "  time      : %s" % ctx.clock(t, "%Y-%m-%d_%H:%M:%S")),
+        ("ERROR", "  host      : %s" % host),
         ("ERROR", "  rank      : %d (local_rank: %d)" % (rank, local)),
-        ("ERROR", "  exitcode  : -6 (pid: %d)" % pid),
+        ("ERROR", "  exitcode  : %d (pid: %d)" % (code, pid)),
         ("ERROR", "  error_file: <N/A>"),
-        ("ERROR", "  traceback : Signal 6 (SIGABRT) received by PID %d" % pid),
+        ("ERROR", "  traceback : %s" % why),
         ("ERROR", "=" * 60)]
 
 
-def _deepspeed_teardown(ctx, ev, node, attempt):
-    """DeepSpeed's launch.py (0.16, sigkill_handler) on the failed node: it kills its
-    children and exits with the child's code (the command it prints is the last one it
-    built, the last local rank's); under pdsh the runner's host reports the exit status."""
+def _deepspeed_teardown(ctx, t, host, node, attempt, code):
+    """DeepSpeed's launch.py (0.16, sigkill_handler): it kills its children and exits with
+    the child's code (the command it prints is the last one it built, the last local
+    rank's); under pdsh the runner's host reports the exit status (-6 leaves 250)."""
     cfg = ctx.cfg
-    host = ev.data["host"] + ": " if cfg.nodes > 1 else ""
-    clock = ctx.clock(ev.t, millis=True)
+    prefix = host + ": " if cfg.nodes > 1 else ""
+    clock = ctx.clock(t, millis=True)
     out = [("INFO", "%s[%s] [INFO] [launch.py:319:sigkill_handler] Killing subprocess %d" % (
-        host, clock, ctx.pid(node, attempt, local))) for local in range(cfg.gpus_per_node)]
+        prefix, clock, ctx.pid(node, attempt, local))) for local in range(cfg.gpus_per_node)]
     out.append(("ERROR", "%s[%s] [ERROR] [launch.py:325:sigkill_handler] ['/usr/bin/python', '-u', 'train.py', "
-                "'--local_rank=%d', '--deepspeed_config=ds_config.json'] exits with return code = -6" % (
-                    host, clock, cfg.gpus_per_node - 1)))
-    if cfg.nodes > 1:               # sys.exit(-6) leaves the shell an exit status of 250
-        out.append(("ERROR", "pdsh@%s: %s: ssh exited with exit code 250" % (
-            ctx.hostname(0, attempt), ev.data["host"])))
+                "'--local_rank=%d', '--deepspeed_config=ds_config.json'] exits with return code = %d" % (
+                    prefix, clock, cfg.gpus_per_node - 1, code)))
+    if cfg.nodes > 1:
+        out.append(("ERROR", "pdsh@%s: %s: ssh exited with exit code %d" % (
+            ctx.hostname(0, attempt), host, code % 256)))
     return out
 
 

@@ -253,9 +253,10 @@ def test_auto_style_fits_the_run():
             assert cfg.kind != "finetune" or cfg.gpus >= 64
 
 
-def test_incident_lines_use_the_real_error_text():
+@pytest.mark.parametrize("seed", [11, 39])           # one node (hf), four nodes (megatron)
+def test_incident_lines_use_the_real_error_text(seed):
     catalog = flt.load_catalog()
-    session = flt.Session(catalog, 11, {}, "rare", from_start=True)
+    session = flt.Session(catalog, seed, {}, "off", from_start=True)
     rs = session.current
     rs.forced.append(("crash", rs.cfg.start_step + 20))
     rs._rebuild()
@@ -263,10 +264,19 @@ def test_incident_lines_use_the_real_error_text():
     lines = [text for ev in flt.run_events(rs.timeline, -1, rs.timeline.duration)
              for _, text in flt.event_lines(ctx, ev)]
     text = "\n".join(lines)
-    assert re.search(r"CUDA error: uncorrectable ECC error encountered", text)
-    assert re.search(r"\[Rank (\d+)\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
-                     r"OpType=ALLREDUCE, NumelIn=\d+, NumelOut=\d+, Timeout\(ms\)=\d+\) ran for \d+ milliseconds "
-                     r"before timing out\.", text)
+    assert re.search(r"\[rank\d+\]: RuntimeError: CUDA error: uncorrectable ECC error encountered\n.*\n"
+                     r".*For debugging consider passing CUDA_LAUNCH_BLOCKING=1\n"
+                     r".*Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions\.", text)
     assert "torch.distributed.elastic.multiprocessing.errors.ChildFailedError" in text
-    assert "=" * 60 + "\ntrain.py FAILED\n" + "-" * 60 in text
+    assert re.search(r"train\.py FAILED\n(\d+: )?-{60}\n", text)
+    assert re.search(r"exitcode  : 1 \(pid: \d+\)\n(\d+: )?  error_file: <N/A>\n(\d+: )?  traceback : To enable "
+                     r"traceback see: https://pytorch\.org/docs/stable/elastic/errors\.html", text)
+    timeout = re.search(r"\[Rank (\d+)\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
+                        r"OpType=ALLREDUCE, NumelIn=\d+, NumelOut=\d+, Timeout\(ms\)=\d+\) ran for \d+ milliseconds "
+                        r"before timing out\.", text)
+    if rs.cfg.nodes == 1:       # torchrun stops the other ranks at once: no one waits for a timeout
+        assert not timeout and "srun:" not in text
+    else:                       # the other nodes wait in their all-reduce until the NCCL timeout
+        assert timeout and "traceback : Signal 6 (SIGABRT) received by PID" in text
+        assert re.search(r"^srun: error: \S+: task \d+: Exited with exit code 1$", text, re.M)
     assert text.count("NCCL INFO Init COMPLETE") == 0 and text.count("- Init COMPLETE") >= 2   # NCCL re-initialised
