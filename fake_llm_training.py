@@ -2530,9 +2530,7 @@ def torchrun_lines(ctx, ev):
                      "to avoid your system being overloaded, please further tune the variable for optimal "
                      "performance in your application as needed. ", "*" * 41):
             out.append(("WARNING", ("%d: " % node if cfg.nodes > 1 else "") + prefix + text))
-    if cfg.nodes > nodes:
-        out.append(("INFO", "(%d more nodes print the same notice)" % (cfg.nodes - nodes)))
-    return out
+    return out              # (the other nodes' agents print the same: the log keeps the first four)
 
 
 def load_path(cfg, step):
@@ -3148,14 +3146,15 @@ def _incident_lines(ctx, ev):
     node, local = divmod(rank, cfg.gpus_per_node)
     if ev.kind == "xid":
         pid = ctx.pid(node, d["attempt"], local)
-        return [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
-                    d["host"], pid, pid + 61, local)),
-                ("ERROR", "[rank%d]: RuntimeError: CUDA error: uncorrectable ECC error encountered" % rank),
-                ("ERROR", "[rank%d]: CUDA kernel errors might be asynchronously reported at some other API call, "
-                          "so the stacktrace below might be incorrect." % rank),
-                ("ERROR", "[rank%d]: For debugging consider passing CUDA_LAUNCH_BLOCKING=1" % rank),
-                ("ERROR", "[rank%d]: Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions." % rank)
-                ] + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
+        warn = [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
+            d["host"], pid, pid + 61, local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
+        error = [("ERROR", "[rank%d]: %s" % (rank, text)) for text in (      # c10's CUDA error, torch >= 2.1
+            "RuntimeError: CUDA error: uncorrectable ECC error encountered",
+            "CUDA kernel errors might be asynchronously reported at some other API call, "
+            "so the stacktrace below might be incorrect.",
+            "For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+            "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.")]
+        return warn + error + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
     if cfg.nodes == 1:
         return []                              # the launcher already stopped the job
     other = (rank + cfg.gpus_per_node) % cfg.gpus          # a rank on another node, left waiting

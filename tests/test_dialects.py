@@ -18,7 +18,7 @@ from conftest import run_program
 TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 NCCL = r"^[\w.-]+:\d+:\d+ \[\d\] NCCL INFO .+$"            # host:pid:tid [localrank] NCCL INFO ...
 TORCHRUN = r"^(\d+: )?W\d{4} \d\d:\d\d:\d\d\.\d{6} \d+ torch/distributed/run\.py:\d+\] .*$"
-COMMON = [NCCL, TORCHRUN, r"^\(\d+ more nodes print the same notice\)$",
+COMMON = [NCCL, TORCHRUN,
           r"^Converting checkpoint \S+ to Hugging Face safetensors \(\d+ shards?\) -> \S+$",
           r"^Saved \d+ files \([\d.]+ [KMGT]?B\) to \S+: .+$",
           r"^WARNING: slow rank detected: node \S+ \(ranks \d+-\d+\) step time \d+% of median; .+$",
