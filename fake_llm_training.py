@@ -1671,6 +1671,12 @@ class Timeline(object):
         """The host name of node `node` in launch `attempt`."""
         return hostname_of(self.cfg, node, self.hosts[min(attempt, len(self.hosts) - 1)])
 
+    def drained(self, attempt):
+        """The host name of the node drained before launch `attempt` (>= 1)."""
+        old, new = self.hosts[attempt - 1], self.hosts[attempt]
+        node = [i for i in range(len(old)) if old[i] != new[i]][0]
+        return hostname_of(self.cfg, node, old)
+
     def shown_attempt(self, seg):
         """The launch whose hosts a moment in `seg` shows: while a requeued job waits in
         the queue it holds no nodes, and the last allocation is what was seen."""
@@ -1933,8 +1939,7 @@ def _phase_data(tl, seg):
     if seg.phase == "launch":
         data["hostnames"] = [tl.hostname(node, seg.attempt) for node in range(tl.cfg.nodes)]
     if seg.phase == "queue":
-        crash = [s for s in tl.segments if s.phase == "crash" and s.attempt == seg.attempt - 1][0]
-        data["drained"] = _failed_host(tl, crash)["host"]
+        data["drained"] = tl.drained(seg.attempt)
     return data
 
 
@@ -4387,11 +4392,16 @@ def phase_progress(state, clock):
     if phase == "export":
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
         return "export safetensors", frac, "%s %d/%d shards %s" % (pct, int(frac * shards), shards, clock)
-    if phase in ("queue", "launch", "build", "load"):
-        label = {"queue": "requeued: waiting for nodes", "launch": "rendezvous %d ranks" % cfg.gpus,
-                 "build": "building model", "load": "loading checkpoint"}[phase]
+    if phase == "queue":
+        return ("requeued, %s drained: waiting for nodes" % state.tl.drained(moment.segment.attempt), frac,
+                "%s %s" % (pct, clock))
+    if phase in ("launch", "build", "load"):
+        label = {"launch": "rendezvous %d ranks" % cfg.gpus, "build": "building model",
+                 "load": "loading checkpoint"}[phase]
         return label, frac, "%s %s" % (pct, clock)
     if phase == "crash":
+        if cfg.nodes == 1:          # the launcher stops the job at once: no one waits for a timeout
+            return "job failed", frac, " rank %d lost  %s" % (info[1], clock)
         return "NCCL watchdog", frac, " hung %ds/%ds  rank %d lost" % (int(frac * info[2]), info[2], info[1])
     if phase == "summary":
         return "run %d finished; next run" % cfg.run, frac, pct

@@ -163,6 +163,23 @@ def test_every_failure_drains_its_node_and_the_choice_is_the_seeds():
             [rs.cfg.hostname.format(n=n) for n in h] for h in seen]
 
 
+def test_the_screen_names_the_drained_node_and_then_shows_its_spare():
+    rs = flt.Session(CATALOG, 39, {}, "often", from_start=True).current
+    tl = rs.timeline
+    queue, resumed = [s for s in tl.segments if s.phase == "queue"][0], tl.train_segments()[1]
+    node = [i for i, (a, b) in enumerate(zip(tl.hosts[0], tl.hosts[1])) if a != b][0]
+    drained, spare = tl.hostname(node, 0), tl.hostname(node, 1)
+
+    def screen(t, view):
+        ui = flt.Ui()
+        ui.view = view
+        return text_of(flt.render_frame(flt.ScreenState(rs, t, EPOCH, [], ui), 120, 40))
+    assert drained in screen(queue.t0 - 30, "gpus") and spare not in screen(queue.t0 - 30, "gpus")
+    assert "requeued, %s drained: waiting for nodes" % drained in screen((queue.t0 + queue.t1) / 2, "all")
+    after = screen(resumed.t0 + 60, "gpus")
+    assert spare in after and drained not in after
+
+
 def test_fp16_runs_back_off_the_loss_scale_and_skip_iterations():
     events = jsonl_steps(3, "--gpu-type", "V100", "--framework", "megatron", "--kind", "pretrain", "--from-start",
                          "--exit-after-sim", "3h")            # the first thousands of steps of a long run
