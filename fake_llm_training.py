@@ -1112,7 +1112,8 @@ def epoch_of(cfg, step):
 
 # Hot spares: a cluster keeps a few nodes out of its partitions so that a node
 # drained after a hardware fault is swapped for an identical one without
-# waiting for the repair (operators keep a few percent; at least two).
+# waiting for the repair (the reserve pools of managed GPU clouds, e.g. Crusoe's
+# AutoClusters, work so).  The size is our choice: 3% of the nodes, at least two.
 SPARE_SHARE = 0.03
 SPARES_MIN = 2
 
