@@ -2372,14 +2372,15 @@ def nccl_lines(ctx, ev):
         return "0x%x" % (0x55d000000000 + int(unit(cfg.seed, S_NCCL, (cfg.run * 10 + attempt) * 4096 + rank + 1)
                                               * 2 ** 36) // 16 * 16)
 
-    head, node0 = ranks[0], ranks[0] // cfg.gpus_per_node
-    out = [("INFO", "%s NCCL INFO Bootstrap : Using eth0:%s<0>" % (who(head), node_ip(cfg, ctx.tl.hosts[attempt][node0]))),
+    head = ranks[0]
+    ip = node_ip(cfg, ctx.tl.hosts[attempt][head // cfg.gpus_per_node])      # of this launch's host
+    out = [("INFO", "%s NCCL INFO Bootstrap : Using eth0:%s<0>" % (who(head), ip)),
            ("INFO", "%s NCCL INFO NCCL version %s" % (who(head), nccl_version(cfg.stack)))]
     for rank in ranks[1:]:
         out.append(("INFO", "%s NCCL INFO cudaDriverVersion %d" % (who(rank), cuda_driver_version(cfg.stack))))
     if net == "IB":
         out.append(("INFO", "%s NCCL INFO NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
-                    "[3]mlx5_3:1/IB [RO]; OOB eth0:%s<0>" % (who(head), node_ip(cfg, ctx.tl.hosts[attempt][node0]))))
+                    "[3]mlx5_3:1/IB [RO]; OOB eth0:%s<0>" % (who(head), ip)))
     out.append(("INFO", "%s NCCL INFO Using network %s" % (who(head), net)))
     for rank in ranks:
         local = rank % cfg.gpus_per_node
