@@ -23,6 +23,7 @@ of the moment; only "Terminal" touches curses.
 """
 
 import argparse
+import base64
 import bisect
 import collections
 import json
@@ -327,6 +328,8 @@ S_LOSS, S_GRAD, S_SPIKE, S_STEP, S_VAL, S_GPU_UTIL, S_GPU_OFFSET, S_OVERFLOW, S_
 S_MICRO, S_GC, S_DATA_STALL, S_EVAL_TIME, S_CKPT_TIME, S_NCCL, S_STAMP = 14, 15, 16, 17, 18, 19, 20
 # Incidents the viewer forces (counter 3 * step + kind), process ids (counter per node and attempt)
 S_FORCED, S_PID = 21, 22
+# The spare node that replaces a drained one (counter: the relaunch)
+S_SPARE = 23
 
 
 ########################################################################
@@ -1211,9 +1214,25 @@ def epoch_of(cfg, step):
     return (step - 1) // epoch_steps(cfg)
 
 
-def hostname_of(cfg, node):
-    """The host name of node `node` of the run (its nodes are a slice of the cluster's)."""
-    return cfg.hostname.format(n=cfg.first_node + node)
+# Hot spares: a cluster keeps a few nodes out of its partitions so that a node
+# drained after a hardware fault is swapped for an identical one without
+# waiting for the repair (the reserve pools of managed GPU clouds, e.g. Crusoe's
+# AutoClusters, work so).  The size is our choice: 3% of the nodes, at least two.
+SPARE_SHARE = 0.03
+SPARES_MIN = 2
+
+
+def hostname_of(cfg, node, hosts=None):
+    """The host name of node `node` of the run: its nodes are a slice of the cluster's,
+    unless `hosts` (the node numbers of a relaunch, Timeline.hosts) says otherwise."""
+    return cfg.hostname.format(n=hosts[node] if hosts else cfg.first_node + node)
+
+
+def spare_hosts(cluster):
+    """Node numbers of the cluster's spare pool: the hosts after its last partition node
+    (the same card, board and naming as the rest of the machine room)."""
+    first = cluster.first_node + cluster.nodes
+    return list(range(first, first + max(SPARES_MIN, int(math.ceil(cluster.nodes * SPARE_SHARE)))))
 
 
 ########################################################################
@@ -1423,6 +1442,8 @@ Moment = collections.namedtuple("Moment", "phase step progress segment")
 Incidents = collections.namedtuple("Incidents", "spikes stragglers crashes")
 
 INCIDENT_RATES = {"off": 0.0, "rare": 1.0, "normal": 25.0, "often": 400.0}
+TEARDOWN_S = 6.0            # a launcher notices a dead child within its poll (torchrun's monitor_interval,
+                            # DeepSpeed's 1 s loop), stops the others and exits
 SUMMARY_SECONDS = 20.0
 
 
@@ -1496,8 +1517,23 @@ def _hiccups_upto(seed, stream, every, size, step):
     return total
 
 
+def relaunch_hosts(cfg, hosts, node, drained, attempt):
+    """The job's node numbers at relaunch `attempt`, after node `node` was drained: its
+    place goes to a spare drawn from the cluster's pool, never a host the job holds or
+    one drained before; with every spare taken, to a free node of the cluster (or, at
+    the last, to a node that came back from repair)."""
+    cluster = cfg.cluster
+    taken = set(hosts) | set(drained)
+    pool = [n for n in spare_hosts(cluster) if n not in taken]
+    pool = pool or [n for n in range(cluster.first_node, cluster.first_node + cluster.nodes) if n not in taken]
+    pool = pool or [n for n in drained if n not in hosts]
+    spare = pool[int(unit(cfg.run_seed, S_SPARE, attempt) * len(pool))]
+    return hosts[:node] + (spare,) + hosts[node + 1:]
+
+
 class Timeline(object):
-    """The phases of one run in simulated seconds since its launch."""
+    """The phases of one run in simulated seconds since its launch.  `hosts[a]`: the
+    node numbers of launch a (a node that failed is drained and a spare takes its place)."""
 
     def __init__(self, cfg, incidents=None):
         self.cfg = cfg
@@ -1520,6 +1556,7 @@ class Timeline(object):
         cfg = self.cfg
         step, attempt = cfg.start_step, 0
         crashes = sorted(c for c in self.incidents.crashes if cfg.start_step < c[0] <= cfg.total_steps)
+        self.hosts, drained = [tuple(cfg.first_node + i for i in range(cfg.nodes))], []
         while True:
             if attempt:         # after a failure the node is drained and the job waits in the queue
                 self._add("queue", cfg.requeue_seconds, step, step, attempt)
@@ -1543,6 +1580,9 @@ class Timeline(object):
             done = (last // cfg.ckpt_interval) * cfg.ckpt_interval
             step = max(done, cfg.start_step)
             attempt += 1
+            node = crash[1] // cfg.gpus_per_node
+            drained.append(self.hosts[-1][node])
+            self.hosts.append(relaunch_hosts(cfg, self.hosts[-1], node, drained, attempt))
         self._add("export", cfg.export_seconds, cfg.total_steps, cfg.total_steps, attempt)
         self._add("summary", SUMMARY_SECONDS, cfg.total_steps, cfg.total_steps, attempt)
 
@@ -1698,6 +1738,21 @@ class Timeline(object):
     def train_segments(self):
         return [s for s in self.segments if s.phase == "train"]
 
+    def hostname(self, node, attempt):
+        """The host name of node `node` in launch `attempt`."""
+        return hostname_of(self.cfg, node, self.hosts[min(attempt, len(self.hosts) - 1)])
+
+    def drained(self, attempt):
+        """The host name of the node drained before launch `attempt` (>= 1)."""
+        old, new = self.hosts[attempt - 1], self.hosts[attempt]
+        node = [i for i in range(len(old)) if old[i] != new[i]][0]
+        return hostname_of(self.cfg, node, old)
+
+    def shown_attempt(self, seg):
+        """The launch whose hosts a moment in `seg` shows: while a requeued job waits in
+        the queue it holds no nodes, and the last allocation is what was seen."""
+        return seg.attempt - 1 if seg.phase == "queue" else seg.attempt
+
 
 def plan_incidents(cfg, incident_rate, forced=()):
     """The incidents of a run, drawn at real-world rates scaled by `incident_rate`.
@@ -1733,10 +1788,13 @@ def plan_incidents(cfg, incident_rate, forced=()):
 
 
 def crash_incident(cfg, step, u):
-    """(step, failing GPU, seconds the job hangs before the watchdog fires)."""
+    """(step, failing GPU, seconds until the job is down): on one node its launcher
+    stops the job at once; across nodes the ranks elsewhere wait in their collective
+    until the NCCL timeout fires (a short one set by the job: 1 or 2 minutes)."""
     if step % cfg.ckpt_interval == 0:
         step += 1                      # die during the step after a save, not inside it
-    return (step, int(u * cfg.gpus) % cfg.gpus, 60.0 if u < 0.5 else 120.0)
+    down = TEARDOWN_S if cfg.nodes == 1 else (60.0 if u < 0.5 else 120.0)
+    return (step, int(u * cfg.gpus) % cfg.gpus, down)
 
 
 def straggler_incident(cfg, step, u):
@@ -1941,6 +1999,24 @@ def step_metrics(tl, seg, step, record=False):
         micro_losses(cfg, step, loss) if record else None, step * cfg.global_batch)
 
 
+def _phase_data(tl, seg):
+    """A phase's start: a launch names the hosts it got, a requeued job's wait the node drained."""
+    data = {"phase": seg.phase, "attempt": seg.attempt, "step": seg.first, "info": seg.info}
+    if seg.phase == "launch":
+        data["hostnames"] = [tl.hostname(node, seg.attempt) for node in range(tl.cfg.nodes)]
+    if seg.phase == "queue":
+        data["drained"] = tl.drained(seg.attempt)
+    return data
+
+
+def _failed_host(tl, crash):
+    """Where the GPU of a crash segment failed: its rank, node and host, and the launch."""
+    gpu = crash.info[1]
+    node = gpu // tl.cfg.gpus_per_node
+    return collections.OrderedDict([("gpu", gpu), ("node", node), ("host", tl.hostname(node, crash.attempt)),
+                                    ("attempt", crash.attempt)])
+
+
 def run_events(tl, t0, t1, every_step=True):
     """Every event of the run with t0 < t <= t1, in time order.  With
     every_step=False, only the steps a log prints (a screen's or a file's
@@ -1953,13 +2029,14 @@ def run_events(tl, t0, t1, every_step=True):
         if seg.t0 > t1:
             break
         if t0 < seg.t0 <= t1 or (seg.t0 == 0 and t0 < 0):
-            out.append(Event(seg.t0, "phase", {"phase": seg.phase, "attempt": seg.attempt,
-                                               "step": seg.first, "info": seg.info}))
-        if seg.phase == "crash" and t0 < seg.t0 + 0.5 <= t1:
-            out.append(Event(seg.t0 + 0.5, "xid", {"gpu": seg.info[1], "step": seg.last}))
-        if seg.phase == "crash" and t0 < seg.t1 - 0.001 <= t1:
-            out.append(Event(seg.t1 - 0.001, "job_failed", {"gpu": seg.info[1], "step": seg.last,
-                                                            "timeout_s": seg.info[2]}))
+            out.append(Event(seg.t0, "phase", _phase_data(tl, seg)))
+        if seg.phase == "crash":
+            where = _failed_host(tl, seg)
+            if t0 < seg.t0 + 0.5 <= t1:
+                out.append(Event(seg.t0 + 0.5, "xid", collections.OrderedDict(where, step=seg.last)))
+            if t0 < seg.t1 - 0.001 <= t1:
+                out.append(Event(seg.t1 - 0.001, "job_failed", collections.OrderedDict(
+                    where, step=seg.last, timeout_s=seg.info[2])))
         if seg.phase == "export" and t0 < seg.t1 <= t1:
             files = [{"name": n, "bytes": b} for n, b in cfg.export_files]
             out.append(Event(seg.t1, "export", {"files": files, "total_bytes": sum(b for _, b in cfg.export_files)}))
@@ -2159,6 +2236,7 @@ def fmt_bytes(n):
 
 BUS_IDS = ("18", "2A", "3A", "5D", "9A", "AB", "BA", "DB")   # an HGX board's eight slots
 DEEPSPEED_VERSION = "0.16.5"        # the DeepSpeed release framework_formulas.md was read at
+PDSH_MAX_FAN_OUT = 1024             # deepspeed/launcher/constants.py: pdsh -f, hosts reached at once
 
 
 class LogContext(object):
@@ -2170,8 +2248,8 @@ class LogContext(object):
         self.epoch0 = epoch0          # wall-clock seconds at run time 0
         self.rank = rank
 
-    def hostname(self, node):
-        return hostname_of(self.cfg, node)
+    def hostname(self, node, attempt):
+        return self.tl.hostname(node, attempt)
 
     def pid(self, node, attempt, local_rank=0):
         base = 1000 + int(unit(self.cfg.run_seed, S_PID, node * 97 + attempt) * 3900000)
@@ -2368,9 +2446,8 @@ def lightning_num(x):
 NCCL_LINE_MAX = 127         # NCCL's dumpLine: a 128-byte buffer, "..." replaces the end when it overflows
 
 
-def node_ip(cfg, node):
-    """The node's one eth0 address (bootstrap and OOB use the same interface)."""
-    n = cfg.first_node + node
+def node_ip(cfg, n):
+    """The one eth0 address of the cluster's node number n (bootstrap and OOB use the same interface)."""
     return "10.%d.%d.%d" % (10 + cfg.seed % 200, n // 250, 11 + n % 250)
 
 
@@ -2403,20 +2480,21 @@ def nccl_lines(ctx, ev):
     def who(rank, thread=False):
         node, local = divmod(rank, cfg.gpus_per_node)
         pid = ctx.pid(node, attempt, local)
-        return "%s:%d:%d [%d]" % (ctx.hostname(node), pid, pid + (61 + local if thread else 0), local)
+        return "%s:%d:%d [%d]" % (ctx.hostname(node, attempt), pid, pid + (61 + local if thread else 0), local)
 
     def comm(rank):                           # a heap address of that process
         return "0x%x" % (0x55d000000000 + int(unit(cfg.seed, S_NCCL, (cfg.run * 10 + attempt) * 4096 + rank + 1)
                                               * 2 ** 36) // 16 * 16)
 
-    head, node0 = ranks[0], ranks[0] // cfg.gpus_per_node
-    out = [("INFO", "%s NCCL INFO Bootstrap : Using eth0:%s<0>" % (who(head), node_ip(cfg, node0))),
+    head = ranks[0]
+    ip = node_ip(cfg, ctx.tl.hosts[attempt][head // cfg.gpus_per_node])      # of this launch's host
+    out = [("INFO", "%s NCCL INFO Bootstrap : Using eth0:%s<0>" % (who(head), ip)),
            ("INFO", "%s NCCL INFO NCCL version %s" % (who(head), nccl_version(cfg.stack)))]
     for rank in ranks[1:]:
         out.append(("INFO", "%s NCCL INFO cudaDriverVersion %d" % (who(rank), cuda_driver_version(cfg.stack))))
     if net == "IB":
         out.append(("INFO", "%s NCCL INFO NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
-                    "[3]mlx5_3:1/IB [RO]; OOB eth0:%s<0>" % (who(head), node_ip(cfg, node0))))
+                    "[3]mlx5_3:1/IB [RO]; OOB eth0:%s<0>" % (who(head), ip)))
     out.append(("INFO", "%s NCCL INFO Using network %s" % (who(head), net)))
     for rank in ranks:
         local = rank % cfg.gpus_per_node
@@ -2573,9 +2651,7 @@ def torchrun_lines(ctx, ev):
                      "to avoid your system being overloaded, please further tune the variable for optimal "
                      "performance in your application as needed. ", "*" * 41):
             out.append(("WARNING", ("%d: " % node if cfg.nodes > 1 else "") + prefix + text))
-    if cfg.nodes > nodes:
-        out.append(("INFO", "(%d more nodes print the same notice)" % (cfg.nodes - nodes)))
-    return out
+    return out              # (the other nodes' agents print the same: the log keeps the first four)
 
 
 def load_path(cfg, step):
@@ -2708,18 +2784,38 @@ class MegatronDeepSpeed(Megatron):
         return "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), where)
 
     def launch(self, ctx, ev):
-        cfg = ctx.cfg
-        out = [("INFO", self.ds(ctx, ev.t, "runner.py:585:main") +
-                "cmd = /usr/bin/python -u -m deepspeed.launcher.launch --world_info=<base64> --master_addr=%s "
-                "--master_port=%d --enable_each_rank_log=None train.py --deepspeed_config=ds_config.json"
-                % (ctx.hostname(0), cfg.master_port))]
+        """The deepspeed runner and each node's launch.py (DeepSpeed 0.16: runner.py,
+        multinode_runner.py, launch.py): one node runs locally on 127.0.0.1; several
+        run over pdsh, which prefixes every line with its host.  world_info is the
+        base64 of the JSON {host: [GPU ids]} the runner hands to every node."""
+        cfg, attempt = ctx.cfg, ev.data["attempt"]
+        gpus = list(range(cfg.gpus_per_node))
+        hosts = [ctx.hostname(node, attempt) for node in range(cfg.nodes)] if cfg.nodes > 1 else ["localhost"]
+        world = collections.OrderedDict((h, gpus) for h in hosts)
+        info = base64.urlsafe_b64encode(json.dumps(world).encode("utf-8")).decode("ascii")
+        tail = ("--master_port=%d --enable_each_rank_log=None train.py --deepspeed_config=ds_config.json"
+                % cfg.master_port)
+        ds = lambda where, text: ("INFO", self.ds(ctx, ev.t, where) + text)
+        if cfg.nodes == 1:
+            out = [ds("runner.py:607:main", "cmd = /usr/bin/python -u -m deepspeed.launcher.launch "
+                      "--world_info=%s --master_addr=127.0.0.1 %s" % (info, tail))]
+        else:
+            addr = node_ip(cfg, ctx.tl.hosts[attempt][0])
+            out = [ds("runner.py:496:main", "Using IP address of %s for node %s" % (addr, hosts[0])),
+                   ds("multinode_runner.py:81:get_cmd", "Running on the following workers: %s" % ",".join(hosts)),
+                   ds("runner.py:607:main", "cmd = pdsh -S -f %d -w %s export PYTHONPATH=/workspace; cd /workspace; "
+                      "/usr/bin/python -u -m deepspeed.launcher.launch --world_info=%s --node_rank=%%n "
+                      "--master_addr=%s %s" % (PDSH_MAX_FAN_OUT, ",".join(hosts), info, addr, tail))]
+        mapping = ", ".join("'%s': %s" % (h, [i + n * cfg.gpus_per_node for i in gpus]) for n, h in enumerate(hosts))
         for node in range(min(cfg.nodes, 4)):
-            host = ctx.hostname(node) + ": " if cfg.nodes > 1 else ""
-            out += [("INFO", host + self.ds(ctx, ev.t, "launch.py:164:main") +
-                     "nnodes=%d, num_local_procs=%d, node_rank=%d" % (cfg.nodes, cfg.gpus_per_node, node)),
-                    ("INFO", host + self.ds(ctx, ev.t, "launch.py:164:main") + "dist_world_size=%d" % cfg.gpus),
-                    ("INFO", host + self.ds(ctx, ev.t, "launch.py:168:main") + "Setting CUDA_VISIBLE_DEVICES=%s"
-                     % ",".join(str(i) for i in range(cfg.gpus_per_node)))]
+            host = hosts[node] + ": " if cfg.nodes > 1 else ""
+            out += [("INFO", host + self.ds(ctx, ev.t, where) + text) for where, text in (
+                ("launch.py:146:main", "WORLD INFO DICT: {%s}" % ", ".join("'%s': %s" % (h, gpus) for h in hosts)),
+                ("launch.py:152:main", "nnodes=%d, num_local_procs=%d, node_rank=%d" % (
+                    cfg.nodes, cfg.gpus_per_node, node)),
+                ("launch.py:163:main", "global_rank_mapping=defaultdict(<class 'list'>, {%s})" % mapping),
+                ("launch.py:164:main", "dist_world_size=%d" % cfg.gpus),
+                ("launch.py:168:main", "Setting CUDA_VISIBLE_DEVICES=%s" % ",".join(str(i) for i in gpus)))]
         return out
 
     def build(self, ctx, ev):
@@ -3167,49 +3263,95 @@ def phase_lines(ctx, ev):
 
 
 def _incident_lines(ctx, ev):
-    """A dying GPU's lines: the CUDA error, then the watchdog and torchrun tearing the job
-    down.  (A slow node or a loss spike prints nothing: no framework announces them; they
-    show in the step times and the loss.)"""
+    """A dying GPU's lines: the CUDA error its rank raises, and its node's launcher (torchrun,
+    or DeepSpeed's launch.py) stopping the node, then srun or pdsh reporting it.  Across
+    nodes the other ranks wait in their all-reduce until the NCCL timeout: one of them
+    speaks for every node at the end.  (A slow node or a loss spike prints nothing: no
+    framework announces them; they show in the step times and the loss.)"""
     cfg, d = ctx.cfg, ev.data
     rank = d["gpu"]
     node, local = divmod(rank, cfg.gpus_per_node)
-    stamp = ctx.glog_stamp(ev.t, 9)          # c10's logging: nanoseconds
     if ev.kind == "xid":
-        return [("ERROR", "[rank%d]: RuntimeError: CUDA error: uncorrectable ECC error encountered" % rank),
-                ("ERROR", "[rank%d]: CUDA kernel errors might be asynchronously reported at some other API call, "
-                          "so the stacktrace below might be incorrect." % rank),
-                ("ERROR", "[rank%d]: For debugging consider passing CUDA_LAUNCH_BLOCKING=1" % rank),
-                ("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
-                    ctx.hostname(node), ctx.pid(node, 0, local), ctx.pid(node, 0, local) + 61, local))]
-    # job_failed: the other ranks' watchdog fires, torchrun tears the job down
-    other = (rank + 1) % cfg.gpus
-    seq = 1000 + d["step"] * 3
-    ms = int(d["timeout_s"] * 1000)
-    pid = ctx.pid(node, 0, local)
-    stamp2 = ctx.glog_stamp(ev.t, 6, 3)      # torchrun's Python logging
+        pid = ctx.pid(node, d["attempt"], local)
+        warn = [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
+            d["host"], pid, pid + 61, local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
+        error = [("ERROR", "[rank%d]: %s" % (rank, text)) for text in (      # c10's CUDA error, torch >= 2.1
+            "RuntimeError: CUDA error: uncorrectable ECC error encountered",
+            "CUDA kernel errors might be asynchronously reported at some other API call, "
+            "so the stacktrace below might be incorrect.",
+            "For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+            "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.")]
+        return warn + error + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
+    if cfg.nodes == 1:
+        return []                              # the launcher already stopped the job
+    other = (rank + cfg.gpus_per_node) % cfg.gpus          # a rank on another node, left waiting
+    stamp = ctx.glog_stamp(ev.t, 9)           # c10's logging: nanoseconds
+    seq, ms = 1000 + d["step"] * 3, int(d["timeout_s"] * 1000)
+    numel = cfg.params // (cfg.tp * cfg.pp * 16)
     return [
         ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:607] [Rank %d] Watchdog caught collective operation timeout: "
                   "WorkNCCL(SeqNum=%d, OpType=ALLREDUCE, NumelIn=%d, NumelOut=%d, Timeout(ms)=%d) ran for %d "
-                  "milliseconds before timing out." % (other, stamp, other, seq, cfg.params // (cfg.tp * cfg.pp * 16),
-                                                       cfg.params // (cfg.tp * cfg.pp * 16), ms, ms + 17)),
+                  "milliseconds before timing out." % (other, stamp, other, seq, numel, numel, ms, ms + 17)),
         ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:621] [Rank %d] Some NCCL operations have failed or timed out. "
                   "Due to the asynchronous nature of CUDA kernels, subsequent GPU operations might run on "
                   "corrupted/incomplete data." % (other, stamp, other)),
         ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:627] [Rank %d] To avoid data inconsistency, we are taking "
-                  "the entire process down." % (other, stamp, other)),
-        ("ERROR", "E%s %d torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: -6) local_rank: "
-                  "%d (pid: %d) of binary: /usr/bin/python" % (stamp2, pid - 1, local, pid)),
+                  "the entire process down." % (other, stamp, other))] + _teardown(ctx, ev.t, other, d["attempt"], -6)
+
+
+def _teardown(ctx, t, rank, attempt, code):
+    """The launcher of `rank`'s node after that rank exited with `code` (-6: SIGABRT), and
+    the launcher's own exit as srun or pdsh report it."""
+    cfg = ctx.cfg
+    node, local = divmod(rank, cfg.gpus_per_node)
+    host = ctx.hostname(node, attempt)
+    if cfg.framework == "deepspeed":
+        return _deepspeed_teardown(ctx, t, host, node, attempt, code)
+    out = _torchrun_teardown(ctx, t, host, rank, ctx.pid(node, attempt, local), code)
+    if cfg.nodes > 1:                   # srun --label: "<task>: " before each line of torchrun on that node;
+        out = [(level, "%d: %s" % (node, text)) for level, text in out]     # torchrun exits 1 on the error
+        out.append(("ERROR", "srun: error: %s: task %d: Exited with exit code 1" % (host, node)))
+    return out
+
+
+def _torchrun_teardown(ctx, t, host, rank, pid, code):
+    """torchrun's agent: the child that failed first, and its report."""
+    local = rank % ctx.cfg.gpus_per_node
+    stamp = ctx.glog_stamp(t, 6, 3)           # torchrun's Python logging
+    why = ("Signal 6 (SIGABRT) received by PID %d" % pid if code == -6
+           else "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html")
+    return [
+        ("ERROR", "E%s %d torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: %d) local_rank: "
+                  "%d (pid: %d) of binary: /usr/bin/python" % (stamp, pid - 1 - local, code, local, pid)),
         ("ERROR", "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "),
         ("ERROR", "=" * 60), ("ERROR", "train.py FAILED"), ("ERROR", "-" * 60),
         ("ERROR", "Failures:"), ("ERROR", "  <NO_OTHER_FAILURES>"), ("ERROR", "-" * 60),
         ("ERROR", "Root Cause (first observed failure):"), ("ERROR", "[0]:"),
-        ("ERROR", "  time      : %s" % ctx.clock(ev.t, "%Y-%m-%d_%H:%M:%S")),
-        ("ERROR", "  host      : %s" % ctx.hostname(node)),
+        ("ERROR", "  time      : %s" % ctx.clock(t, "%Y-%m-%d_%H:%M:%S")),
+        ("ERROR", "  host      : %s" % host),
         ("ERROR", "  rank      : %d (local_rank: %d)" % (rank, local)),
-        ("ERROR", "  exitcode  : -6 (pid: %d)" % pid),
+        ("ERROR", "  exitcode  : %d (pid: %d)" % (code, pid)),
         ("ERROR", "  error_file: <N/A>"),
-        ("ERROR", "  traceback : Signal 6 (SIGABRT) received by PID %d" % pid),
+        ("ERROR", "  traceback : %s" % why),
         ("ERROR", "=" * 60)]
+
+
+def _deepspeed_teardown(ctx, t, host, node, attempt, code):
+    """DeepSpeed's launch.py (0.16, sigkill_handler): it kills its children and exits with
+    the child's code (the command it prints is the last one it built, the last local
+    rank's); under pdsh the runner's host reports the exit status (-6 leaves 250)."""
+    cfg = ctx.cfg
+    prefix = host + ": " if cfg.nodes > 1 else ""
+    clock = ctx.clock(t, millis=True)
+    out = [("INFO", "%s[%s] [INFO] [launch.py:319:sigkill_handler] Killing subprocess %d" % (
+        prefix, clock, ctx.pid(node, attempt, local))) for local in range(cfg.gpus_per_node)]
+    out.append(("ERROR", "%s[%s] [ERROR] [launch.py:325:sigkill_handler] ['/usr/bin/python', '-u', 'train.py', "
+                "'--local_rank=%d', '--deepspeed_config=ds_config.json'] exits with return code = %d" % (
+                    prefix, clock, cfg.gpus_per_node - 1, code)))
+    if cfg.nodes > 1:
+        out.append(("ERROR", "pdsh@%s: %s: ssh exited with exit code %d" % (
+            ctx.hostname(0, attempt), host, code % 256)))
+    return out
 
 
 def event_lines(ctx, ev):
@@ -3306,8 +3448,12 @@ def event_record(ev):
             rec["attempt"] = metrics.attempt
         return rec
     if ev.kind == "phase":
-        return collections.OrderedDict([("phase", ev.data["phase"]), ("attempt", ev.data["attempt"]),
-                                        ("step", ev.data["step"])])
+        rec = collections.OrderedDict([("phase", ev.data["phase"]), ("attempt", ev.data["attempt"]),
+                                       ("step", ev.data["step"])])
+        for key in ("hostnames", "drained"):        # the hosts a launch got, the node a failure drained
+            if key in ev.data:
+                rec[key] = ev.data[key]
+        return rec
     return collections.OrderedDict((k, v) for k, v in ev.data.items() if k != "info")
 
 
@@ -3615,7 +3761,7 @@ class ScreenState(object):
         self.step = step
 
     def hostname(self, node):
-        return hostname_of(self.cfg, node)
+        return self.tl.hostname(node, self.tl.shown_attempt(self.moment.segment))
 
 
 def first_fitting(variants, width):
@@ -4379,11 +4525,16 @@ def phase_progress(state, clock):
     if phase == "export":
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
         return "export safetensors", frac, "%s %d/%d shards %s" % (pct, int(frac * shards), shards, clock)
-    if phase in ("queue", "launch", "build", "load"):
-        label = {"queue": "requeued: waiting for nodes", "launch": "rendezvous %d ranks" % cfg.gpus,
-                 "build": "building model", "load": "loading checkpoint"}[phase]
+    if phase == "queue":
+        return ("requeued, %s drained: waiting for nodes" % state.tl.drained(moment.segment.attempt), frac,
+                "%s %s" % (pct, clock))
+    if phase in ("launch", "build", "load"):
+        label = {"launch": "rendezvous %d ranks" % cfg.gpus, "build": "building model",
+                 "load": "loading checkpoint"}[phase]
         return label, frac, "%s %s" % (pct, clock)
     if phase == "crash":
+        if cfg.nodes == 1:          # the launcher stops the job at once: no one waits for a timeout
+            return "job failed", frac, " rank %d lost  %s" % (info[1], clock)
         return "NCCL watchdog", frac, " hung %ds/%ds  rank %d lost" % (int(frac * info[2]), info[2], info[1])
     if phase == "summary":
         return "run %d finished; next run" % cfg.run, frac, pct

@@ -105,6 +105,81 @@ def test_gpu_failure_kills_the_job_and_it_resumes_from_the_checkpoint():
     assert summary["steps_redone"] == crash[0] - resumed.first
 
 
+DRAINED = ["--seed", "39", "--incidents", "often", "--from-start", "--exit-after-sim", "27m", "--speed", "1000000"]
+# seed 39: a 4-node job whose GPU fails ~22 min in; requeued, it trains again at ~26 min
+
+
+def scheme(host):
+    return re.sub(r"\d+", "#", host)
+
+
+def test_a_drained_node_comes_back_as_a_spare_of_the_same_cluster():
+    out = run_program(["--format", "jsonl"] + DRAINED)
+    events = [json.loads(l) for l in out.stdout.splitlines()]
+    launches = [e for e in events if e["event"] == "phase" and e["phase"] == "launch"]
+    xid = [e for e in events if e["event"] == "xid"][0]
+    queue = [e for e in events if e["event"] == "phase" and e["phase"] == "queue"][0]
+    before, after = launches[0]["hostnames"], launches[1]["hostnames"]
+    node, drained = xid["node"], xid["host"]
+    assert len(before) > 1 and before[node] == drained and queue["drained"] == drained
+    spare = after[node]
+    assert spare != drained and spare not in before and scheme(spare) == scheme(drained)
+    assert after[:node] + after[node + 1:] == before[:node] + before[node + 1:]    # the other nodes stay
+    assert [e for e in events if e["event"] == "phase" and e["phase"] == "train"][-1]["attempt"] == 1
+    text = run_program(["--format", "plain"] + DRAINED).stdout
+    crash = text.index("uncorrectable ECC error encountered")
+    restart = text.index("NCCL INFO NCCL version", crash)
+    assert drained in text[:crash] and spare not in text[:crash]
+    assert spare in text[restart:] and drained not in text[restart:]
+    assert "host      : %s" % drained in text[crash:restart]
+
+
+def test_every_failure_drains_its_node_and_the_choice_is_the_seeds():
+    def hosts():
+        session = flt.Session(CATALOG, 39, {"framework": "deepspeed"}, "off", from_start=True)
+        rs = session.current
+        cfg = rs.cfg
+        span = cfg.total_steps - cfg.start_step
+        rs.forced.extend([("crash", cfg.start_step + span // 3), ("crash", cfg.start_step + 2 * span // 3)])
+        rs._rebuild()
+        return rs, rs.timeline.hosts
+    rs, seen = hosts()
+    assert seen == hosts()[1] and len(seen) == 3
+    cluster = rs.cfg.cluster
+    for old, new in zip(seen, seen[1:]):
+        changed = [i for i in range(len(old)) if old[i] != new[i]]
+        assert len(changed) == 1 and new[changed[0]] not in old
+        assert new[changed[0]] >= cluster.first_node + cluster.nodes      # from the spare pool, not a job's node
+    assert seen[2][:] != seen[0][:] and len(set(seen[0]) | set(seen[1]) | set(seen[2])) == len(seen[0]) + 2
+    ctx = flt.LogContext(rs, EPOCH)
+    lines = [t for ev in flt.run_events(rs.timeline, -1, rs.timeline.duration) for _, t in flt.event_lines(ctx, ev)]
+    text = "\n".join(lines)
+    assert "torch.distributed.elastic" not in text          # DeepSpeed's own launcher tears the job down
+    assert text.count("exits with return code = -6") == 2 and "ChildFailedError" not in text
+    if rs.cfg.nodes > 1:
+        assert text.count("ssh exited with exit code 250") == 2
+        workers = [l for l in lines if "Running on the following workers:" in l]
+        assert [w.split(": ")[-1].split(",") for w in workers] == [
+            [rs.cfg.hostname.format(n=n) for n in h] for h in seen]
+
+
+def test_the_screen_names_the_drained_node_and_then_shows_its_spare():
+    rs = flt.Session(CATALOG, 39, {}, "often", from_start=True).current
+    tl = rs.timeline
+    queue, resumed = [s for s in tl.segments if s.phase == "queue"][0], tl.train_segments()[1]
+    node = [i for i, (a, b) in enumerate(zip(tl.hosts[0], tl.hosts[1])) if a != b][0]
+    drained, spare = tl.hostname(node, 0), tl.hostname(node, 1)
+
+    def screen(t, view):
+        ui = flt.Ui()
+        ui.view = view
+        return text_of(flt.render_frame(flt.ScreenState(rs, t, EPOCH, [], ui), 120, 40))
+    assert drained in screen(queue.t0 - 30, "gpus") and spare not in screen(queue.t0 - 30, "gpus")
+    assert "requeued, %s drained: waiting for nodes" % drained in screen((queue.t0 + queue.t1) / 2, "all")
+    after = screen(resumed.t0 + 60, "gpus")
+    assert spare in after and drained not in after
+
+
 def test_fp16_runs_back_off_the_loss_scale_and_skip_iterations():
     events = jsonl_steps(3, "--gpu-type", "V100", "--framework", "megatron", "--kind", "pretrain", "--from-start",
                          "--exit-after-sim", "3h")            # the first thousands of steps of a long run

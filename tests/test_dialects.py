@@ -18,7 +18,7 @@ from conftest import printed_flops_per_token, run_program
 TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 NCCL = r"^[\w.-]+:\d+:\d+ \[\d\] NCCL INFO .+$"            # host:pid:tid [localrank] NCCL INFO ...
 TORCHRUN = r"^(\d+: )?W\d{4} \d\d:\d\d:\d\d\.\d{6} \d+ torch/distributed/run\.py:\d+\] .*$"
-COMMON = [NCCL, TORCHRUN, r"^\(\d+ more nodes print the same notice\)$",
+COMMON = [NCCL, TORCHRUN,
           r"^Converting checkpoint \S+ to Hugging Face safetensors \(\d+ shards?\) -> \S+$",
           r"^Saved \d+ files \([\d.]+ [KMGT]?B\) to \S+: .+$",
           r"^WARNING: slow rank detected: node \S+ \(ranks \d+-\d+\) step time \d+% of median; .+$",
@@ -63,6 +63,9 @@ DS_PREFIX = r"^(\S+: )?\[" + TS + r",\d{3}\] \[INFO\] \[[\w.]+:\d+:\w+\] "
 DEEPSPEED_OTHER = [
     DS_PREFIX + r"cmd = .+ -m deepspeed\.launcher\.launch .+$",
     DS_PREFIX + r"(nnodes=\d+, num_local_procs=\d+, node_rank=\d+|dist_world_size=\d+|Setting CUDA_VISIBLE_DEVICES=[\d,]+)$",
+    DS_PREFIX + r"(Using IP address of [\d.]+ for node \S+|Running on the following workers: [\w,-]+"
+                r"|WORLD INFO DICT: \{('[\w-]+': \[[\d, ]+\](, )?)+\}"
+                r"|global_rank_mapping=defaultdict\(<class 'list'>, \{('[\w-]+': \[[\d, ]+\](, )?)+\}\))$",
     DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\]]*)\], mom=\[\(0\.9, 0\.95\)\]$",
     DS_PREFIX + r"epoch=\d+/micro_step=\d+/global_step=\d+, RunningAvgSamplesPerSec=[\d.e+-]+, CurrSamplesPerSec=[\d.e+-]+, "
                 r"MemAllocated=[\d.]+GB, MaxMemAllocated=[\d.]+GB$",
@@ -251,9 +254,10 @@ def test_auto_style_fits_the_run():
             assert cfg.kind != "finetune" or cfg.gpus >= 64
 
 
-def test_incident_lines_use_the_real_error_text():
+@pytest.mark.parametrize("seed", [11, 39])           # one node (hf), four nodes (megatron)
+def test_incident_lines_use_the_real_error_text(seed):
     catalog = flt.load_catalog()
-    session = flt.Session(catalog, 11, {}, "rare", from_start=True)
+    session = flt.Session(catalog, seed, {}, "off", from_start=True)
     rs = session.current
     rs.forced.append(("crash", rs.cfg.start_step + 20))
     rs._rebuild()
@@ -261,10 +265,19 @@ def test_incident_lines_use_the_real_error_text():
     lines = [text for ev in flt.run_events(rs.timeline, -1, rs.timeline.duration)
              for _, text in flt.event_lines(ctx, ev)]
     text = "\n".join(lines)
-    assert re.search(r"CUDA error: uncorrectable ECC error encountered", text)
-    assert re.search(r"\[Rank (\d+)\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
-                     r"OpType=ALLREDUCE, NumelIn=\d+, NumelOut=\d+, Timeout\(ms\)=\d+\) ran for \d+ milliseconds "
-                     r"before timing out\.", text)
+    assert re.search(r"\[rank\d+\]: RuntimeError: CUDA error: uncorrectable ECC error encountered\n.*\n"
+                     r".*For debugging consider passing CUDA_LAUNCH_BLOCKING=1\n"
+                     r".*Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions\.", text)
     assert "torch.distributed.elastic.multiprocessing.errors.ChildFailedError" in text
-    assert "=" * 60 + "\ntrain.py FAILED\n" + "-" * 60 in text
+    assert re.search(r"train\.py FAILED\n(\d+: )?-{60}\n", text)
+    assert re.search(r"exitcode  : 1 \(pid: \d+\)\n(\d+: )?  error_file: <N/A>\n(\d+: )?  traceback : To enable "
+                     r"traceback see: https://pytorch\.org/docs/stable/elastic/errors\.html", text)
+    timeout = re.search(r"\[Rank (\d+)\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
+                        r"OpType=ALLREDUCE, NumelIn=\d+, NumelOut=\d+, Timeout\(ms\)=\d+\) ran for \d+ milliseconds "
+                        r"before timing out\.", text)
+    if rs.cfg.nodes == 1:       # torchrun stops the other ranks at once: no one waits for a timeout
+        assert not timeout and "srun:" not in text
+    else:                       # the other nodes wait in their all-reduce until the NCCL timeout
+        assert timeout and "traceback : Signal 6 (SIGABRT) received by PID" in text
+        assert re.search(r"^srun: error: \S+: task \d+: Exited with exit code 1$", text, re.M)
     assert text.count("NCCL INFO Init COMPLETE") == 0 and text.count("- Init COMPLETE") >= 2   # NCCL re-initialised
