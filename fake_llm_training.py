@@ -1745,7 +1745,6 @@ NCCL_SPIN_POWER = 0.09   # busy at little power: V100s at 99-100% util drawing 6
                          # (facts.md section 7: peft#194, bigscience meg_gpt2_perf_n16)
 OPTIMIZER_POWER = 0.45   # a fused Adam streams HBM: memory-bound kernels draw about half the GEMMs' power (estimate)
 GAP_POWER = 0.05         # no kernel in flight, clocks up: 8x H100 at 0% util draw 69-119 W of 700 (facts.md section 7)
-SLOW_CARD_POWER = 0.72   # a straggling node's cards run throttled: the same kernels at lower clocks and power
 KERNELS_PER_LAYER = 60   # eager PyTorch launches ~20 kernels per layer forward (norms, GEMMs, RoPE, attention,
                          # activation, residual adds) and about twice as many backward
 LAUNCH_S = 8e-6          # host time per kernel: PyTorch's eager dispatch plus cudaLaunchKernel, ~5-10 us (estimate)
@@ -1772,18 +1771,20 @@ def step_load(tl, seg, step, node):
     """(busy share, power fraction) of optimizer step `step` on node `node`, averaged over the
     step from its parts (Timeline.step_parts): compute kernels less launch gaps, NCCL time
     (exposed collectives, pipeline bubble, waiting for a straggler) busy at little power, the
-    optimizer's memory-bound kernels, and host time (data, GC, first-step set-up) idle."""
+    optimizer's memory-bound kernels, and host time (data, GC, first-step set-up) idle.
+    A straggling node is slow on the host side (a data-loader worker, a noisy neighbour, a
+    slow local disk): its GPUs wait outside any kernel while every other rank spins in the
+    collective that waits for them."""
     cfg = tl.cfg
     parts = tl.step_parts(seg, step)
     compute = parts["compute"] * kernel_share(cfg.shape, cfg.layout, cfg.grad_accum, tl.parts[0])
     idle = parts["compute"] - compute + parts["data"] + parts["gc"] + parts["warmup"]
-    spin, slow = parts["comm"], 0.0
-    if any(s[3] == node for s in tl.incidents.stragglers):      # the slow node computes while the others wait
+    spin = parts["comm"]
+    if any(s[3] == node for s in tl.incidents.stragglers):
         slow = min(spin, tl._straggle(seg, step) - tl._straggle(seg, step - 1))
-        spin -= slow
-    kernel = kernel_power(cfg)
-    total = compute + spin + slow + parts["optimizer"] + idle
-    power = (compute * kernel + slow * kernel * SLOW_CARD_POWER + spin * NCCL_SPIN_POWER
+        spin, idle = spin - slow, idle + slow
+    total = compute + spin + parts["optimizer"] + idle
+    power = (compute * kernel_power(cfg) + spin * NCCL_SPIN_POWER
              + parts["optimizer"] * OPTIMIZER_POWER + idle * GAP_POWER)
     return (total - idle) / total, power / total
 
