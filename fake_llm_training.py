@@ -1735,12 +1735,14 @@ def straggler_incident(cfg, step, u):
 
 GpuReading = collections.namedtuple("GpuReading", "util mem_used_mib temp_c power_w failed")
 THERMAL_TAU = 45.0
-# nvidia-smi's utilization.gpu (NVML's utilization rate) is the share of the sample period in
-# which one or more kernels ran, whatever they did.  NCCL collectives and pipeline receives are
-# kernels: a GPU spinning in an all-reduce, or in a posted receive through the pipeline bubble,
-# reads busy while drawing little power.  Time the GPU waits on the host reads idle: the data
-# loader, Python's garbage collector, the first steps' set-up, launch gaps between short kernels.
-# Power fractions are of the range between the card's idle and its cap.
+# nvidia-smi's utilization.gpu is NVML's nvmlUtilization_t.gpu: "percent of time over the past
+# sample period during which one or more kernels was executing" (sample period 1/6 s to 1 s),
+# whatever the kernels did.  NCCL collectives and pipeline receives are kernels: a GPU spinning
+# in an all-reduce, or through the pipeline bubble in a receive posted early (Megatron-Core's
+# p2p_communication posts batch_isend_irecv, waits on it, and with batch_p2p_sync on, its
+# default, synchronizes the device), reads busy while drawing little power.  Time the GPU waits
+# on the host reads idle: the data loader, Python's garbage collector, the first steps' set-up,
+# launch gaps between short kernels.  Power fractions are of the range between idle and the cap.
 NCCL_SPIN_POWER = 0.09   # busy at little power: V100s at 99-100% util drawing 67-71 W of 300 W, idle 46-49 W
                          # (facts.md section 7: peft#194, bigscience meg_gpt2_perf_n16)
 OPTIMIZER_POWER = 0.45   # a fused Adam streams HBM: memory-bound kernels draw about half the GEMMs' power (estimate)
