@@ -1749,6 +1749,7 @@ OPTIMIZER_POWER = 0.45   # a fused Adam streams HBM: memory-bound kernels draw a
 GAP_POWER = 0.05         # no kernel in flight, clocks up: 8x H100 at 0% util draw 69-119 W of 700 (facts.md section 7)
 KERNELS_PER_LAYER = 60   # eager PyTorch launches ~20 kernels per layer forward (norms, GEMMs, RoPE, attention,
                          # activation, residual adds) and about twice as many backward
+NVML_SAMPLE_S = 1.0      # NVML's sample period: 1/6 s to 1 s by product; nvidia-smi -l 1 reads once a second
 LAUNCH_S = 8e-6          # host time per kernel: PyTorch's eager dispatch plus cudaLaunchKernel, ~5-10 us (estimate)
 
 
@@ -1769,26 +1770,59 @@ def kernel_share(shape, layout, grad_accum, compute):
     return kernels / (kernels ** 4 + host ** 4) ** 0.25
 
 
-def step_load(tl, seg, step, node):
-    """(busy share, power fraction) of optimizer step `step` on node `node`, averaged over the
-    step from its parts (Timeline.step_parts): compute kernels less launch gaps, NCCL time
-    (exposed collectives, pipeline bubble, waiting for a straggler) busy at little power, the
-    optimizer's memory-bound kernels, and host time (data, GC, first-step set-up) idle.
+def step_anatomy(tl, seg, step, node):
+    """(wait, run, busy, power) of optimizer step `step` on node `node`, from its parts
+    (Timeline.step_parts).  The step opens with `wait` seconds on the host: the data loader,
+    the garbage collector, the first steps' set-up; then `run` seconds of kernels, in which
+    `busy` is the share with a kernel in flight (launch gaps are not) and `power` the mean
+    power fraction: compute kernels, NCCL time (exposed collectives, the pipeline bubble,
+    waiting for a straggler) at little power, the optimizer's memory-bound kernels.
     A straggling node is slow on the host side (a data-loader worker, a noisy neighbour, a
     slow local disk): its GPUs wait outside any kernel while every other rank spins in the
     collective that waits for them."""
     cfg = tl.cfg
     parts = tl.step_parts(seg, step)
     compute = parts["compute"] * kernel_share(cfg.shape, cfg.layout, cfg.grad_accum, tl.parts[0])
-    idle = parts["compute"] - compute + parts["data"] + parts["gc"] + parts["warmup"]
+    gaps = parts["compute"] - compute
+    wait = parts["data"] + parts["gc"] + parts["warmup"]
     spin = parts["comm"]
     if any(s[3] == node for s in tl.incidents.stragglers):
         slow = min(spin, tl._straggle(seg, step) - tl._straggle(seg, step - 1))
-        spin, idle = spin - slow, idle + slow
-    total = compute + spin + parts["optimizer"] + idle
-    power = (compute * kernel_power(cfg) + spin * NCCL_SPIN_POWER
-             + parts["optimizer"] * OPTIMIZER_POWER + idle * GAP_POWER)
-    return (total - idle) / total, power / total
+        spin, wait = spin - slow, wait + slow
+    run = compute + gaps + spin + parts["optimizer"]
+    power = (compute * kernel_power(cfg) + spin * NCCL_SPIN_POWER + parts["optimizer"] * OPTIMIZER_POWER
+             + gaps * GAP_POWER) / run
+    return wait, run, (run - gaps) / run, power
+
+
+def step_load(tl, seg, step, node):
+    """(busy share, power fraction) of step `step` on node `node`, averaged over the whole step."""
+    wait, run, busy, power = step_anatomy(tl, seg, step, node)
+    return run * busy / (wait + run), (wait * GAP_POWER + run * power) / (wait + run)
+
+
+def window_load(tl, seg, t, node):
+    """(busy share, power fraction) over the sample period ending at t, as NVML averages them:
+    the steps that overlap it, each weighted by its overlap, its host wait first.  Pauses
+    for evaluation and checkpoints inside the window are left out (they have their own phase)."""
+    lo = max(seg.t0, t - NVML_SAMPLE_S)
+    step = tl.last_step_before(seg, lo) + 1
+    busy = power = covered = 0.0
+    while step <= seg.last:
+        start = tl.step_end(seg, step - 1) + (tl.pause_after(step - 1) if step - 1 > seg.first else 0.0)
+        if start >= t:
+            break
+        wait, run, b, p = step_anatomy(tl, seg, step, node)
+        scale = (tl.step_end(seg, step) - start) / (wait + run)       # the step as the timeline times it
+        waiting = max(0.0, min(t, start + wait * scale) - max(lo, start))
+        running = max(0.0, min(t, start + (wait + run) * scale) - max(lo, start + wait * scale))
+        busy += running * b
+        power += waiting * GAP_POWER + running * p
+        covered += waiting + running
+        step += 1
+    if covered <= 0:
+        return step_load(tl, seg, min(step, seg.last), node)
+    return busy / covered, power / covered
 
 
 def power_level(tl, t, node, gpu, moment=None):
@@ -1798,7 +1832,7 @@ def power_level(tl, t, node, gpu, moment=None):
         return 0.0, 0.0, "empty"
     moment = moment or tl.moment(t)
     if moment.phase == "train":
-        busy, power = step_load(tl, moment.segment, min(moment.step + 1, moment.segment.last), node)
+        busy, power = window_load(tl, moment.segment, t, node)
         return 100.0 * busy, power, "full"
     if moment.phase == "val":
         return 95.0, kernel_power(cfg) * 0.8, "full"

@@ -123,3 +123,22 @@ def test_communication_bound_layouts_read_busy_at_low_power():
     seg = rs.timeline.train_segments()[0]
     r = rs.telemetry.reading(0, rs.timeline.step_end(seg, seg.first + 200))
     assert r.util >= 90 and r.power_w < 0.55 * pcie.gpu.power_cap_w
+
+
+def test_a_sample_inside_a_long_steps_stall_reads_idle():
+    """nvidia-smi averages over its sample period, not over the step: a 1 s sample inside
+    the data stall of a 12 s step reads idle, a sample in the step's kernels busy."""
+    for seed in range(1, 60):
+        cfg = flt.make_run_config(CATALOG, seed, 1)
+        tl = flt.Timeline(cfg)
+        seg = tl.train_segments()[0]
+        stall = flt._hiccup_step(cfg.run_seed, flt.S_DATA_STALL, seg.first // flt.DATA_STALL_BLOCK + 1,
+                                 flt.DATA_STALL_BLOCK)
+        if cfg.step_time_s > 5 and seg.first + 1 < stall <= seg.last:
+            break
+    start = tl.step_end(seg, stall - 1) + tl.pause_after(stall - 1)
+    assert tl.stall_s >= 1.0
+    idle_util, idle_power = flt.window_load(tl, seg, start + 1.0, -1)
+    busy_util, busy_power = flt.window_load(tl, seg, start + 4.0, -1)
+    whole, _ = flt.step_load(tl, seg, stall, -1)
+    assert idle_util < 0.05 < 0.9 < whole and busy_util > 0.95 and idle_power < 0.5 * busy_power
