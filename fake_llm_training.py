@@ -1254,8 +1254,8 @@ def spike_at(cfg, step, forced_spikes=()):
 # R* = 15.4 from their fit: up to ~4 epochs almost as good as new data, past ~16 little gain.
 REPEAT_HALF_LIFE = 15.4
 # A batch seen before scores better than a new one: the training loss drops below the
-# held-out loss, more with every repeat (their repeated-data runs: validation flat up to ~4
-# epochs while training loss keeps falling).  Our estimate: ~1% after one repeat, ~6% after three.
+# held-out loss, more with every repeat.  The paper fits the held-out loss, not this gap:
+# the figures are our estimate, ~1% after one repeat, ~6% after three.
 MEMORISE_PER_REPEAT = (0.008, 0.004)          # linear and quadratic terms in R
 
 
