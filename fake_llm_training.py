@@ -83,7 +83,7 @@ Model = collections.namedtuple(
 Gpu = collections.namedtuple(
     "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs intra arch hbm_gbs kernel_eff "
            "precision weight")
-Dataset = collections.namedtuple("Dataset", "name kind tokens examples")
+Dataset = collections.namedtuple("Dataset", "name kind tokens examples loss_level val_gap")
 Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weight")
 Stack = collections.namedtuple(
     "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight")
@@ -115,6 +115,10 @@ def _choice(*allowed):
     return parse
 
 
+LOSS_LEVELS = (0.3, 1.5)     # a corpus's loss relative to web text: code ~0.55 is the lowest we know of
+MAX_VAL_GAP = 0.2            # the jsonl referee wants validation within 20% of the training loss
+
+
 # Each file: its columns and how each column is parsed.
 TABLES = {
     "models.txt": [("name", str), ("family", str), ("layers", int), ("hidden", int),
@@ -135,7 +139,7 @@ TABLES = {
     "filesystems.txt": [("name", str), ("write_gbs", float), ("read_gbs", float), ("node_gbs", float),
                         ("weight", int)],
     "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
-                     ("tokens", int), ("examples", _opt_int)],
+                     ("tokens", int), ("examples", _opt_int), ("loss_level", float), ("val_gap", float)],
     "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str)],
     "clusters.txt": [("hostname", str), ("first", int)],
 }
@@ -222,6 +226,9 @@ def load_catalog(data_dir=DATA_DIR):
         if d[1] == "finetune" and not d[3]:
             raise DataError("%s:%d: a finetune dataset needs examples" %
                             (os.path.join(data_dir, "datasets.txt"), number))
+        if not (LOSS_LEVELS[0] <= d[4] <= LOSS_LEVELS[1] and 0 <= d[5] < MAX_VAL_GAP):
+            raise DataError("%s:%d: need %g <= loss_level <= %g and 0 <= val_gap < %g" %
+                            ((os.path.join(data_dir, "datasets.txt"), number) + LOSS_LEVELS + (MAX_VAL_GAP,)))
     clusters = []
     for number, (pattern, first) in tables["clusters.txt"]:
         try:
@@ -729,6 +736,8 @@ RunConfig = collections.namedtuple("RunConfig", [
     # cluster it runs on, its software stack, and the queue wait after a failure
     "cp", "ep", "vp", "layout", "warmup_ratio", "decay_fraction", "step_parts", "mem_reserved_mib",
     "context_mib", "nccl_mib", "cluster", "stack", "fabric", "requeue_seconds",
+    # the corpus (its Dataset line: size, loss level and validation gap)
+    "corpus",
 ])
 
 
@@ -805,15 +814,19 @@ def safetensors_export(params, model, rng):
 
 
 def initial_losses(rng, kind, model, params, dataset):
-    """Where the loss starts and the floor it heads for (nats per token)."""
+    """Where the loss starts and the floor it heads for (nats per token): the
+    data's loss level scales the floor (code far below web text) and, for
+    fine-tunes and continued pretraining, the start; from scratch every
+    corpus starts at ln(vocab), where an untrained model is."""
     chinchilla_model_term = 406.4 / params ** 0.34          # Hoffmann et al. fit: E + A/N^a + B/D^b
-    floor = 1.69 + chinchilla_model_term
+    level = dataset.loss_level
+    floor = (1.69 + chinchilla_model_term) * level
     if kind == "finetune":
-        start = rng.uniform(1.2, 2.2)
+        start = rng.uniform(1.2, 2.2) * level               # chat SFT 1.2-2.2 (facts.md section 3)
         return start, start * rng.uniform(0.45, 0.7)
     if kind == "continue":
-        start = floor + rng.uniform(0.35, 0.8)              # a released model on a new domain
-        return start, floor + 0.15
+        start = floor + rng.uniform(0.35, 0.8) * level      # a released model on a new domain
+        return start, floor + 0.15 * level
     return math.log(model.vocab), floor
 
 
@@ -1077,7 +1090,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         attach_fraction=attach_fraction(rng, sched, step_time),
         ambient_c=rng.uniform(24, 31), loss_scale_exp=rng.choice((14, 15, 16, 17)),
         loss_phase=rng.uniform(0, 2 * math.pi), overflow_steps=(), overflow_exps=(),
-        run_seed=seed * RUN_SEED_STRIDE + run, **cadence_and_timing(cadence, timing))
+        run_seed=seed * RUN_SEED_STRIDE + run, corpus=sched["dataset"], **cadence_and_timing(cadence, timing))
 
 
 def refusal(pins, cluster, leanest):
@@ -1325,8 +1338,41 @@ def spike_at(cfg, step, forced_spikes=()):
     return excess
 
 
+# Repeated data (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models", NeurIPS):
+# U unique tokens seen 1 + R times are worth U + U R* (1 - exp(-R / R*)) new tokens, with
+# R* = 15.4 from their fit: up to ~4 epochs almost as good as new data, past ~16 little gain.
+REPEAT_HALF_LIFE = 15.4
+# A batch seen before scores better than a new one: the training loss drops below the
+# held-out loss, more with every repeat.  The paper fits the held-out loss, not this gap:
+# the figures are our estimate, ~1% after one repeat, ~6% after three.
+MEMORISE_PER_REPEAT = (0.008, 0.004)          # linear and quadratic terms in R
+
+
+def repeats(cfg, step):
+    """Passes over the corpus beyond the first after step `step` (0 on a single pass).
+    Fine-tunes count their epochs elsewhere (val_loss_at)."""
+    if cfg.kind == "finetune":
+        return 0.0
+    return max(0.0, step * float(cfg.tokens_per_step) / cfg.corpus.tokens - 1)
+
+
+def effective_tokens(cfg, tokens):
+    """What `tokens` tokens of this corpus are worth in new data (Muennighoff et al.'s D')."""
+    unique = float(cfg.corpus.tokens)
+    if cfg.kind == "finetune" or tokens <= unique:
+        return tokens
+    r = tokens / unique - 1
+    return unique + unique * REPEAT_HALF_LIFE * (1 - math.exp(-r / REPEAT_HALF_LIFE))
+
+
+def memorised(cfg, step):
+    """How far (relative) the training loss sits below the held-out loss from batches seen before."""
+    r = repeats(cfg, step)
+    return MEMORISE_PER_REPEAT[0] * r + MEMORISE_PER_REPEAT[1] * r * r
+
+
 def expected_loss(cfg, step):
-    """Loss without step-to-step noise (what a validation pass estimates)."""
+    """Training loss without step-to-step noise."""
     if cfg.kind == "finetune":
         return _expected_loss(cfg, step)
     # As the learning rate anneals the loss drops a little more than the
@@ -1334,7 +1380,7 @@ def expected_loss(cfg, step):
     annealed = 0.0
     if step >= cfg.warmup_steps:
         annealed = min(1.0, max(0.0, 1 - (lr_at(cfg, step) - cfg.min_lr) / (cfg.peak_lr - cfg.min_lr)))
-    return _expected_loss(cfg, step) * (1 - 0.035 * annealed)
+    return _expected_loss(cfg, step) * (1 - 0.035 * annealed) * (1 - memorised(cfg, step))
 
 
 def _expected_loss(cfg, step):
@@ -1345,10 +1391,11 @@ def _expected_loss(cfg, step):
     if cfg.kind == "continue":
         warm = 0.06 * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
         return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * (1 + step / 40.0) ** -0.25 + warm
-    # From scratch (or resumed from it): a Chinchilla-style fit in tokens seen,
-    # softly capped at ln(vocab), where an untrained model starts.
-    tokens = max(1.0, effective_steps(cfg, step) * cfg.tokens_per_step)
-    fit = cfg.loss_floor + 534.0 / tokens ** 0.28
+    # From scratch (or resumed from it): a Chinchilla-style fit in tokens seen
+    # (repeats worth less), scaled by the data's loss level, softly capped at
+    # ln(vocab), where an untrained model starts whatever the data.
+    tokens = max(1.0, effective_tokens(cfg, effective_steps(cfg, step) * cfg.tokens_per_step))
+    fit = cfg.loss_floor + cfg.corpus.loss_level * 534.0 / tokens ** 0.28
     ln_v = cfg.loss_start
     loss = (ln_v ** -8 + fit ** -8) ** -0.125
     return loss + 0.25 * math.exp(-step / 3.0)
@@ -1391,24 +1438,28 @@ def grad_norm_at(cfg, step, forced_spikes=(), spike=None):
     return g * (1 + 25 * (spike_at(cfg, step, forced_spikes) if spike is None else spike))
 
 
-PRETRAIN_VAL_GAP = 0.012       # held-out web text sits ~1% above the training loss of a single pass
-FINETUNE_VAL_GAP = 0.04        # a fine-tune's held-out split, a little above its training loss
 GENERALISE_EPOCHS = 1.3        # after about an epoch more passes only memorise: held-out loss bottoms out
 OVERFIT_PER_EPOCH = 0.06       # ... then rises (~6% per further epoch, as multi-epoch SFT curves show)
 VAL_SPIKE_SHARE = 0.5          # a spike is a change in the weights: evaluations during its recovery see it
 VAL_NOISE = 0.004              # a validation pass averages many batches: little noise
 
 
+def pretrain_val_gap(cfg, step):
+    """Held-out over training loss, less 1, after step `step` of a (continued) pretrain:
+    the corpus's own gap on a single pass, widening with every repeat of the corpus."""
+    return (1 + cfg.corpus.val_gap) / (1 - memorised(cfg, step)) - 1
+
+
 def val_loss_at(cfg, step, forced_spikes=()):
     """Validation loss after step `step`: the expected training loss plus a gap that follows
-    the data and, for fine-tunes, the epoch (held-out loss bottoms out, then overfits)."""
+    the data and the epoch (a repeated corpus, a fine-tune that bottoms out, then overfits)."""
     if cfg.kind == "finetune":
         per_epoch = epoch_steps(cfg)
         best = expected_loss(cfg, min(step, int(GENERALISE_EPOCHS * per_epoch)))
         overfit = OVERFIT_PER_EPOCH * max(0.0, step / float(per_epoch) - GENERALISE_EPOCHS)
-        base = best * (1 + FINETUNE_VAL_GAP + overfit)
+        base = best * (1 + cfg.corpus.val_gap + overfit)
     else:
-        base = expected_loss(cfg, step) * (1 + PRETRAIN_VAL_GAP)
+        base = expected_loss(cfg, step) * (1 + pretrain_val_gap(cfg, step))
     base *= 1 + VAL_SPIKE_SHARE * spike_at(cfg, step, forced_spikes)
     return base * (1 + VAL_NOISE * normal(cfg.run_seed, S_VAL, step))
 
@@ -1812,6 +1863,94 @@ def straggler_incident(cfg, step, u):
 
 GpuReading = collections.namedtuple("GpuReading", "util mem_used_mib temp_c power_w failed")
 THERMAL_TAU = 45.0
+# nvidia-smi's utilization.gpu is NVML's nvmlUtilization_t.gpu: "percent of time over the past
+# sample period during which one or more kernels was executing" (sample period 1/6 s to 1 s),
+# whatever the kernels did.  NCCL collectives and pipeline receives are kernels: a GPU spinning
+# in an all-reduce, or through the pipeline bubble in a receive posted early (Megatron-Core's
+# p2p_communication posts batch_isend_irecv, waits on it, and with batch_p2p_sync on, its
+# default, synchronizes the device), reads busy while drawing little power.  Time the GPU waits
+# on the host reads idle: the data loader, Python's garbage collector, the first steps' set-up,
+# launch gaps between short kernels.  Power fractions are of the range between idle and the cap.
+NCCL_SPIN_POWER = 0.09   # busy at little power: V100s at 99-100% util drawing 67-71 W of 300 W, idle 46-49 W
+                         # (facts.md section 7: peft#194, bigscience meg_gpt2_perf_n16)
+OPTIMIZER_POWER = 0.45   # a fused Adam streams HBM: memory-bound kernels draw about half the GEMMs' power (estimate)
+GAP_POWER = 0.05         # no kernel in flight, clocks up: 8x H100 at 0% util draw 69-119 W of 700 (facts.md section 7)
+KERNELS_PER_LAYER = 60   # eager PyTorch launches ~20 kernels per layer forward (norms, GEMMs, RoPE, attention,
+                         # activation, residual adds) and about twice as many backward
+NVML_SAMPLE_S = 1.0      # NVML's sample period: 1/6 s to 1 s by product; nvidia-smi -l 1 reads once a second
+LAUNCH_S = 8e-6          # host time per kernel: PyTorch's eager dispatch plus cudaLaunchKernel, ~5-10 us (estimate)
+
+
+def kernel_power(cfg):
+    """Power fraction while the step's compute kernels run: heavier kernels draw more.
+    Their MFU is the run's MFU over the share of the step the compute takes."""
+    compute = step_parts_of(cfg)[0]
+    return min(1.0, 0.55 + 0.6 * cfg.mfu * cfg.step_time_s / compute)
+
+
+def kernel_share(shape, layout, grad_accum, compute):
+    """Share of the forward-backward time in which a kernel runs.  The host launches a
+    micro-batch's kernels while the GPU runs earlier ones; when each micro-batch's kernels
+    take little longer than their launches (tiny models, micro-batch 1), the queue runs
+    dry between them (a smooth minimum of kernel time over launch time)."""
+    host = KERNELS_PER_LAYER * stage_layers(shape, layout.pp) * LAUNCH_S
+    kernels = compute / float(grad_accum)
+    return kernels / (kernels ** 4 + host ** 4) ** 0.25
+
+
+def step_anatomy(tl, seg, step, node):
+    """(wait, run, busy, power) of optimizer step `step` on node `node`, from its parts
+    (Timeline.step_parts).  The step opens with `wait` seconds on the host: the data loader,
+    the garbage collector, the first steps' set-up; then `run` seconds of kernels, in which
+    `busy` is the share with a kernel in flight (launch gaps are not) and `power` the mean
+    power fraction: compute kernels, NCCL time (exposed collectives, the pipeline bubble,
+    waiting for a straggler) at little power, the optimizer's memory-bound kernels.
+    A straggling node is slow on the host side (a data-loader worker, a noisy neighbour, a
+    slow local disk): its GPUs wait outside any kernel while every other rank spins in the
+    collective that waits for them."""
+    cfg = tl.cfg
+    parts = tl.step_parts(seg, step)
+    compute = parts["compute"] * kernel_share(cfg.shape, cfg.layout, cfg.grad_accum, tl.parts[0])
+    gaps = parts["compute"] - compute
+    wait = parts["data"] + parts["gc"] + parts["warmup"]
+    spin = parts["comm"]
+    if any(s[3] == node for s in tl.incidents.stragglers):
+        slow = min(spin, tl._straggle(seg, step) - tl._straggle(seg, step - 1))
+        spin, wait = spin - slow, wait + slow
+    run = compute + gaps + spin + parts["optimizer"]
+    power = (compute * kernel_power(cfg) + spin * NCCL_SPIN_POWER + parts["optimizer"] * OPTIMIZER_POWER
+             + gaps * GAP_POWER) / run
+    return wait, run, (run - gaps) / run, power
+
+
+def step_load(tl, seg, step, node):
+    """(busy share, power fraction) of step `step` on node `node`, averaged over the whole step."""
+    wait, run, busy, power = step_anatomy(tl, seg, step, node)
+    return run * busy / (wait + run), (wait * GAP_POWER + run * power) / (wait + run)
+
+
+def window_load(tl, seg, t, node):
+    """(busy share, power fraction) over the sample period ending at t, as NVML averages them:
+    the steps that overlap it, each weighted by its overlap, its host wait first.  Pauses
+    for evaluation and checkpoints inside the window are left out (they have their own phase)."""
+    lo = max(seg.t0, t - NVML_SAMPLE_S)
+    step = tl.last_step_before(seg, lo) + 1
+    busy = power = covered = 0.0
+    while step <= seg.last:
+        start = tl.step_end(seg, step - 1) + (tl.pause_after(step - 1) if step - 1 > seg.first else 0.0)
+        if start >= t:
+            break
+        wait, run, b, p = step_anatomy(tl, seg, step, node)
+        scale = (tl.step_end(seg, step) - start) / (wait + run)       # the step as the timeline times it
+        waiting = max(0.0, min(t, start + wait * scale) - max(lo, start))
+        running = max(0.0, min(t, start + (wait + run) * scale) - max(lo, start + wait * scale))
+        busy += running * b
+        power += waiting * GAP_POWER + running * p
+        covered += waiting + running
+        step += 1
+    if covered <= 0:
+        return step_load(tl, seg, min(step, seg.last), node)
+    return busy / covered, power / covered
 
 
 def power_level(tl, t, node, gpu, moment=None):
@@ -1820,23 +1959,18 @@ def power_level(tl, t, node, gpu, moment=None):
     if t < 0:
         return 0.0, 0.0, "empty"
     moment = moment or tl.moment(t)
-    busy = 0.55 + 0.6 * cfg.mfu                         # heavier kernels draw more power
     if moment.phase == "train":
-        for first, last, factor, slow_node in tl.incidents.stragglers:
-            if first < moment.step + 1 <= last:
-                if node == slow_node:
-                    return 78.0, busy * 0.72, "full"
-                return 97.0, busy * 0.85, "full"
-        return 99.0, busy, "full"
+        busy, power = window_load(tl, moment.segment, t, node)
+        return 100.0 * busy, power, "full"
     if moment.phase == "val":
-        return 95.0, busy * 0.8, "full"
+        return 95.0, kernel_power(cfg) * 0.8, "full"
     if moment.phase == "checkpoint":
         return 4.0, 0.12, "full"
     if moment.phase == "crash":
         failed = moment.segment.info[1]
         if gpu == failed:
             return 0.0, 0.0, "full"
-        return 100.0, 0.33, "full"                      # ranks spin in NCCL waiting for it
+        return 100.0, NCCL_SPIN_POWER, "full"           # ranks spin in NCCL waiting for it
     if moment.phase == "build":
         return 2.0, 0.05, "weights"
     if moment.phase == "load":
@@ -1848,16 +1982,28 @@ def power_level(tl, t, node, gpu, moment=None):
     return 0.0, 0.0, "empty"
 
 
-def _thermal_state(tl, t, node, gpu):
-    """Power fraction smoothed with the card's thermal time constant."""
+THERMAL_MEMO = 512          # power samples kept per class of GPU (the 150 s window is 50 of them)
+
+
+def _thermal_state(tl, t, node, gpu, memo=None):
+    """Power fraction smoothed with the card's thermal time constant.  The samples lie
+    on a 3 s grid, so successive seconds share them: `memo` (bounded) keeps them."""
+    memo = {} if memo is None else memo
+
+    def sample(x):
+        if x not in memo:
+            if len(memo) > THERMAL_MEMO:
+                memo.clear()
+            memo[x] = power_level(tl, x, node, gpu)[1]
+        return memo[x]
     step = 3.0
     start = math.floor(t / step) * step - 150.0
-    power = power_level(tl, start, node, gpu)[1]
+    power = sample(start)
     x = start
     k = math.exp(-step / THERMAL_TAU)
     while x + step <= t:
         x += step
-        power = power_level(tl, x, node, gpu)[1] * (1 - k) + power * k
+        power = sample(x) * (1 - k) + power * k
     return power
 
 
@@ -1879,7 +2025,7 @@ class Telemetry(object):
         self.failing_gpus = set(c[1] for c in tl.incidents.crashes)
         weights = int(cfg.params * 2 / (cfg.tp * cfg.pp) / MIB)
         self.weights_mib = weights // cfg.dp if cfg.sharding in ("zero3", "fsdp") else weights
-        self._levels, self._cluster = {}, {}
+        self._levels, self._cluster, self._samples = {}, {}, {}
         self._second, self._readings = None, {}
 
     def _cached(self, cache, key, compute):
@@ -1895,7 +2041,9 @@ class Telemetry(object):
         moment = tl.moment(second) if second >= 0 else None
         util, power, mem_state = power_level(tl, second, node, gpu, moment)
         failed = moment is not None and moment.phase == "crash" and moment.segment.info[1] == gpu
-        return util, power, mem_state, failed, _thermal_state(tl, second, node, gpu)
+        memo = self._cached(self._samples, (node if node in self.slow_nodes else -1,
+                                            gpu if gpu in self.failing_gpus else -1), dict)
+        return util, power, mem_state, failed, _thermal_state(tl, second, node, gpu, memo)
 
     def reading(self, gpu, t):
         """GpuReading of GPU `gpu` at t (the same for a whole simulated second)."""
