@@ -2147,6 +2147,11 @@ def step_metrics(tl, seg, step, record=False):
         micro_losses(cfg, step, loss) if record else None, step * cfg.global_batch)
 
 
+def is_redone(tl, attempt, step):
+    """Whether launch `attempt` runs `step` again: an earlier launch got that far before it failed."""
+    return attempt > 0 and any(s.last >= step for s in tl.train_segments() if s.attempt < attempt)
+
+
 def _phase_data(tl, seg):
     """A phase's start: a launch names the hosts it got, a requeued job's wait the node drained."""
     data = {"phase": seg.phase, "attempt": seg.attempt, "step": seg.first, "info": seg.info}
@@ -3685,7 +3690,10 @@ class LogWriter(object):
                 if self.fmt == "jsonl":
                     self._gpu_samples(rs, ev.t)
                 if self.fmt == "jsonl" and ev.kind in JSONL_EVENTS:
-                    rec = collections.OrderedDict([("event", ev.kind), ("run", cfg.run), ("t", round(ev.t, 6))])
+                    kind = ev.kind                  # a step run again after a restart: "step" moves only forward
+                    if kind == "step" and is_redone(rs.timeline, ev.data.attempt, ev.data.step):
+                        kind = "step_redone"
+                    rec = collections.OrderedDict([("event", kind), ("run", cfg.run), ("t", round(ev.t, 6))])
                     rec.update(event_record(ev))
                     self._emit(rec)
                 self._log(ctx, rs, ev)

@@ -126,6 +126,14 @@ def test_a_drained_node_comes_back_as_a_spare_of_the_same_cluster():
     assert spare != drained and spare not in before and scheme(spare) == scheme(drained)
     assert after[:node] + after[node + 1:] == before[:node] + before[node + 1:]    # the other nodes stay
     assert [e for e in events if e["event"] == "phase" and e["phase"] == "train"][-1]["attempt"] == 1
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    redone = [e for e in events if e["event"] == "step_redone"]
+    assert steps == sorted(set(steps)), "step events only move forward, as a metrics logger keeps them"
+    resumed = [e for e in events if e["event"] == "phase" and e["phase"] == "train"][-1]["step"]
+    assert redone and [e["step"] for e in redone] == list(range(resumed + 1, resumed + 1 + len(redone)))
+    assert redone[-1]["step"] <= xid["step"]              # from the checkpoint on, up to where the GPU failed
+    first = {e["step"]: e for e in events if e["event"] == "step"}
+    assert all(e["loss"] == first[e["step"]]["loss"] and e["attempt"] == 1 for e in redone)   # the same data again
     text = run_program(["--format", "plain"] + DRAINED).stdout
     crash = text.index("uncorrectable ECC error encountered")
     restart = text.index("NCCL INFO NCCL version", crash)

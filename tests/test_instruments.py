@@ -36,7 +36,7 @@ class Record(object):
         self.phases = [e for e in events if e["event"] == "phase"]
         self.pause_end = {}
         for e in events:
-            if e["event"] == "step":
+            if e["event"] in ("step", "step_redone"):
                 self.steps[(e.get("attempt", 0), e["step"])] = e
             if e["event"] in ("val", "checkpoint"):
                 self.pause_end[e["step"]] = max(self.pause_end.get(e["step"], 0), e["t"])
