@@ -730,6 +730,7 @@ RunConfig = collections.namedtuple("RunConfig", [
     "grad_start", "noise", "spike_rate", "attach_fraction",
     "ambient_c", "loss_scale_exp", "loss_phase", "run_seed",
     # fp16 only: the steps whose gradients overflow, and the scale's exponent after each
+    # (loss_scale_exp above: the highest exponent the run's gradients rarely overflow at)
     "overflow_steps", "overflow_exps",
     # the cluster and performance model: context/expert/virtual-pipeline degrees, the whole
     # Layout, the step's parts (sum = step_time_s), memory as nvidia-smi counts it, the
@@ -1257,11 +1258,12 @@ def loss_scale_at(cfg, step):
     the step overflowed (and was skipped); (None, False) for bf16 runs."""
     if cfg.precision != "fp16":
         return None, False
+    initial, window, _ = loss_scaler(cfg)
     i = bisect.bisect_right(cfg.overflow_steps, step) - 1
     if i < 0:
-        exp = scale_exp_after(loss_scaler(cfg)[0], 0, step, loss_scaler(cfg)[1])
+        exp = scale_exp_after(initial, 0, step, window)
     else:
-        exp = scale_exp_after(cfg.overflow_exps[i], cfg.overflow_steps[i], step, loss_scaler(cfg)[1])
+        exp = scale_exp_after(cfg.overflow_exps[i], cfg.overflow_steps[i], step, window)
     return 2.0 ** exp, i >= 0 and cfg.overflow_steps[i] == step
 
 
