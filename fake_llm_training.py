@@ -1730,13 +1730,17 @@ class Timeline(object):
         """Seconds steps a+1..b waited for the data loader."""
         return (b - a) * self.parts[3] + self._stalls(b) - self._stalls(a)
 
+    def straggle_of(self, seg, step):
+        """Seconds step `step` waits for a slow node (part of its comm)."""
+        return self._straggle(seg, step) - self._straggle(seg, step - 1)
+
     def step_parts(self, seg, step):
         """Where step `step`'s wall time went: named parts that sum to it."""
         base = self.parts
         prev = self._jitter(step - 1) if step - 1 > seg.first else 0.0
         return collections.OrderedDict([
             ("compute", base[0] + self._jitter(step) - prev),
-            ("comm", base[1] + self._straggle(seg, step) - self._straggle(seg, step - 1)),
+            ("comm", base[1] + self.straggle_of(seg, step)),
             ("optimizer", base[2]),
             ("data", base[3] + _hiccup_at(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
             ("gc", _hiccup_at(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)),
@@ -1917,7 +1921,7 @@ def step_anatomy(tl, seg, step, node):
     wait = parts["data"] + parts["gc"] + parts["warmup"]
     spin = parts["comm"]
     if any(s[3] == node for s in tl.incidents.stragglers):
-        slow = min(spin, tl._straggle(seg, step) - tl._straggle(seg, step - 1))
+        slow = min(spin, tl.straggle_of(seg, step))
         spin, wait = spin - slow, wait + slow
     run = compute + gaps + spin + parts["optimizer"]
     power = (compute * kernel_power(cfg) + spin * NCCL_SPIN_POWER + parts["optimizer"] * OPTIMIZER_POWER
