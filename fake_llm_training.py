@@ -86,7 +86,7 @@ Gpu = collections.namedtuple(
 Dataset = collections.namedtuple("Dataset", "name kind tokens examples loss_level val_gap")
 Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weight")
 Stack = collections.namedtuple(
-    "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight")
+    "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight prints")
 Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
 Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems")
 ARCHS = ("volta", "ampere", "hopper", "ada", "blackwell")
@@ -142,11 +142,23 @@ TABLES = {
                      ("tokens", int), ("examples", _opt_int), ("loss_level", float), ("val_gap", float)],
     "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str)],
     "clusters.txt": [("hostname", str), ("first", int)],
+    "printers.txt": [("package", str), ("since", str), ("field", str), ("value", str), ("source", str)],
 }
+KEY_COLUMNS = {"printers.txt": 3}     # columns that name a row (the rest: 1, the first)
+PRINTED_BY = ("torch", "nccl", "driver", "megatron", "deepspeed", "transformers", "lightning")   # versioned packages
 
 
-def read_table(path, columns):
-    """Rows of a "|"-separated file with a header line, as lists of parsed values."""
+def version_key(text):
+    """'2.24.3-1' -> (2, 24, 3, 1): a release as numbers, to compare releases."""
+    parts = re.findall(r"\d+", text)
+    if not parts:
+        raise ValueError("not a version: %r" % text)
+    return tuple(int(p) for p in parts)
+
+
+def read_table(path, columns, key=1):
+    """Rows of a "|"-separated file with a header line, as lists of parsed values;
+    no two rows share their first `key` values."""
     name = os.path.basename(path)
     try:
         with open(path, "rb") as f:
@@ -182,9 +194,10 @@ def read_table(path, columns):
                 values.append(parse(cell))
             except ValueError as exc:
                 raise DataError("%s:%d: column %s: %s" % (path, number, column, exc))
-        if values[0] in seen:
-            raise DataError("%s:%d: duplicate %s %r" % (path, number, columns[0][0], values[0]))
-        seen.add(values[0])
+        name = tuple(values[:key]) if key > 1 else values[0]
+        if name in seen:
+            raise DataError("%s:%d: duplicate %s %r" % (path, number, " ".join(c for c, _ in columns[:key]), name))
+        seen.add(name)
         rows.append((number, values))
     if header is None or not rows:
         raise DataError("%s:1: no records in %s" % (path, name))
@@ -195,7 +208,7 @@ def load_catalog(data_dir=DATA_DIR):
     """Read every data file; raise DataError naming the first problem."""
     if not os.path.isdir(data_dir):
         raise DataError("%s: data directory not found" % data_dir)
-    tables = {name: read_table(os.path.join(data_dir, name), columns)
+    tables = {name: read_table(os.path.join(data_dir, name), columns, KEY_COLUMNS.get(name, 1))
               for name, columns in sorted(TABLES.items())}
     models = collections.OrderedDict()
     for number, v in tables["models.txt"]:
@@ -239,7 +252,7 @@ def load_catalog(data_dir=DATA_DIR):
         clusters.append((pattern, first))
     return Catalog(models, gpus, datasets, tokenizers, clusters,
                    [Fabric(*v) for _, v in tables["fabrics.txt"]],
-                   [Stack(*v) for _, v in tables["stacks.txt"]],
+                   _stacks(tables, data_dir),
                    [Filesystem(*v) for _, v in tables["filesystems.txt"]])
 
 
@@ -267,6 +280,34 @@ def _hardware_tables(tables, data_dir):
     if not any(fs[4] > 0 for _, fs in tables["filesystems.txt"]):
         raise DataError("%s: every weight is 0" % where("filesystems.txt", 1))
     return gpus
+
+
+def _stacks(tables, data_dir):
+    """The stacks, each with `prints`: for every field of printers.txt, what that stack's
+    release of the package prints (the row with the newest `since` not after it)."""
+    rows = collections.defaultdict(list)
+    package_of = {}
+    for number, (package, since, field, value, _) in tables["printers.txt"]:
+        where = "%s:%d" % (os.path.join(data_dir, "printers.txt"), number)
+        try:
+            since_key = version_key(since)
+        except ValueError as exc:
+            raise DataError("%s: column since: %s" % (where, exc))
+        if package not in PRINTED_BY or package_of.setdefault(field, package) != package:
+            raise DataError("%s: field %r must belong to one package among %s" % (where, field, ", ".join(PRINTED_BY)))
+        rows[field].append((since_key, value))
+    stacks = []
+    for number, v in tables["stacks.txt"]:
+        prints = {}
+        for field, versions in rows.items():
+            release_key = version_key(v[Stack._fields.index(package_of[field])])
+            known = [(since, value) for since, value in versions if since <= release_key]
+            if not known:
+                raise DataError("%s:%d: printers.txt has no %s row for this stack's %s" %
+                                (os.path.join(data_dir, "stacks.txt"), number, field, package_of[field]))
+            prints[field] = max(known)[1]
+        stacks.append(Stack(*v, prints=prints))
+    return stacks
 
 
 def model_problem(model):
@@ -2647,7 +2688,7 @@ def nccl_lines(ctx, ev):
 
     head = ranks[0]
     ip = node_ip(cfg, ctx.tl.hosts[attempt][head // cfg.gpus_per_node])      # of this launch's host
-    out = [("INFO", "%s NCCL INFO Bootstrap : Using eth0:%s<0>" % (who(head), ip)),
+    out = [("INFO", "%s NCCL INFO %s eth0:%s<0>" % (who(head), cfg.stack.prints["nccl.bootstrap"], ip)),
            ("INFO", "%s NCCL INFO NCCL version %s" % (who(head), nccl_version(cfg.stack)))]
     for rank in ranks[1:]:
         out.append(("INFO", "%s NCCL INFO cudaDriverVersion %d" % (who(rank), cuda_driver_version(cfg.stack))))

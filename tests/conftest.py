@@ -37,3 +37,33 @@ def printed_flops_per_token(config):
     if config["framework"] == "torchtitan":        # get_dense_model_nparams_and_flops
         return 6.0 * (config["params"] - config["vocab"] * h) + 12.0 * L * a * hd * s
     return config["flops_per_token"]
+
+
+# The quick tier (`sh tests/run.sh --quick`): the first QUICK_CASES cases of each
+# parametrized test and none of the tests marked `slow` (end to end in tmux,
+# installs, whole-run soaks).  The full suite runs everything.
+QUICK_CASES = 2
+
+
+def pytest_addoption(parser):
+    parser.addoption("--quick", action="store_true",
+                     help="the quick tier: a few cases of each test, no tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: left out of the quick tier (--quick)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--quick"):
+        return
+    cases, kept, dropped = {}, [], []
+    for item in items:
+        base = item.nodeid.split("[")[0]
+        cases[base] = cases.get(base, 0) + 1
+        if item.get_closest_marker("slow") or cases[base] > QUICK_CASES:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
