@@ -140,7 +140,8 @@ TABLES = {
                         ("weight", int)],
     "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
                      ("tokens", int), ("examples", _opt_int), ("loss_level", float), ("val_gap", float)],
-    "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str)],
+    "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str), ("pretrain_tokens", float),
+                       ("source", str)],
     "clusters.txt": [("hostname", str), ("first", int)],
     "printers.txt": [("package", str), ("since", str), ("field", str), ("value", str), ("source", str)],
 }
@@ -225,7 +226,7 @@ def load_catalog(data_dir=DATA_DIR):
             raise DataError("%s:%d: duplicate name %r" %
                             (os.path.join(data_dir, "nicknames.txt"), number, name))
         models[name] = models[shape]._replace(name=name)
-    tokenizers = {family: (tok, arch) for _, (family, tok, arch) in tables["tokenizers.txt"]}
+    tokenizers = {family: (tok, arch, tokens) for _, (family, tok, arch, tokens, _src) in tables["tokenizers.txt"]}
     for number, v in tables["models.txt"]:
         if v[1] not in tokenizers:
             raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
@@ -855,21 +856,30 @@ def safetensors_export(params, model, rng):
     return files + extras
 
 
-def initial_losses(rng, kind, model, params, dataset):
+def chinchilla_loss(params, tokens=None):
+    """Hoffmann et al.'s fit E + A/N^a + B/D^b (nats per token on web text); no D: unlimited data."""
+    return 1.69 + 406.4 / params ** 0.34 + (410.7 / tokens ** 0.28 if tokens else 0.0)
+
+
+CONTINUE_SHIFT = (0.01, 0.06)   # a released model on a corpus it has not seen starts a few percent above its
+                                # own loss level there (our estimate: the corpora overlap in kind, web with web)
+
+
+def initial_losses(rng, kind, model, params, dataset, pretrained=None, tokens=None):
     """Where the loss starts and the floor it heads for (nats per token): the
     data's loss level scales the floor (code far below web text) and, for
     fine-tunes and continued pretraining, the start; from scratch every
-    corpus starts at ln(vocab), where an untrained model is."""
-    chinchilla_model_term = 406.4 / params ** 0.34          # Hoffmann et al. fit: E + A/N^a + B/D^b
+    corpus starts at ln(vocab), where an untrained model is.  A released base
+    model (`pretrained` tokens behind it) continued on `tokens` more starts near
+    its own pretraining loss on this data and heads for what the extra tokens buy."""
     level = dataset.loss_level
-    floor = (1.69 + chinchilla_model_term) * level
     if kind == "finetune":
         start = rng.uniform(1.2, 2.2) * level               # chat SFT 1.2-2.2 (facts.md section 3)
         return start, start * rng.uniform(0.45, 0.7)
     if kind == "continue":
-        start = floor + rng.uniform(0.35, 0.8) * level      # a released model on a new domain
-        return start, floor + 0.15 * level
-    return math.log(model.vocab), floor
+        start = chinchilla_loss(params, pretrained) * level * (1 + rng.uniform(*CONTINUE_SHIFT))
+        return start, chinchilla_loss(params, pretrained + tokens) * level
+    return math.log(model.vocab), chinchilla_loss(params) * level
 
 
 def run_name(rng, kind, model, dataset, lr, seed):
@@ -1100,7 +1110,8 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
     fpt = flops_per_token(model, seq, active)
     tokens_per_s = tokens_per_step / step_time
     name = run_name(rng, kind, model, sched["dataset"], sched["peak_lr"], seed)
-    loss_start, loss_floor = initial_losses(rng, kind, model, params, sched["dataset"])
+    loss_start, loss_floor = initial_losses(rng, kind, model, params, sched["dataset"],
+                                            catalog.tokenizers[model.family][2], sched["total_steps"] * tokens_per_step)
     nodes = gpus // cluster.gpus_per_node
     first_node = cluster.first_node + rng.randrange(cluster.nodes // nodes) * nodes   # the partition it got
     return RunConfig(
@@ -1431,9 +1442,10 @@ def _expected_loss(cfg, step):
         x = step / float(epoch_steps(cfg))
         decay = (1 + 4 * x) ** -0.8 * 0.9 ** int(min(x, cfg.epochs - 1e-9))
         return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * decay
-    if cfg.kind == "continue":
-        warm = 0.06 * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
-        return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * (1 + step / 40.0) ** -0.25 + warm
+    if cfg.kind == "continue":      # the re-warmed learning rate lifts the loss a little, then it settles
+        gap = cfg.loss_start - cfg.loss_floor
+        warm = 0.3 * gap * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
+        return cfg.loss_floor + gap * (1 + step / 40.0) ** -0.25 + warm
     # From scratch (or resumed from it): a Chinchilla-style fit in tokens seen
     # (repeats worth less), scaled by the data's loss level, softly capped at
     # ln(vocab), where an untrained model starts whatever the data.
