@@ -1107,6 +1107,10 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         return None
     cadence = draw_cadence(rng, framework, step_time, sched)
     timing = draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence)
+    if kind == "resume":                    # it resumes from the last checkpoint the earlier job saved
+        sched["start_step"] -= sched["start_step"] % timing["ckpt_interval"]
+        if sched["start_step"] <= 0:
+            return None
     fpt = flops_per_token(model, seq, active)
     tokens_per_s = tokens_per_step / step_time
     name = run_name(rng, kind, model, sched["dataset"], sched["peak_lr"], seed)
@@ -1519,19 +1523,32 @@ def val_loss_at(cfg, step, forced_spikes=()):
     return base * (1 + VAL_NOISE * normal(cfg.run_seed, S_VAL, step))
 
 
-def last_checkpoint_step(cfg, step):
-    """The newest step at or before `step` whose checkpoint was saved."""
-    return (step // cfg.ckpt_interval) * cfg.ckpt_interval
+def keeps_best_only(cfg):
+    """Lightning's ModelCheckpoint(monitor='val_loss', save_top_k=1) writes a checkpoint
+    only when the validation loss is the best so far; the other frameworks save at every
+    save interval (and at the last step)."""
+    return cfg.framework == "lightning"
 
 
-def checkpoint_path(cfg, step):
-    return {"megatron": "/checkpoints/%s/iter_%07d" % (cfg.name, step),
-            "deepspeed": "/checkpoints/%s/global_step%d" % (cfg.name, step),
-            "hf": "/outputs/%s/checkpoint-%d" % (cfg.name, step),
-            "torchtitan": "/outputs/%s/checkpoint/step-%d" % (cfg.name, step),
-            "lightning": "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt"
-                         % (cfg.name, epoch_of(cfg, step), step),
-            }[cfg.framework]
+def is_saved(cfg, step, spikes=()):
+    """Whether a checkpoint of step `step` is written at its save."""
+    if step % cfg.ckpt_interval and step != cfg.total_steps or step <= 0:
+        return False
+    if not keeps_best_only(cfg):
+        return True
+    current = val_loss_at(cfg, step, spikes)
+    return all(val_loss_at(cfg, k, spikes) > current for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval))
+
+
+def last_checkpoint_step(cfg, step, spikes=()):
+    """The newest checkpoint at or before `step` that exists, the step a relaunch resumes
+    from: the run's start step (it was loaded from one) if none was written since."""
+    k = (step // cfg.ckpt_interval) * cfg.ckpt_interval
+    if step >= cfg.total_steps and is_saved(cfg, cfg.total_steps, spikes):
+        return cfg.total_steps
+    while k > cfg.start_step and not is_saved(cfg, k, spikes):
+        k -= cfg.ckpt_interval
+    return max(k, cfg.start_step)
 
 
 ########################################################################
@@ -1623,6 +1640,16 @@ def _hiccups_upto(seed, stream, every, size, step):
     return total
 
 
+ATTEMPT_SEED_STRIDE = 1 << 48   # above every run_seed (seed x 7919 + run for 32-bit seeds): launches never share noise
+
+
+def attempt_seed(cfg, attempt):
+    """The seed of launch `attempt`'s timing noise (step jitter, GC, data stalls): a relaunch runs
+    on other processes, other nodes, another moment of the filesystem, so its timings are new; its
+    data order, and so its losses, replay exactly (they stay keyed by the run's seed)."""
+    return cfg.run_seed + attempt * ATTEMPT_SEED_STRIDE
+
+
 def relaunch_hosts(cfg, hosts, node, drained, attempt):
     """The job's node numbers at relaunch `attempt`, after node `node` was drained: its
     place goes to a spare drawn from the cluster's pool, never a host the job holds or
@@ -1683,8 +1710,7 @@ class Timeline(object):
             hang = crash[2]
             self._add("crash", hang, last, last, attempt, crash)
             crashes.remove(crash)
-            done = (last // cfg.ckpt_interval) * cfg.ckpt_interval
-            step = max(done, cfg.start_step)
+            step = last_checkpoint_step(cfg, last - 1, self.incidents.spikes)   # the crashed step never finished
             attempt += 1
             node = crash[1] // cfg.gpus_per_node
             drained.append(self.hosts[-1][node])
@@ -1731,14 +1757,14 @@ class Timeline(object):
                       - _telescoped(s, S_CKPT_TIME, c0, cfg.ckpt_seconds, CKPT_VARIATION))
         return total
 
-    def _jitter(self, step):
-        return STEP_JITTER * self.parts[0] * normal(self.cfg.run_seed, S_STEP, step)
+    def _jitter(self, seg, step):
+        return STEP_JITTER * self.parts[0] * normal(attempt_seed(self.cfg, seg.attempt), S_STEP, step)
 
-    def _gc(self, step):
-        return _hiccups_upto(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)
+    def _gc(self, seg, step):
+        return _hiccups_upto(attempt_seed(self.cfg, seg.attempt), S_GC, self.gc_every, GC_SECONDS, step)
 
-    def _stalls(self, step):
-        return _hiccups_upto(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)
+    def _stalls(self, seg, step):
+        return _hiccups_upto(attempt_seed(self.cfg, seg.attempt), S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)
 
     def _warmup(self, seg, step):
         """Extra seconds of a launch's first steps, up to step `step`."""
@@ -1768,8 +1794,8 @@ class Timeline(object):
     def _step_end(self, seg, step):
         if step <= seg.first:
             return seg.t0
-        return (seg.t0 + (step - seg.first) * self.cfg.step_time_s + self._jitter(step)
-                + self._gc(step) - self._gc(seg.first) + self._stalls(step) - self._stalls(seg.first)
+        return (seg.t0 + (step - seg.first) * self.cfg.step_time_s + self._jitter(seg, step)
+                + self._gc(seg, step) - self._gc(seg, seg.first) + self._stalls(seg, step) - self._stalls(seg, seg.first)
                 + self._warmup(seg, step) + self._pauses_between(seg.first, step) + self._straggle(seg, step))
 
     def busy(self, seg, a, b):
@@ -1779,9 +1805,9 @@ class Timeline(object):
         between = self._pauses_between(a, b) + (self.pause_after(a) if a > seg.first else 0.0)
         return self.step_end(seg, b) - self.step_end(seg, a) - between
 
-    def data_seconds(self, a, b):
-        """Seconds steps a+1..b waited for the data loader."""
-        return (b - a) * self.parts[3] + self._stalls(b) - self._stalls(a)
+    def data_seconds(self, seg, a, b):
+        """Seconds steps a+1..b of `seg` waited for the data loader."""
+        return (b - a) * self.parts[3] + self._stalls(seg, b) - self._stalls(seg, a)
 
     def straggle_of(self, seg, step):
         """Seconds step `step` waits for a slow node (part of its comm)."""
@@ -1790,13 +1816,14 @@ class Timeline(object):
     def step_parts(self, seg, step):
         """Where step `step`'s wall time went: named parts that sum to it."""
         base = self.parts
-        prev = self._jitter(step - 1) if step - 1 > seg.first else 0.0
+        seed = attempt_seed(self.cfg, seg.attempt)
+        prev = self._jitter(seg, step - 1) if step - 1 > seg.first else 0.0
         return collections.OrderedDict([
-            ("compute", base[0] + self._jitter(step) - prev),
+            ("compute", base[0] + self._jitter(seg, step) - prev),
             ("comm", base[1] + self.straggle_of(seg, step)),
             ("optimizer", base[2]),
-            ("data", base[3] + _hiccup_at(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
-            ("gc", _hiccup_at(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)),
+            ("data", base[3] + _hiccup_at(seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
+            ("gc", _hiccup_at(seed, S_GC, self.gc_every, GC_SECONDS, step)),
             ("warmup", self._warmup(seg, step) - self._warmup(seg, step - 1))])
 
     def step_time(self, seg, step):
@@ -2292,12 +2319,10 @@ def _train_events(tl, seg, t0, t1, every_step=True):
                                                 "seconds": val}))
             if ckpt:
                 if t0 < t <= t1:
-                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "path": checkpoint_path(cfg, step),
-                                                            "seconds": ckpt}))
+                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "seconds": ckpt}))
                 t += ckpt
                 if t0 < t <= t1:
-                    out.append(Event(t, "checkpoint", {"step": step, "path": checkpoint_path(cfg, step),
-                                                       "bytes": cfg.ckpt_bytes, "seconds": ckpt}))
+                    out.append(Event(t, "checkpoint", {"step": step, "bytes": cfg.ckpt_bytes, "seconds": ckpt}))
         step += 1
     return out
 
@@ -2618,7 +2643,7 @@ def ds_throughput(tl, seg, step):
     of this launch, current samples/s of this step).  The timer runs from the
     forward to the optimizer step, so the data loader's wait is outside it."""
     cfg = tl.cfg
-    timed = lambda a, b: tl.busy(seg, a, b) - tl.data_seconds(a, b)
+    timed = lambda a, b: tl.busy(seg, a, b) - tl.data_seconds(seg, a, b)
     count = step - seg.first
     avg = cfg.global_batch / (timed(seg.first + DS_TIMER_START, step) / (count - DS_TIMER_START))
     return avg, cfg.global_batch / (timed(step - 1, step) + 1e-6)
@@ -2866,11 +2891,6 @@ def torchrun_lines(ctx, ev):
     return out              # (the other nodes' agents print the same: the log keeps the first four)
 
 
-def load_path(cfg, step):
-    """Where a run loads from: the released model, or its own last checkpoint."""
-    return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else checkpoint_path(cfg, step)
-
-
 class Dialect(object):
     """One framework's console: each method turns one kind of event into its
     (level, text) lines.  What all frameworks share lives here; a framework
@@ -2879,6 +2899,14 @@ class Dialect(object):
     is set where the run configuration and the timeline name it."""
 
     prints_on_last_rank = False     # Megatron prints iterations on the last rank (print_rank_last)
+
+    def checkpoint_dir(self, cfg, step):
+        """Where the framework writes the checkpoint of step `step`, in its own layout."""
+        raise NotImplementedError
+
+    def load_path(self, cfg, step):
+        """Where a launch loads from: the released model, or the run's own checkpoint."""
+        return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else self.checkpoint_dir(cfg, step)
 
     def launch(self, ctx, ev):
         return torchrun_lines(ctx, ev)
@@ -2891,7 +2919,8 @@ class Dialect(object):
         cfg = ctx.cfg
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
         return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf"
-                 % (checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
+                 % (self.checkpoint_dir(cfg, last_checkpoint_step(cfg, cfg.total_steps, ctx.tl.incidents.spikes)),
+                    shards, cfg.name))]
 
     def export_done(self, ctx, ev):
         files = ev.data["files"]
@@ -2906,6 +2935,9 @@ class Megatron(Dialect):
     """Megatron-LM (2024+): timestamped iteration lines, 6-digit learning rate."""
 
     prints_on_last_rank = True
+
+    def checkpoint_dir(self, cfg, step):
+        return "/checkpoints/%s/iter_%07d" % (cfg.name, step)      # --save, and get_checkpoint_name's iter_%07d
 
     def iteration_line(self, ctx, ev):
         """training_log's line: averages over the window, values of the logging iteration."""
@@ -2944,11 +2976,17 @@ class Megatron(Dialect):
         return out
 
     def load(self, ctx, ev):
+        """load_checkpoint names its --load directory (checkpointing.py); a released model
+        converted for Megatron is a release checkpoint, loaded as iteration 0."""
         cfg, step = ctx.cfg, ev.data["step"]
-        path = load_path(cfg, step)
-        return [("INFO", " loading checkpoint from %s at iteration %d" % (path, step)),
-                ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
-                 % (path, cfg.tp, cfg.pp, step))]
+        if cfg.kind == "continue" and step == 0:
+            load, head = "/models/%s" % cfg.model, " %s %s" % (cfg.stack.prints["megatron.load_release"],
+                                                                "/models/%s" % cfg.model)
+        else:
+            load = "/checkpoints/%s" % cfg.name
+            head = " %s %s at iteration %d" % (cfg.stack.prints["megatron.load"], load, step)
+        return [("INFO", head), ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
+                                 % (load, cfg.tp, cfg.pp, step))]
 
     def train_start(self, ctx, ev):
         return [("INFO", "[before the start of training step] datetime: %s " % ctx.clock(ev.t))]
@@ -2994,6 +3032,31 @@ class MegatronDeepSpeed(Megatron):
 
     def ds(self, ctx, t, where):
         return "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), where)
+
+    def checkpoint_dir(self, cfg, step):
+        return "/checkpoints/%s/global_step%d" % (cfg.name, step)    # the engine's default tag
+
+    def load(self, ctx, ev):
+        """engine.load_checkpoint reads rank 0's model states and its optimizer partition
+        through the checkpoint engine (torch_checkpoint_engine.py:27 and :29 from 0.12 to
+        0.16), then Megatron-DeepSpeed's load_checkpoint reports its --load directory."""
+        cfg, step = ctx.cfg, ev.data["step"]
+        path, span = self.load_path(cfg, step), cfg.load_seconds or 4.0
+        zero3 = cfg.sharding == "zero3"
+        files = ["zero_pp_rank_0_mp_rank_00_model_states.pt" if zero3 else "mp_rank_00_model_states.pt",
+                 "%szero_pp_rank_0_mp_rank_00_optim_states.pt"
+                 % ("bf16_" if cfg.precision == "bf16" and cfg.sharding == "none" else "")]
+        if cfg.kind == "continue" and step == 0:
+            files = files[:1]               # a released model: its weights only (--finetune: no optimizer states)
+        out = []
+        for i, name in enumerate(files):
+            t0, t1 = ev.t + span * (0.05 + 0.45 * i), ev.t + span * (0.45 + 0.45 * i)
+            out += [("INFO", self.ds(ctx, t0, "torch_checkpoint_engine.py:27:load") +
+                     "[Torch] Loading checkpoint from %s/%s..." % (path, name)),
+                    ("INFO", self.ds(ctx, t1, "torch_checkpoint_engine.py:29:load") +
+                     "[Torch] Loaded checkpoint from %s/%s." % (path, name))]
+        load = "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else "/checkpoints/%s" % cfg.name
+        return out + [("INFO", "  successfully loaded checkpoint from %s at iteration %d" % (load, step))]
 
     def launch(self, ctx, ev):
         """The deepspeed runner and each node's launch.py (DeepSpeed 0.16: runner.py,
@@ -3147,15 +3210,17 @@ class MegatronDeepSpeed(Megatron):
         states = "zero_pp_rank_0_mp_rank_00_model_states.pt" if ctx.cfg.sharding == "zero3" \
             else "mp_rank_00_model_states.pt"
         return [("INFO", where + "[Rank 0] [Torch] Checkpoint global_step%d is about to be saved!" % d["step"]),
-                ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (d["path"], states))]
+                ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (self.checkpoint_dir(ctx.cfg, d["step"]),
+                                                                          states))]
 
     def ckpt(self, ctx, ev):
         """ZeRO stages 1-3 save zero_pp_rank_* optimizer shards; only the BF16_Optimizer
         without ZeRO writes bf16_zero_* files."""
         d = ev.data
         prefix = "bf16_" if ctx.cfg.precision == "bf16" and ctx.cfg.sharding == "none" else ""
+        path = self.checkpoint_dir(ctx.cfg, d["step"])
         return [("INFO", self.ds(ctx, ev.t, "engine.py:3536:_save_zero_checkpoint") +
-                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, d["path"], prefix)),
+                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, path, prefix)),
                 ("INFO", self.ds(ctx, ev.t, "torch_checkpoint_engine.py:33:commit") +
                  "[Torch] Checkpoint global_step%d is ready now!" % d["step"])]
 
@@ -3172,6 +3237,9 @@ TORCH_VISIBLE_MEMORY = 0.993    # torch.cuda.get_device_properties().total_memor
 class Torchtitan(Dialect):
     """torchtitan: '[rank0]:[titan]' logger lines, two spaces between fields."""
 
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoint/step-%d" % (cfg.name, step)  # dump_folder / checkpoint.folder / step-N
+
     def build(self, ctx, ev):
         """Start-up lines, each stamped when its work is done over the build phase."""
         cfg = ctx.cfg
@@ -3180,7 +3248,8 @@ class Torchtitan(Dialect):
         weights_gib = cfg.params * 2.0 / cfg.gpus / GIB
         cap = titan_capacity_gib(cfg)
         lines = [(0.0, "Starting job: %s training" % cfg.model), (0.01, "Building %s" % mesh),
-                 (0.03, "[GC] Initial GC collection took 0.%02d seconds" % (1 + int(9 * unit(cfg.run_seed, S_GC, -5)))),
+                 (0.03, "[GC] Initial GC collection took 0.%02d seconds"
+                         % (1 + int(9 * unit(attempt_seed(cfg, ev.data["attempt"]), S_GC, -5)))),
                  (0.05, "Preparing %s dataset" % cfg.dataset),
                  (0.12, "CUDA capacity: %s with %.2fGiB memory" % (cfg.gpu.name, cap)),
                  (0.2, "Model {} size: {:,} total parameters".format(cfg.model, cfg.params))]
@@ -3202,7 +3271,7 @@ class Torchtitan(Dialect):
         cfg = ctx.cfg
         seconds = 0.95 * (cfg.load_seconds or 4.0)
         return [("INFO", titan_prefix(ctx, ev.t + 0.002) + "Loading the checkpoint from %s."
-                 % load_path(cfg, ev.data["step"])),
+                 % self.load_path(cfg, ev.data["step"])),
                 ("INFO", titan_prefix(ctx, ev.t + 0.002 + seconds) + "Finished loading the checkpoint in %.2f seconds."
                  % seconds)]
 
@@ -3268,6 +3337,9 @@ class HFTrainer(Dialect):
     def hf(self, ctx, t, where):
         return "[INFO|%s] %s >> " % (where, ctx.clock(t, millis=True))
 
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoint-%d" % (cfg.name, step)        # output_dir / PREFIX_CHECKPOINT_DIR-step
+
     def export_start(self, ctx, ev):
         """The end of training saves the model with save_pretrained (no conversion)."""
         cfg = ctx.cfg
@@ -3311,7 +3383,9 @@ class HFTrainer(Dialect):
         per_epoch = epoch_steps(ctx.cfg)
         return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
                 ("INFO", pre + "  Continuing training from epoch %d" % (step // per_epoch)),
-                ("INFO", pre + "  Continuing training from global step %d" % step)]
+                ("INFO", pre + "  Continuing training from global step %d" % step),
+                ("INFO", pre + "  Will skip the first %d epochs then the first %d batches in the first epoch."
+                 % (step // per_epoch, step % per_epoch * ctx.cfg.grad_accum))]
 
     def step(self, ctx, ev):
         """ProgressCallback's bar after this step (tqdm EMA), then the log dict: the mean
@@ -3357,10 +3431,10 @@ class HFTrainer(Dialect):
     def ckpt_start(self, ctx, ev):
         cfg = ctx.cfg
         shards = int(math.ceil(cfg.params * 2 / HF_MAX_SHARD_BYTES))
-        return self.save_lines(ctx, ev.t, ev.data["path"], shards, ev.data["seconds"])
+        return self.save_lines(ctx, ev.t, self.checkpoint_dir(cfg, ev.data["step"]), shards, ev.data["seconds"])
 
     def ckpt(self, ctx, ev):
-        path = ev.data["path"]
+        path = self.checkpoint_dir(ctx.cfg, ev.data["step"])
         return [("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2641") +
                  "tokenizer config file saved in %s/tokenizer_config.json" % path),
                 ("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2650") +
@@ -3384,6 +3458,9 @@ class HFTrainer(Dialect):
 
 class Lightning(Dialect):
     """PyTorch Lightning: start-up banner, model summary table, epoch progress bars."""
+
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt" % (cfg.name, epoch_of(cfg, step), step)  # "{epoch}-{step}"
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
@@ -3412,7 +3489,9 @@ class Lightning(Dialect):
         """Only a resume restores Lightning states (a .ckpt); a base model is loaded by user code."""
         if ev.data["step"] == 0:
             return []
-        return [("INFO", "Restoring states from the checkpoint path at %s" % load_path(ctx.cfg, ev.data["step"]))]
+        path = self.load_path(ctx.cfg, ev.data["step"])     # _CheckpointConnector.resume_start, resume_end
+        return [("INFO", "Restoring states from the checkpoint path at %s" % path),
+                ("INFO", "Restored all states from the checkpoint at %s" % path)]
 
     def step(self, ctx, ev):
         """TQDMProgressBar: counts batches (micro-batches), rate n/elapsed since the
@@ -3440,12 +3519,11 @@ class Lightning(Dialect):
         cfg, d = ctx.cfg, ev.data
         spikes = ctx.tl.incidents.spikes
         step, current = d["step"], val_loss_at(cfg, d["step"], spikes)
-        before = [val_loss_at(cfg, k, spikes) for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval)]
         head = "Epoch %d, global step %d: 'val_loss' " % (epoch_of(cfg, step), step)
-        if before and min(before) <= current:
+        if not is_saved(cfg, step, spikes):
             return [("INFO", head + "was not in top 1")]
         return [("INFO", head + "reached %.5f (best %.5f), saving model to '%s' as top 1" % (
-            current, current, d["path"]))]
+            current, current, self.checkpoint_dir(cfg, step)))]
 
     def ckpt(self, ctx, ev):
         return []
@@ -3456,6 +3534,11 @@ class Lightning(Dialect):
 
 DIALECTS = {"megatron": Megatron(), "deepspeed": MegatronDeepSpeed(), "torchtitan": Torchtitan(),
             "hf": HFTrainer(), "lightning": Lightning()}
+
+
+def checkpoint_path(cfg, step):
+    """The checkpoint of step `step` as the run's framework names it."""
+    return DIALECTS[cfg.framework].checkpoint_dir(cfg, step)
 
 
 def phase_lines(ctx, ev):
@@ -3754,6 +3837,8 @@ class LogWriter(object):
                         kind = "step_redone"
                     rec = collections.OrderedDict([("event", kind), ("run", cfg.run), ("t", round(ev.t, 6))])
                     rec.update(event_record(ev))
+                    if ev.kind == "checkpoint":      # where the framework wrote it
+                        rec["path"] = checkpoint_path(cfg, ev.data["step"])
                     self._emit(rec)
                 self._log(ctx, rs, ev)
                 if ev.kind == "summary":
