@@ -282,6 +282,12 @@ def _hardware_tables(tables, data_dir):
     return gpus
 
 
+class Printed(dict):
+    """A stack's printed strings by field: read-only in use, and hashable like the stack that holds it."""
+    def __hash__(self):
+        return hash(tuple(sorted(self.items())))
+
+
 def _stacks(tables, data_dir):
     """The stacks, each with `prints`: for every field of printers.txt, what that stack's
     release of the package prints (the row with the newest `since` not after it)."""
@@ -298,7 +304,7 @@ def _stacks(tables, data_dir):
         rows[field].append((since_key, value))
     stacks = []
     for number, v in tables["stacks.txt"]:
-        prints = {}
+        prints = Printed()
         for field, versions in rows.items():
             release_key = version_key(v[Stack._fields.index(package_of[field])])
             known = [(since, value) for since, value in versions if since <= release_key]
