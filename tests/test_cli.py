@@ -12,8 +12,8 @@ from conftest import ROOT, run_program
 
 BAD_FLAGS = [
     (["--speed", "fast"], "--speed must be a number"),
-    (["--speed", "0"], "--speed must be above 0"),
-    (["--speed", "-3"], "--speed must be above 0"),
+    (["--speed", "0"], "--speed must be from 0.001 to 1e+09"),
+    (["--speed", "-3"], "--speed must be from 0.001 to 1e+09"),
     (["--gpus", "0"], "--gpus must be between 1 and 4096"),
     (["--gpus", "1000000"], "--gpus must be between 1 and 4096"),
     (["--gpus", "12"], "multiple of 8"),
