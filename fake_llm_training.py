@@ -5510,6 +5510,8 @@ def resolve_args(args, catalog):
     args.pins = resolve_pins(args, catalog)
     if args.rank is not None and "gpus" in args.pins and args.rank >= args.pins["gpus"]:
         raise UsageError("--rank %d is not below --gpus %d" % (args.rank, args.pins["gpus"]))
+    if args.rank is not None:
+        args.pins["min_gpus"] = args.rank + 1       # every run of the session has that rank
     args.epoch0 = args.start_at if args.start_at is not None else time.time()
     return args
 
