@@ -43,21 +43,54 @@ def plural(n, noun):
     return "%d %s%s" % (n, noun, "" if n == 1 else "s")
 
 
-def default_data_dir():
-    """data/ beside this file (a checkout), else where `pip install` put it:
-    under the environment's prefix, or the user base for `pip install --user`."""
+def data_places():
+    """Where data/ may be, in the order looked: beside this file (a checkout, a
+    copied file with its data/, a zipapp), then where `pip install` puts it:
+    share/fake_llm_training/data under the directory of this file (`--target
+    DIR`), the environment's prefix, or the user base (`--user`)."""
     import site
     import sysconfig
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    bases = [sys.prefix, sysconfig.get_path("data")]
+    here = os.path.dirname(os.path.abspath(__file__))
+    bases = [here, sys.prefix, sysconfig.get_path("data")]
     user_base = getattr(site, "getuserbase", lambda: None)()
     if user_base:
         bases.append(user_base)
-    candidates = [here] + [os.path.join(b, "share", "fake_llm_training", "data") for b in bases if b]
-    for path in candidates:
-        if os.path.isdir(path):
+    places = [os.path.join(here, "data")]
+    for base in bases:
+        path = os.path.join(base, "share", "fake_llm_training", "data")
+        if base and path not in places:
+            places.append(path)
+    return places
+
+
+def data_bytes(path):
+    """A data file's bytes: from the disk, or from the archive this module was
+    loaded from (a zipapp: `python3 -m zipapp` of the file, data/ and a __main__.py)."""
+    loader = globals().get("__loader__")
+    if os.path.isfile(path) or not hasattr(loader, "get_data"):
+        with open(path, "rb") as f:
+            return f.read()
+    archive = os.path.abspath(getattr(loader, "archive", "/")) + os.sep    # zipimport's own names are
+    return loader.get_data(path[len(archive):] if path.startswith(archive) else path)   # relative to it
+
+
+def is_data_dir(path):
+    """Whether `path` holds the data tables (models.txt, on the disk or in the zipapp)."""
+    if os.path.isdir(path):
+        return True
+    try:
+        data_bytes(os.path.join(path, "models.txt"))
+        return True
+    except (IOError, OSError):
+        return False
+
+
+def default_data_dir():
+    """The first of data_places() that holds the tables, or None."""
+    for path in data_places():
+        if is_data_dir(path):
             return path
-    return candidates[1]
+    return None
 
 
 DATA_DIR = default_data_dir()
@@ -185,9 +218,8 @@ def read_table(path, columns, key=1):
     no two rows share their first `key` values."""
     name = os.path.basename(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
+        raw = data_bytes(path)
+    except (IOError, OSError) as exc:
         raise DataError("%s: cannot read: %s" % (path, exc.strerror or exc))
     try:
         text = raw.decode("utf-8-sig")            # a byte-order mark (Windows editors) is not content
@@ -237,7 +269,10 @@ HOSTNAME_PATTERN = re.compile(r"^[A-Za-z0-9.-]*\{n(:0?[1-9]?d)?\}[A-Za-z0-9.-]*$
 
 def load_catalog(data_dir=DATA_DIR):
     """Read every data file; raise DataError naming the first problem."""
-    if not os.path.isdir(data_dir):
+    if data_dir is None:
+        raise DataError("data directory not found; looked in %s (or name one with --data-dir)"
+                        % ", ".join(data_places()))
+    if not is_data_dir(data_dir):
         raise DataError("%s: data directory not found" % data_dir)
     tables = {name: read_table(os.path.join(data_dir, name), columns, KEY_COLUMNS.get(name, 1))
               for name, columns in sorted(TABLES.items())}
