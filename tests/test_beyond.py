@@ -39,9 +39,17 @@ def test_a_session_joins_a_run_in_progress_with_its_history():
     assert checkpoints, "a run joined this far in has saved before"
     cfg = flt.Session(CATALOG, 5, {}, "rare").current.cfg
     assert checkpoints[-1]["step"] == flt.last_checkpoint_step(cfg, step)    # what Ctrl-C reports as kept
+
+
+def test_a_save_in_the_visible_log_names_the_checkpoint_kept():
+    rs = flt.Session(CATALOG, 5, {}, "rare").current          # Megatron: "successfully saved checkpoint"
+    events = flt.run_events(rs.timeline, rs.offset, rs.timeline.duration, every_step=False)
+    saved = [ev for ev in events if ev.kind == "checkpoint"][0]
+    text = text_of(frame_at(5, 120, 40, tau=saved.t - rs.offset + 1.0))      # a second after the first save
     history = [l for l in text.splitlines() if "successfully saved checkpoint" in l]
-    if history:                       # a save inside the visible log names the same iteration
-        assert int(re.search(r"iteration\s+(\d+)", history[-1]).group(1)) == checkpoints[-1]["step"]
+    assert history, text
+    step = int(re.search(r" step (\d+)/(\d+)", text).group(1))
+    assert int(re.search(r"iteration\s+(\d+)", history[-1]).group(1)) == flt.last_checkpoint_step(rs.cfg, step)
 
 
 def test_the_default_start_point_is_the_same_for_a_seed():

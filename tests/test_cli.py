@@ -1,4 +1,4 @@
-"""The command line as a user meets it: flags, data files, formats, packaging."""
+"""The command line as a user meets it: flags, data files, formats (packaging: test_packaging.py)."""
 import os
 import re
 import shutil
@@ -136,14 +136,6 @@ def test_start_at_too_far_back_for_the_speed_is_refused():
     assert out.returncode == 2 and "too far in the past" in out.stderr
 
 
-def test_benchmark_quick_smoke():
-    """The benchmark runs and prints its table (figures are for the README, not asserted)."""
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench.py"), "--quick"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "| Measurement | Result | Target |" in out.stdout and "first frame" in out.stdout
-
-
 def test_a_mistyped_flag_prints_the_short_usage_and_the_name_it_was_run_as():
     out = run_program(["--bad"], timeout=30)
     assert out.returncode == 2
@@ -167,35 +159,3 @@ def test_nvidia_smi_help_lists_only_its_own_flags():
     assert {"--seed", "--start-at", "--node", "--loop", "--model"} <= listed, listed
     assert not listed & {"--view", "--format", "--tmux", "--unicode", "--rank", "--list-models",
                          "--exit-after-runs", "--no-color"}, listed
-
-
-MEASURE_CHILD = """\
-import resource, subprocess, sys, time
-start = time.monotonic()
-subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
-use = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(use.ru_utime + use.ru_stime, time.monotonic() - start, use.ru_maxrss)
-"""
-
-
-def measure(args):
-    """(CPU seconds, wall seconds, peak resident KiB) of one run of the program."""
-    out = subprocess.run([sys.executable, "-c", MEASURE_CHILD, sys.executable, "-m", "fake_llm_training"] + args,
-                         cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True, timeout=120, check=True)
-    cpu, wall, rss = out.stdout.split()
-    return float(cpu), float(wall), int(rss)
-
-
-@pytest.mark.parametrize("fmt", ["plain", "jsonl"])
-def test_stream_output_at_speed_one_sleeps_between_events(fmt):
-    """Piped into tee or left in a container, it must not pin a core."""
-    cpu, wall, _ = measure(["--format", fmt, "--seed", "3", "--exit-after", "4s"])
-    assert cpu < 0.4 * wall, (cpu, wall)
-
-
-@pytest.mark.parametrize("gpus", ["64", "1024"])
-def test_fast_forward_streams_instead_of_building_a_whole_run(gpus):
-    """Memory bounded by a slice of steps, not by the run (the screen stays near 26 MiB)."""
-    _, _, rss = measure(["--format", "jsonl", "--seed", "3", "--gpus", gpus, "--speed", "1000000",
-                         "--exit-after", "8s"])
-    assert rss < 40 * 1024, "peak resident %d KiB" % rss

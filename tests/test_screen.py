@@ -241,8 +241,8 @@ def test_pause_freezes_and_resume_advances(prog):
     lines = prog.tmux.wait_for(lambda ls: footer(ls) and footer(ls)[0] != paused_bar, 5, "the footer to move again")
     assert "PAUSED" not in footer(lines)[1]
     step = STEP.search(footer(lines)[0])
-    if paused_step and step:
-        assert step.group(1) != paused_step.group(1)
+    assert paused_step and step, (paused_bar, footer(lines)[0])
+    assert step.group(1) != paused_step.group(1)
 
 
 def test_space_also_pauses(prog):
