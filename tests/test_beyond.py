@@ -28,17 +28,21 @@ def test_a_session_joins_a_run_in_progress_with_its_history():
     assert stamps and all(s < time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(EPOCH)) for s in stamps)
     step = int(re.search(r" step (\d+)/(\d+)", text).group(1))
     assert re.search(r"step 0-%d\b" % step, text), "the chart covers the run since step 0"
-    loss = float(re.search(r"loss (\d+\.\d{4}) \|", text).group(1))
-    events = jsonl_steps(5, "--from-start")
+    rs = flt.Session(CATALOG, 5, {}, "rare").current
+    since = max(-1, rs.offset - 2 * rs.cfg.ckpt_interval * rs.cfg.step_time_s)     # two intervals back
+    saved = [ev.data["step"] for ev in flt.run_events(rs.timeline, since, rs.offset, every_step=False)
+             if ev.kind == "checkpoint"]
+    assert saved, "a run joined this far in has saved before"
+    assert saved[-1] == flt.last_checkpoint_step(rs.cfg, step)     # what Ctrl-C reports as kept
+    # the stream joins the same run at the same moment: a frame 2 s in shows the step it printed
+    events = jsonl_steps(5, "--exit-after-sim", "30s")
+    later = text_of(frame_at(5, 120, 40, tau=2.0))
+    step = int(re.search(r" step (\d+)/(\d+)", later).group(1))
     by_step = {e["step"]: e for e in events if e["event"] == "step"}
-    assert abs(by_step[step]["loss"] - loss) <= 5e-5
-    config = events[0]
-    tokens = re.search(r"([\d.]+[KMBT])/([\d.]+[KMBT]) tok", text).group(1)
-    assert tokens == flt.fmt_tokens(step * config["tokens_per_step"])
-    checkpoints = [e for e in events if e["event"] == "checkpoint" and e["step"] <= step]
-    assert checkpoints, "a run joined this far in has saved before"
-    cfg = flt.Session(CATALOG, 5, {}, "rare").current.cfg
-    assert checkpoints[-1]["step"] == flt.last_checkpoint_step(cfg, step)    # what Ctrl-C reports as kept
+    assert min(by_step) <= step <= max(by_step), (step, min(by_step))
+    assert abs(by_step[step]["loss"] - float(re.search(r"loss (\d+\.\d{4}) \|", later).group(1))) <= 5e-5
+    tokens = re.search(r"([\d.]+[KMBT])/([\d.]+[KMBT]) tok", later).group(1)
+    assert tokens == flt.fmt_tokens(step * events[0]["tokens_per_step"])
 
 
 def test_a_save_in_the_visible_log_names_the_checkpoint_kept():
