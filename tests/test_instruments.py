@@ -26,6 +26,14 @@ def run(style, seed, fmt, extra=()):
     return out.stdout
 
 
+def config_of(style, seed):
+    """The run's config record: the first line of its JSON lines."""
+    out = run_program(["--format", "jsonl", "--framework", style, "--seed", str(seed), "--speed", "1000000",
+                       "--exit-after-sim", "1s", "--from-start"])
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[0])
+
+
 class Record(object):
     """The jsonl stream of one run: config, per-step records, phases, pauses."""
 
@@ -161,14 +169,17 @@ def test_deepspeed_throughput_timer_and_megatron_deepspeed_line(seed):
         if m:
             lines.append(m)
     assert len(timers) >= 20 and len(lines) >= 20
-    avgs = set()
+    avgs, sums = set(), {}
     for (it, t), a in zip(timers, rec.attempts([it for it, _ in timers])):
         first = rec.trains[a]["step"]
-        timed = [rec.steps[(a, k)]["step_time_s"] - rec.steps[(a, k)]["parts"]["data"]
-                 for k in range(first + 3, it + 1)]
-        avg = gbs / (sum(timed) / len(timed))
+        timed = sums.setdefault(a, [0.0])        # timed[j]: the timer's seconds of steps first+3 .. first+2+j
+        while len(timed) <= it - first - 2:      # (each step without its data wait), summed left to right
+            step = rec.steps[(a, first + 2 + len(timed))]
+            timed.append(timed[-1] + step["step_time_s"] - step["parts"]["data"])
+        avg = gbs / (timed[it - first - 2] / (it - first - 2))
         assert abs(float(t.group("avg")) - avg) <= 1e-4 * avg, (it, t.group("avg"), avg)
-        cur = gbs / (timed[-1] + 1e-6)
+        last = rec.steps[(a, it)]
+        cur = gbs / (last["step_time_s"] - last["parts"]["data"] + 1e-6)
         assert abs(float(t.group("cur")) - cur) <= 1e-4 * cur
         assert int(t.group("count")) == it - first
         avgs.add(t.group("avg"))
@@ -324,8 +335,7 @@ def test_printed_loss_jitter_matches_the_tokens_averaged(style):
     """Second differences of the printed loss scatter as K * loss / sqrt(tokens
     averaged), K ~ 6 (12-30 / sqrt(tokens) in public logs), within a factor of two."""
     seed = 17
-    rec = Record(style, seed)
-    c = rec.cfg
+    c = config_of(style, seed)
     text = run(style, seed, "plain").splitlines()
     pattern, tokens = {
         "megatron": (MEGATRON, None), "deepspeed": (MDS.replace(r" \| .*samples", r" \| .*lm loss: (?P<loss>\S+) \| .*samples"), None),
