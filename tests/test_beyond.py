@@ -6,10 +6,7 @@ import sys
 import time
 
 import fake_llm_training as flt
-from conftest import ROOT, run_program
-from test_frames import EPOCH, frame_at, text_of
-
-CATALOG = flt.load_catalog()
+from conftest import CATALOG, EPOCH, ROOT, frame_at, run_program, text_of
 
 
 def jsonl_steps(seed, *extra):
