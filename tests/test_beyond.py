@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import fake_llm_training as flt
 from conftest import CATALOG, EPOCH, ROOT, frame_at, run_program, text_of
 
@@ -151,6 +153,7 @@ def test_a_drained_node_comes_back_as_a_spare_of_the_same_cluster():
     assert "host      : %s" % drained in text[crash:restart]
 
 
+@pytest.mark.slow
 def test_every_failure_drains_its_node_and_the_choice_is_the_seeds():
     def hosts():
         session = flt.Session(CATALOG, 39, {"framework": "deepspeed"}, "off", from_start=True)
@@ -234,6 +237,7 @@ def run_now(args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
 
 
+@pytest.mark.slow
 def test_two_processes_with_one_seed_and_start_time_agree():
     start = "%.3f" % (time.time() - 1000 * 900)            # at speed 0.001 the run stands at t = 900 s
     for attempt in range(3):
@@ -255,6 +259,7 @@ SMI_ROW2 = re.compile(r"^\| N/A +(\d+)C +(P\d) +(\d+)W / +(\d+)W \| +(\d+)MiB / 
 SMI_PROC = re.compile(r"^\| +(\d+) +N/A +N/A +(\d+) +C +(\S+) +(\d+)MiB \|$")
 
 
+@pytest.mark.slow
 def test_nvidia_smi_matches_the_real_layout_and_the_run():
     start = "%.3f" % (time.time() - 1000 * 600)            # the run (from its start) stands at t = 600 s
     out = run_program(["nvidia-smi", "--seed", "5", "--from-start", "--start-at", start, "--speed", "0.001"])
@@ -285,6 +290,7 @@ def test_nvidia_smi_matches_the_real_layout_and_the_run():
         assert int(procs[i].group(4)) <= int(used) and row1[i].group(2).strip() == stream[0]["gpu_type"]
 
 
+@pytest.mark.slow
 def test_nvidia_smi_loops_and_rejects_a_missing_node():
     out = run_program(["nvidia-smi", "--seed", "5", "-l", "1", "--exit-after", "2s"], timeout=30)
     driver = flt.make_cluster(flt.load_catalog(), 5).stack.driver

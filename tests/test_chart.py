@@ -91,6 +91,7 @@ def test_ascii_and_unicode_charts_show_the_same_data():
     assert all(ord(c) < 128 for l in ascii_lines for c in l.text)
 
 
+@pytest.mark.slow
 def test_the_legend_has_the_values_the_jsonl_stream_prints():
     seed = 11
     out = run_program(["--format", "jsonl", "--seed", str(seed), "--speed", "1000000", "--from-start",

@@ -103,6 +103,7 @@ def test_lists_and_version():
     assert re.match(r"fake_llm_training \d+\.\d+\.\d+", version.stdout)
 
 
+@pytest.mark.slow
 def test_plain_output_to_a_file_has_no_escape_sequences():
     out = run_program(["--format", "plain", "--seed", "4", "--speed", "2000", "--exit-after", "3s"])
     assert out.returncode == 0
@@ -114,6 +115,7 @@ def test_plain_output_to_a_file_has_no_escape_sequences():
     assert not any(line.startswith('{"event"') for line in auto.stdout.splitlines())     # log lines, not JSON
 
 
+@pytest.mark.slow
 def test_exit_after_ends_on_time_at_speed_one():
     started = time.monotonic()
     out = run_program(["--format", "plain", "--seed", "8", "--exit-after", "3s"])

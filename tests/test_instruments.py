@@ -16,6 +16,7 @@ import pytest
 
 from conftest import HF_STEP_DICT, LIGHTNING_BAR, TQDM_BAR, printed_flops_per_token, run_program
 
+pytestmark = pytest.mark.slow          # two runs of the program per test: the full suite only
 SEEDS = (6, 17, 23)
 SPAN = "1h"         # simulated time of each run: hundreds of printed lines, and hf/lightning seed 23 ends in it
 

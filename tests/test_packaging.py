@@ -16,7 +16,7 @@ import pytest
 import fake_llm_training as flt
 from conftest import ROOT
 
-RUN = ["--format", "plain", "--seed", "2", "--speed", "1000", "--exit-after", "2s"]
+RUN = ["--format", "plain", "--seed", "2", "--speed", "1000", "--exit-after", "1s"]
 NOT_SOURCE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                     ".benchmarks", "*.pyc")
 

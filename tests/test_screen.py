@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tmuxutil import Tmux, alive, children, wait_until  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow          # seconds each, in tmux: the full suite only (sh tests/run.sh)
 
 GPU_ROW = re.compile(r"^\s+\d+ \[[#.]+\]\s+\d+%\s+\d+/\s*\d+MiB\s+\d+C\s+\d+/\s*\d+W")
 GPU_ROW_ANY_WIDTH = re.compile(r"^\s+\d+ \[[#.]+\]\s+\d+%")     # narrow panes use a compact cell
