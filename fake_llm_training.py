@@ -605,6 +605,11 @@ def sharded_params(model, params, active, L):
     return max(rank_params(model, L, 0), rank_params(model, L, L.pp - 1))
 
 
+def memory_total(mem):
+    """What nvidia-smi shows for the process: framework reserved + CUDA context + NCCL buffers."""
+    return mem.reserved + mem.context + mem.nccl
+
+
 def memory_model(model, params, active, L, seq, framework, grad_accum=1, stage=None):
     """Bytes one GPU of pipeline stage `stage` holds, the way its framework allocates them
     (Memory); without a stage, the stage that needs most: the first holds the embedding and
@@ -636,11 +641,6 @@ def memory_model(model, params, active, L, seq, framework, grad_accum=1, stage=N
     groups = sum(1 for x in (L.tp, L.pp, L.cp, L.ep) if x > 1)
     return Memory(allocated, allocated * ALLOCATOR_SLACK, CONTEXT_BYTES, NCCL_BASE_BYTES + NCCL_GROUP_BYTES * groups,
                   states)
-
-
-def memory_total(mem):
-    """What nvidia-smi shows for the process: framework reserved + CUDA context + NCCL buffers."""
-    return mem.reserved + mem.context + mem.nccl
 
 
 def fits(gpu, mem):
