@@ -6,10 +6,10 @@ the cluster give FLOPs, throughput, step time and ETA, the sharding gives the
 memory on each card, and so on.  Nothing is read from the real machine and
 nothing is written anywhere but the terminal.
 
-Keys on the full screen: q quit, p or space pause, + and - double or halve the
-speed, g cycle the GPU panel, l toggle the loss chart, L its log scale, !
-trigger an incident, ? help (Esc or Enter closes it).  Environment: NO_COLOR
-(any non-empty value) turns colour off.
+Keys on the full screen: q or Q quit, p or space pause, + and - double or halve
+the speed, g cycle the GPU panel, l toggle the loss chart, L its log scale, t
+its x axis in steps or tokens, ! trigger an incident, ? help (Esc or Enter
+closes it).  Environment: NO_COLOR (any non-empty value) turns colour off.
 
 The file reads top to bottom in the order data flows, each section using only
 those above it: data files -> counter-based randomness -> cluster and
@@ -4192,6 +4192,8 @@ class Ui(object):
             self.notice = ""
 
 
+# Keys that change only some views (the others do nothing there, so --view's help leaves them out).
+KEY_VIEWS = {"g": ("all", "gpus"), "l": ("all",), "L": ("all", "chart", "wall"), "t": ("all", "chart", "wall")}
 KEY_SPEEDS = (1.0 / 8, 4096.0)   # + and - stop here: slower is a still frame, faster a blur
 KEY_ESCAPE, KEY_ENTERS = 27, (10, 13, 343)    # 343 is curses.KEY_ENTER (the keypad's Enter)
 def handle_key(key, ui, rs, t):
@@ -5091,7 +5093,7 @@ def footer_lines(state, width):
     return [Line(line1, [(0, width, "bar" if moment.phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
 
-HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve speed",
+HELP_KEYS = ("q Q    quit", "p spc  pause / resume", "+ -    double / halve speed",
              "g      GPU panel: per GPU / per node / hidden", "l      loss chart on / off",
              "L      loss chart: log / linear scale",
              "t      loss chart: x axis in steps / tokens",
@@ -5112,9 +5114,10 @@ def overlay_box(lines, width, height, text):
     return lines
 
 
-def overlay_help(lines, width, height, seed):
-    """The keys, with the session's seed."""
-    text = ("keys   (session --seed %d)" % seed,) + HELP_KEYS + ("", "Esc, Enter or ? closes this box")
+def overlay_help(lines, width, height, seed, view="all"):
+    """The keys that do something in this view, with the session's seed."""
+    keys = tuple(k for k in HELP_KEYS if view in KEY_VIEWS.get(k.split()[0], VIEWS))
+    text = ("keys   (session --seed %d)" % seed,) + keys + ("", "Esc, Enter or ? closes this box")
     return overlay_box(lines, width, height, text)
 
 
@@ -5210,7 +5213,7 @@ def render_frame(state, width, height):
     if state.moment.phase == "summary":
         lines = overlay_summary(lines, width, height, state.cfg, run_summary(state.tl))
     if ui.help:
-        lines = overlay_help(lines, width, height, ui.seed)
+        lines = overlay_help(lines, width, height, ui.seed, ui.view)
     return lines
 
 
@@ -5619,7 +5622,8 @@ def add_session_options(p):
 def build_parser(prog):
     p = Parser(prog=prog,
                description="Make this terminal look as if it trains a large language model on a GPU cluster.",
-               epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, L log scale, ! incident, ? help. "
+               epilog="Keys: q/Q quit, p/space pause, +/- speed, g GPU panel, l loss chart, L log scale, "
+                      "t chart x axis, ! incident, ? help. "
                       "Subcommand: '%s nvidia-smi --help'." % prog)
     add_session_options(p)
     p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
