@@ -5395,6 +5395,15 @@ class Terminal(object):
         curses.doupdate()
 
 
+def curses_imports():
+    """Whether curses is here (on Windows: whether windows-curses is installed)."""
+    try:
+        import curses  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def known_terminal(term, fd):
     """`term`, or the entry an xterm-like terminal falls back to, if this
     machine's terminfo knows it; else None."""
@@ -5774,14 +5783,6 @@ def install_signal_handlers():
     for name in END_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
-
-
-def curses_imports():
-    try:
-        import curses  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 def choose_format(args, out, prog):
