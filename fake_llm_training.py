@@ -5907,8 +5907,8 @@ def nvidia_smi_main(argv, prog, out):
                              % (prog, plural(rs.cfg.nodes, "node"), node))
             return 2
         readings, pids = node_readings(rs, node, rs.local(tau))
-        sys.stdout.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
-        sys.stdout.flush()
+        out.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
+        out.flush()
         if every is None:
             return 0
         wake = time.monotonic() + every

