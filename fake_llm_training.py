@@ -5470,16 +5470,6 @@ def run_screen(session, args, prog, out=None):
     return status["code"]
 
 
-def _screen_loop(stdscr, session, args, color, status):
-    term = Terminal(stdscr, color)
-    ui = Ui(args.speed, args.view, args.unicode and unicode_screen(stdscr), args.seed)
-    ui.shared = args.start_at is not None        # other panes or nvidia-smi may show this session
-    try:
-        _frames(term, session, args, ui, status)
-    finally:
-        term.leave()
-
-
 def _frames(term, session, args, ui, status):
     """Draw a frame a second (at once after a key) until a way out."""
     import curses
@@ -5525,6 +5515,16 @@ def _frames(term, session, args, ui, status):
             return
         ui.next_frame()
         handle_key(key, ui, rs, rs.local(tau))
+
+
+def _screen_loop(stdscr, session, args, color, status):
+    term = Terminal(stdscr, color)
+    ui = Ui(args.speed, args.view, args.unicode and unicode_screen(stdscr), args.seed)
+    ui.shared = args.start_at is not None        # other panes or nvidia-smi may show this session
+    try:
+        _frames(term, session, args, ui, status)
+    finally:
+        term.leave()
 
 
 ########################################################################
@@ -5971,6 +5971,15 @@ def layout_refusal(args):
     return None
 
 
+def end_layout(panes):
+    """Close the layout's own side panes (never the launching shell's pane)."""
+    for pane in panes:
+        try:
+            tmux("kill-pane", "-t", pane)
+        except TmuxError:
+            pass                 # already closed, or tmux is gone
+
+
 def split_layout(args, argv):
     """Split the launching pane ($TMUX_PANE, not whichever pane is active) into
     the layout's GPU and chart panes; their pane ids."""
@@ -5989,15 +5998,6 @@ def split_layout(args, argv):
         end_layout(panes)
         raise
     return panes
-
-
-def end_layout(panes):
-    """Close the layout's own side panes (never the launching shell's pane)."""
-    for pane in panes:
-        try:
-            tmux("kill-pane", "-t", pane)
-        except TmuxError:
-            pass                 # already closed, or tmux is gone
 
 
 def tmux_layout(session, args, argv, prog):
