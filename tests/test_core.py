@@ -121,7 +121,7 @@ def test_lr_is_exactly_on_schedule():
                 assert lrs[mid - w] == pytest.approx(expect)
 
 
-@pytest.mark.parametrize("seed", range(1, 31))
+@pytest.mark.parametrize("seed", range(1, 21))      # every framework and kind of run; each walks a whole run
 def test_validation_checkpoints_export_and_gpus(seed):
     rs = first_run(seed)
     cfg, tl = rs.cfg, rs.timeline
