@@ -2561,10 +2561,10 @@ def run_summary(tl):
 class RunState(object):
     """One run of a session: its config, timeline and telemetry."""
 
-    def __init__(self, cfg, incident_rate, start_tau, offset):
+    def __init__(self, cfg, incident_rate, start_tau, offset, forced=()):
         self.base_cfg = cfg
         self.incident_rate = incident_rate
-        self.forced = []
+        self.forced = list(forced)        # (kind, step) incidents the viewer asked for with `!`
         self.chart_cache = None           # the loss chart of the last frame: redrawn when the step moves
         self.start_tau = start_tau        # session time at which this run's t == offset
         self.offset = offset              # run time at which the session met this run

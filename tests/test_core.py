@@ -218,8 +218,8 @@ def test_pinned_options_shape_the_run():
 def test_incidents_restart_from_the_last_checkpoint():
     rs = first_run(11)
     cfg = rs.cfg
-    rs.forced.append(("crash", cfg.start_step + (cfg.total_steps - cfg.start_step) // 2))
-    rs._rebuild()
+    forced = [("crash", cfg.start_step + (cfg.total_steps - cfg.start_step) // 2)]
+    rs = flt.RunState(rs.base_cfg, rs.incident_rate, rs.start_tau, rs.offset, forced)
     tl = rs.timeline
     phases = [s.phase for s in tl.segments]
     assert phases.count("train") == 2 and "crash" in phases
