@@ -4077,13 +4077,41 @@ class LogWriter(object):
         self._write_run(rs, now)
 
 
+TQDM_BAR = re.compile(r"^(.*?)\s*\d{1,3}%\|[^|]*\| \d+/\d+ \[")    # tqdm's meter (see tqdm_line)
+TQDM_WRITTEN = "{'"       # the Trainer's metrics dicts go through tqdm.write (transformers v4,
+                         # src/transformers/trainer_callback.py, ProgressCallback.on_log: training_bar.write)
+BAR_LOOKBACK = 3         # lines a bar's redraw looks back for its last state: the bar, the metrics line
+                         # HF writes above it with tqdm.write, and a second bar (Lightning's validation)
+
+
+def bar_key(text):
+    """Which tqdm bar a line draws ('Epoch 3: 40%|...' and 'Epoch 4: ...' are one bar, reset per
+    epoch), or None for a line that is not a bar."""
+    m = TQDM_BAR.match(text)
+    return re.sub(r"\d+", "#", m.group(1)) if m else None
+
+
 class LogSink(object):
-    """The log region's memory: the newest LOG_KEEP (level, text) lines, no more."""
+    """The log region's memory: the newest LOG_KEEP (level, text) lines, no more, as a terminal
+    shows them: tqdm redraws its bar in place with a carriage return, so a bar's new state
+    replaces its last one when that is still among the last lines (lines written through
+    tqdm.write land above the bar)."""
 
     def __init__(self, keep=LOG_KEEP):
         self.lines = collections.deque(maxlen=keep)
 
     def add(self, level, text):
+        key = bar_key(text) if "%|" in text else None
+        if key is not None:
+            for back in range(1, min(BAR_LOOKBACK, len(self.lines)) + 1):
+                if bar_key(self.lines[-back][1]) == key:
+                    del self.lines[-back]
+                    break
+        elif text.startswith(TQDM_WRITTEN) and self.lines and bar_key(self.lines[-1][1]) is not None:
+            live_bar = self.lines.pop()             # tqdm.write: the line above, the bar drawn again below
+            self.lines.append((level, text))
+            self.lines.append(live_bar)
+            return
         self.lines.append((level, text))
 
 
@@ -4574,18 +4602,24 @@ def node_summary(state, node, readings, width, glyphs):
 
 
 def cluster_line(state, width):
-    """The whole cluster in one line: GPUs, nodes, and their aggregate readings."""
+    """The whole cluster in one line: GPUs, nodes, and their aggregate readings (the node count
+    stays while a fault notice lengthens the line; the figures shorten first)."""
     cfg, agg = state.cfg, state.rs.telemetry.cluster(state.t)
     fault = " | %d GPU FAULT" % agg["failed"] if agg["failed"] else ""
     figures = "util %.1f%% | mem %.1f/%.1f GiB | %.0f+-%.1fC | %.1f kW%s" % (
         agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
         agg["kw"], fault)
+    compact = "%.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
+        agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
+        agg["kw"], fault)
+    nodes = plural(cfg.nodes, "node")
     return plain_line(first_fitting([
-        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.name, plural(cfg.nodes, "node"), figures),
-        "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, figures),
-        "CLUSTER %dx %s | %.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
-            cfg.gpus, cfg.gpu.key, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
-            agg["temp"], agg["temp_sd"], agg["kw"], fault),
+        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.name, nodes, figures),
+        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.key, nodes, figures),
+        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.key, nodes, compact),
+        "CLUSTER %dx %s | %s | %.1f%% | %.0fC | %.1fkW%s" % (cfg.gpus, cfg.gpu.key, nodes, agg["util"],
+                                                            agg["temp"], agg["kw"], fault),
+        "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, compact),
         "%dx %s %.0f%% %.0fC %.1fkW%s" % (cfg.gpus, cfg.gpu.key, agg["util"], agg["temp"], agg["kw"], fault)],
         width), width, "title")
 
@@ -4611,6 +4645,13 @@ def panel_plan(state, width, height):
             plan.append(("summary", node))
             used += 1
     return plan, columns, graph_h
+
+
+def panel_height(state, width, height):
+    """Rows the GPU panel fills of `height`: node summaries leave the rest to the log."""
+    plan, columns, graph_h = panel_plan(state, width, height)
+    block_h = 1 + graph_h + int(math.ceil(state.cfg.gpus_per_node / float(columns)))
+    return 1 + sum(block_h if kind == "block" else 1 for kind, _ in plan)
 
 
 def prefetch_history(state, groups):
@@ -5131,6 +5172,16 @@ def phase_progress(state, clock):
     return run_progress(state, clock)
 
 
+def whole_fields(fields, width):
+    """Fields joined with ' | ', as many as fit whole from the left (the first one cut if even it
+    does not): a narrow footer loses its last figures, never half of one."""
+    for n in range(len(fields), 1, -1):
+        text = " | ".join(fields[:n])
+        if len(text) <= width:
+            return text
+    return fields[0] if fields else ""
+
+
 def footer_lines(state, width):
     """Two lines: the progress bar of what runs now, then the run's figures."""
     cfg, metrics, ui, t, moment = state.cfg, state.metrics, state.ui, state.t, state.moment
@@ -5138,22 +5189,22 @@ def footer_lines(state, width):
     training = moment.phase in ("train", "val", "checkpoint")
     # elapsed as the framework's progress bar counts it: since this launch began training
     since = train_segment(state.tl, moment.segment.attempt).t0 if training else moment.segment.t0
-    clock = "%s<%s" % (fmt_clock(t - since), fmt_clock(eta if training else 0))
+    # remaining: the run's ETA in training, else what is left of this phase's known duration
+    clock = "%s<%s" % (fmt_clock(t - since), fmt_clock(eta if training else moment.segment.t1 - t))
     label, frac, right = phase_progress(state, clock)
     if len(label) + len(right) + 8 > width:          # narrow: the bar and its percentage come first
         label, right = "", " %3d%%" % int(frac * 100) + (right if len(right) + 13 <= width else "")
     bar_w = max(5, width - len(label) - len(right) - (2 if label else 0))
     line1 = fit(("%s %s%s" % (label, bar(frac, bar_w, ui.glyphs), right)).lstrip(), width)
     if metrics and moment.phase != "summary":
-        figures = "loss %.4f | lr %.2e | gnorm %.2f | %s | %.2f s/it | MFU %.1f%%" % (
-            metrics.loss, metrics.lr, metrics.grad_norm, fmt_rate(metrics.tokens_per_s), metrics.step_time_s,
-            100 * metrics.mfu)
+        figures = ["loss %.4f" % metrics.loss, "lr %.2e" % metrics.lr, "gnorm %.2f" % metrics.grad_norm,
+                   fmt_rate(metrics.tokens_per_s), "%.2f s/it" % metrics.step_time_s, "MFU %.1f%%" % (100 * metrics.mfu)]
     else:
-        figures = "%s | %dx %s" % (cfg.model, cfg.gpus, cfg.gpu.key)
+        figures = [cfg.model, "%dx %s" % (cfg.gpus, cfg.gpu.key)]
     # what the viewer changed comes first, so a narrow pane still shows it
     flags = ["PAUSED"] * ui.paused + ["x%g" % ui.speed] * (ui.speed != 1) + [ui.notice] * bool(ui.notice)
     hint = ["? help"] if ui.touched or ui.speed != 1 else []     # at speed 1 untouched, a plain console
-    line2 = fit(" | ".join(flags + [figures] + hint), width)
+    line2 = fit(whole_fields(flags + figures + hint, width), width)
     style2 = "paused" if ui.paused else "footer"
     return [Line(line1, [(0, width, "bar" if moment.phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
@@ -5205,6 +5256,8 @@ def all_regions(state, width, height):
         if chart_w:          # rows for the chart beside; the panel fills them with history
             gpu_h = max(gpu_h, min(BESIDE_ROWS, (height * 9) // 20))
     chart_beside = chart_w > 0 and gpu_h >= 6
+    if gpu_h and not chart_beside:            # rows the panel would leave empty go to the log
+        gpu_h = min(gpu_h, panel_height(state, width, gpu_h))
     chart_below = ui.chart and not chart_beside and height - gpu_h >= 26
     chart_h = 9 if chart_below else 0
     log_h = height - gpu_h - chart_h
