@@ -4462,7 +4462,7 @@ def gpu_history(state, gpus, columns):
             out.append(columns_memo[key])
             continue
         total, n = [0.0, 0.0, 0.0], 0
-        for second in range(first, min(first + dt, now + 1)):
+        for second in range(max(0, first), min(first + dt, now + 1)):     # nothing ran before launch
             value = seconds.get((gpus[0], len(gpus), second)) or group_reading(state, gpus, second)
             total = [a + b for a, b in zip(total, value)]
             n += 1
