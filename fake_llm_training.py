@@ -4825,6 +4825,13 @@ def val_series(state, columns):
     return steps, [val_loss_at(cfg, s, state.tl.incidents.spikes) for s in steps]
 
 
+def at_least_min_span(lo, hi):
+    """lo..hi widened about its middle to CHART_MIN_SPAN: a few flat points never zoom the axis to
+    ticks finer than the legend's four decimals."""
+    mid, half = (lo + hi) / 2.0, max(hi - lo, CHART_MIN_SPAN) / 2.0
+    return mid - half, mid + half
+
+
 def chart_range(steps, raw, smoothed, vals):
     """(lo, hi) of what matters now: past the first tenth of the steps (the drop from ln(vocab))."""
     skip = steps[-1] * CHART_SKIP
@@ -4832,13 +4839,6 @@ def chart_range(steps, raw, smoothed, vals):
     lo = min([raw[i] for i in later] + [v for s, v in vals if s >= skip])
     hi = max([smoothed[i] for i in later] + [v for s, v in vals if s >= skip])
     return at_least_min_span(lo, hi)
-
-
-def at_least_min_span(lo, hi):
-    """lo..hi widened about its middle to CHART_MIN_SPAN: a few flat points never zoom the axis to
-    ticks finer than the legend's four decimals."""
-    mid, half = (lo + hi) / 2.0, max(hi - lo, CHART_MIN_SPAN) / 2.0
-    return mid - half, mid + half
 
 
 def trace(xs, ys, ncols):
