@@ -40,6 +40,8 @@ SHAPES = {
     "GPT-529.6B": M("GPT-529.6B", "gpt2", 105, 20480, 128, 128, None, 81920, 51200, 2048, True, "gelu", None, None,
                     ""),
     "GPT-3-5B": M("GPT-3-5B", "gpt2", 24, 4096, 32, 32, None, 16384, 50304, 2048, True, "gelu", None, None, ""),
+    "GPT-3-175B-131K": M("GPT-3-175B-131K", "gpt2", 96, 12288, 96, 96, None, 49152, 131072, 4096, True, "gelu",
+                         None, None, ""),
     "GPT-3-20B": M("GPT-3-20B", "gpt2", 44, 6144, 48, 48, None, 24576, 50304, 2048, True, "gelu", None, None, ""),
 }
 # torchtitan's Grand Teton H100s: 96 GB HBM2e at 2.4 TB/s, 500 W power limit; "the actual peak TFLOPs
@@ -65,6 +67,11 @@ def model_tokens(tflops, model, seq, hardware=False):
     active = flt.count_params(model, active_only=True)
     per_token = flt.flops_per_token(model, seq, active) * (4.0 / 3 if hardware else 1.0)
     return tflops * 1e12 / per_token
+
+
+def mfu_tokens(mfu, model, seq, peak=989.0):
+    """Tokens/s/GPU from an MFU over the H100's dense BF16 peak (6N + 12lhs FLOPs a token)."""
+    return model_tokens(mfu * peak, model, seq)
 
 
 def rows():
@@ -136,7 +143,13 @@ def spot_rows():
       S22-S28 mosaicml/llm-foundry scripts/train/benchmarking/README.md @061f2c7 (H100 BF16, H100 FP8,
               A100 80GB with 1600 Gb/s RoCE a node).
       S29-S30 mlcommons/training_results_v3.1 NVIDIA/results/eos_n64 and eos-dfw_n512 gpt3 result_0.txt:
-              train_step_timing at the end of the log, 4194304 tokens a step (GBS 2048 x 2048)."""
+              train_step_timing at the end of the log, 4194304 tokens a step (GBS 2048 x 2048).
+      S31     pytorch/torchtitan benchmarks/llama3_h100_202412_torchtitan.md @820504e Table 3 (BF16, 128 GPUs).
+      S32     NVIDIA/Megatron-LM README.md @core_v0.13.1 L97: GPT-3 175B (vocab 131072, seq 4096, batch 1152)
+              at 47% MFU on 96 H100, BF16 (its layout is in an image: TP4 PP8 and selective recompute assumed).
+      S33-S34 Dubey et al., "The Llama 3 Herd of Models", arXiv 2407.21783, Table 4: 405B, BF16, TP8 CP1 PP16,
+              seq 8192, 16M tokens a batch; 430 and 400 TFLOP/s a GPU on 8192 and 16384 H100 (interleaving
+              depth and recompute not given: vp 4 and selective assumed)."""
     m = dict(CATALOG.models)
     m.update(SHAPES)
     R = Row
@@ -202,6 +215,14 @@ def spot_rows():
           "fp8", 4194304 / 11.04 / 512, "MLPerf v3.1 eos_n64: 11.04 s a step; vp assumed"),
         R("S30", m["GPT-3-175B"], "H100", 4096, 400, "megatron", 4, 8, 1, 1, 4, "zero1", "selective", 1, 2048,
           2048, "fp8", 4194304 / 1.609 / 4096, "MLPerf v3.1 eos-dfw_n512: 1.609 s a step; vp assumed"),
+        R("S31", m["Llama-3.1-8B"], "H100-GT", 128, 400, "torchtitan", 1, 1, 1, 1, 1, "fsdp", "selective", 2, 8192,
+          256, "bf16", 6514, "Table 3, FSDP + torch.compile, BF16"),
+        R("S32", m["GPT-3-175B-131K"], "H100", 96, 400, "megatron", 4, 8, 1, 1, 1, "zero1", "selective", 1, 4096,
+          1152, "bf16", mfu_tokens(0.47, m["GPT-3-175B-131K"], 4096), "README: 47% MFU; layout assumed"),
+        R("S33", m["Llama-3.1-405B"], "H100", 8192, 400, "megatron", 8, 16, 1, 1, 4, "zero1", "selective", 1, 8192,
+          2048, "bf16", model_tokens(430, m["Llama-3.1-405B"], 8192), "430 TFLOP/s (43%); vp assumed"),
+        R("S34", m["Llama-3.1-405B"], "H100", 16384, 400, "megatron", 8, 16, 1, 1, 4, "zero1", "selective", 1, 8192,
+          2048, "bf16", model_tokens(400, m["Llama-3.1-405B"], 8192), "400 TFLOP/s (41%); vp assumed"),
     ]
 
 
