@@ -88,7 +88,8 @@ Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weigh
 Stack = collections.namedtuple(
     "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight prints")
 Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
-Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems")
+# fun: the joke names of nicknames.txt, drawn only under --fun (see serious_catalog)
+Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems fun")
 ARCHS = ("volta", "ampere", "hopper", "ada", "blackwell")
 PLATFORMS = ARCHS + ("pcie",)         # fabrics come with the board: HGX/DGX of a generation, or a PCIe server
 
@@ -217,21 +218,24 @@ def load_catalog(data_dir=DATA_DIR):
         if problem:
             raise DataError("%s:%d: %s" % (os.path.join(data_dir, "models.txt"), number, problem))
         models[model.name] = model
+    datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
+    corpora = dict((d.name, d) for d in datasets)
     for number, (name, shape) in tables["nicknames.txt"]:
-        if shape not in models:
-            raise DataError("%s:%d: shape %r is not in models.txt" %
-                            (os.path.join(data_dir, "nicknames.txt"), number, shape))
-        if name in models:
-            raise DataError("%s:%d: duplicate name %r" %
-                            (os.path.join(data_dir, "nicknames.txt"), number, name))
-        models[name] = models[shape]._replace(name=name)
+        where = os.path.join(data_dir, "nicknames.txt")
+        if shape not in models and shape not in corpora:
+            raise DataError("%s:%d: shape %r is not in models.txt or datasets.txt" % (where, number, shape))
+        if name in models or name in corpora:
+            raise DataError("%s:%d: duplicate name %r" % (where, number, name))
+        if shape in models:
+            models[name] = models[shape]._replace(name=name)
+        else:
+            datasets.append(corpora[shape]._replace(name=name))
     tokenizers = {family: (tok, arch) for _, (family, tok, arch) in tables["tokenizers.txt"]}
     for number, v in tables["models.txt"]:
         if v[1] not in tokenizers:
             raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
                             (os.path.join(data_dir, "models.txt"), number, v[1]))
     gpus = _hardware_tables(tables, data_dir)
-    datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
     for kind in ("pretrain", "finetune"):
         if not any(d.kind == kind for d in datasets):
             raise DataError("%s:1: no %s dataset" % (os.path.join(data_dir, "datasets.txt"), kind))
@@ -253,7 +257,15 @@ def load_catalog(data_dir=DATA_DIR):
     return Catalog(models, gpus, datasets, tokenizers, clusters,
                    [Fabric(*v) for _, v in tables["fabrics.txt"]],
                    _stacks(tables, data_dir),
-                   [Filesystem(*v) for _, v in tables["filesystems.txt"]])
+                   [Filesystem(*v) for _, v in tables["filesystems.txt"]],
+                   frozenset(name for _, (name, _shape) in tables["nicknames.txt"]))
+
+
+def serious_catalog(catalog):
+    """The catalog without its joke names: what a session draws from unless --fun."""
+    return catalog._replace(
+        models=collections.OrderedDict((n, m) for n, m in catalog.models.items() if n not in catalog.fun),
+        datasets=[d for d in catalog.datasets if d.name not in catalog.fun])
 
 
 def _hardware_tables(tables, data_dir):
@@ -5224,6 +5236,7 @@ def add_session_options(p):
                    help="how often things go wrong (default rare: real-world rates)")
     p.add_argument("--exit-after", metavar="DURATION", help="quit after this wall time (90s, 5m, 2h10m)")
     p.add_argument("--data-dir", help="read models, GPUs and datasets from this directory")
+    p.add_argument("--fun", action="store_true", help="also draw the joke model and dataset names (nicknames.txt)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -5290,6 +5303,9 @@ def resolve_name(text, names, flag, listing):
 def resolve_pins(args, catalog):
     """The run pins the options ask for: model, GPU type and count, kind, framework."""
     pins = {}
+    jokes = set(n.lower() for n in catalog.fun) - set(n.lower() for n in catalog.models)
+    if args.model and args.model.lower() in jokes:
+        raise UsageError("--model %r is a joke name: add --fun to use it" % args.model)
     if args.model:
         pins["model"] = resolve_name(args.model, {n.lower(): n for n in catalog.models}, "--model",
                                      "--list-models")
@@ -5390,6 +5406,8 @@ def open_session(args, prog, smi=False):
     except DataError as exc:
         sys.stderr.write("%s: %s\n" % (prog, exc))
         return None, 1
+    if not args.fun:
+        catalog = serious_catalog(catalog)
     if not smi and (args.list_models or args.list_gpus):
         (list_models if args.list_models else list_gpus)(catalog, sys.stdout)
         return None, 0
