@@ -88,7 +88,7 @@ Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weigh
 Stack = collections.namedtuple(
     "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight prints")
 Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
-# fun: the joke names of nicknames.txt, drawn only under --fun (see serious_catalog)
+# fun: the joke names of nicknames.txt and the real names they borrow (see serious_catalog)
 Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems fun")
 ARCHS = ("volta", "ampere", "hopper", "ada", "blackwell")
 PLATFORMS = ARCHS + ("pcie",)         # fabrics come with the board: HGX/DGX of a generation, or a PCIe server
@@ -258,14 +258,23 @@ def load_catalog(data_dir=DATA_DIR):
                    [Fabric(*v) for _, v in tables["fabrics.txt"]],
                    _stacks(tables, data_dir),
                    [Filesystem(*v) for _, v in tables["filesystems.txt"]],
-                   frozenset(name for _, (name, _shape) in tables["nicknames.txt"]))
+                   dict((name, shape) for _, (name, shape) in tables["nicknames.txt"]))
 
 
 def serious_catalog(catalog):
-    """The catalog without its joke names: what a session draws from unless --fun."""
+    """The catalog a session draws from unless --fun: each joke name's slot holds the real
+    model or corpus it borrows, so a seed draws the same figures with or without --fun
+    and only real names show."""
+    corpora = dict((d.name, d) for d in catalog.datasets)
     return catalog._replace(
-        models=collections.OrderedDict((n, m) for n, m in catalog.models.items() if n not in catalog.fun),
-        datasets=[d for d in catalog.datasets if d.name not in catalog.fun])
+        models=collections.OrderedDict((n, catalog.models[m.shape] if n in catalog.fun else m)
+                                       for n, m in catalog.models.items()),
+        datasets=[corpora[catalog.fun[d.name]] if d.name in catalog.fun else d for d in catalog.datasets])
+
+
+def model_names(catalog):
+    """The names a user may pin and list (a joke name only under --fun)."""
+    return [name for name, model in catalog.models.items() if model.name == name]
 
 
 def _hardware_tables(tables, data_dir):
@@ -5303,11 +5312,11 @@ def resolve_name(text, names, flag, listing):
 def resolve_pins(args, catalog):
     """The run pins the options ask for: model, GPU type and count, kind, framework."""
     pins = {}
-    jokes = set(n.lower() for n in catalog.fun) - set(n.lower() for n in catalog.models)
-    if args.model and args.model.lower() in jokes:
+    names = model_names(catalog)
+    if args.model and args.model.lower() in set(n.lower() for n in catalog.fun) - set(n.lower() for n in names):
         raise UsageError("--model %r is a joke name: add --fun to use it" % args.model)
     if args.model:
-        pins["model"] = resolve_name(args.model, {n.lower(): n for n in catalog.models}, "--model",
+        pins["model"] = resolve_name(args.model, {n.lower(): n for n in names}, "--model",
                                      "--list-models")
     if args.gpu_type:
         keys = {}
@@ -5358,7 +5367,8 @@ def resolve_args(args, catalog):
 
 def list_models(catalog, out):
     out.write("%-26s %-16s %9s %6s %6s %7s %8s\n" % ("name", "shape", "params", "layers", "hidden", "vocab", "experts"))
-    for name, model in catalog.models.items():
+    for name in model_names(catalog):
+        model = catalog.models[name]
         shape = model.shape if model.shape != name else ""
         out.write("%-26s %-16s %9s %6d %6d %7d %8s\n" % (name, shape, fmt_params(count_params(model)), model.layers,
                                                          model.hidden, model.vocab, "%dx top%d" % (model.experts, model.active)
