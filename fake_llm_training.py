@@ -2462,7 +2462,9 @@ def fmt_bytes(n):
 # logs people posted; the tests hold a regular expression for each line.
 
 BUS_IDS = ("18", "2A", "3A", "5D", "9A", "AB", "BA", "DB")   # an HGX board's eight slots
-DEEPSPEED_VERSION = "0.16.5"        # the DeepSpeed release framework_formulas.md was read at
+# ZeRO's bucket defaults (runtime/zero/config.py: pp_int(5e8), pp_int(5e7)), which print with
+# thousands separators (pp_int.__repr__) when ds_config leaves them unset
+DS_REDUCE_BUCKET, DS_PREFETCH_BUCKET = "500,000,000", "50,000,000"
 PDSH_MAX_FAN_OUT = 1024             # deepspeed/launcher/constants.py: pdsh -f, hosts reached at once
 
 
@@ -2495,6 +2497,14 @@ class LogContext(object):
         if millis:
             text += ",%03d" % int((when % 1) * 1000)
         return text
+
+
+def log_site(cfg, field, offset=0):
+    """'file.py:LINE' of the logger call printers.txt's `field` names for the run's stack
+    (Python's logging prints where the call starts); `offset`: a later call of the same
+    block, whose lines sit at fixed distances from the first in every release read."""
+    name, line = cfg.stack.prints[field].rsplit(":", 1)
+    return "%s:%d" % (name, int(line) + offset)
 
 
 def titan_prefix(ctx, t):
@@ -3003,12 +3013,21 @@ class Megatron(Dialect):
         return [("INFO", "[after training is done] datetime: %s " % ctx.clock(ev.t))]
 
 
+MEGATRON_PARAM_GROUPS = 2     # get_param_groups: weight-decay and no-weight-decay (biases, norms) groups
+
+
+def ds_groups(value):
+    """A per-parameter-group list as the engine's _report_progress prints it."""
+    return "[%s]" % ", ".join([repr(value)] * MEGATRON_PARAM_GROUPS)
+
+
 class MegatronDeepSpeed(Megatron):
     """Megatron-DeepSpeed: the deepspeed launcher, Megatron's pre-2024 iteration
     line, and DeepSpeed's own step, timer and checkpoint lines beside it."""
 
-    def ds(self, ctx, t, where):
-        return "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), where)
+    def ds(self, ctx, t, field, function, offset=0):
+        """DeepSpeed's logger prefix for the call at printers.txt's `field` in `function`."""
+        return "[%s] [INFO] [%s:%s] " % (ctx.clock(t, millis=True), log_site(ctx.cfg, field, offset), function)
 
     def launch(self, ctx, ev):
         """The deepspeed runner and each node's launch.py (DeepSpeed 0.16: runner.py,
@@ -3022,27 +3041,27 @@ class MegatronDeepSpeed(Megatron):
         info = base64.urlsafe_b64encode(json.dumps(world).encode("utf-8")).decode("ascii")
         tail = ("--master_port=%d --enable_each_rank_log=None train.py --deepspeed_config=ds_config.json"
                 % cfg.master_port)
-        ds = lambda where, text: ("INFO", self.ds(ctx, ev.t, where) + text)
+        ds = lambda field, text, f="main": ("INFO", self.ds(ctx, ev.t, field, f) + text)
         if cfg.nodes == 1:
-            out = [ds("runner.py:607:main", "cmd = /usr/bin/python -u -m deepspeed.launcher.launch "
+            out = [ds("deepspeed.runner_cmd", "cmd = /usr/bin/python -u -m deepspeed.launcher.launch "
                       "--world_info=%s --master_addr=127.0.0.1 %s" % (info, tail))]
         else:
             addr = node_ip(cfg, ctx.tl.hosts[attempt][0])
-            out = [ds("runner.py:496:main", "Using IP address of %s for node %s" % (addr, hosts[0])),
-                   ds("multinode_runner.py:81:get_cmd", "Running on the following workers: %s" % ",".join(hosts)),
-                   ds("runner.py:607:main", "cmd = pdsh -S -f %d -w %s export PYTHONPATH=/workspace; cd /workspace; "
+            out = [ds("deepspeed.runner_ip", "Using IP address of %s for node %s" % (addr, hosts[0])),
+                   ds("deepspeed.workers", "Running on the following workers: %s" % ",".join(hosts), "get_cmd"),
+                   ds("deepspeed.runner_cmd", "cmd = pdsh -S -f %d -w %s export PYTHONPATH=/workspace; cd /workspace; "
                       "/usr/bin/python -u -m deepspeed.launcher.launch --world_info=%s --node_rank=%%n "
                       "--master_addr=%s %s" % (PDSH_MAX_FAN_OUT, ",".join(hosts), info, addr, tail))]
         mapping = ", ".join("'%s': %s" % (h, [i + n * cfg.gpus_per_node for i in gpus]) for n, h in enumerate(hosts))
         for node in range(min(cfg.nodes, 4)):
             host = hosts[node] + ": " if cfg.nodes > 1 else ""
-            out += [("INFO", host + self.ds(ctx, ev.t, where) + text) for where, text in (
-                ("launch.py:146:main", "WORLD INFO DICT: {%s}" % ", ".join("'%s': %s" % (h, gpus) for h in hosts)),
-                ("launch.py:152:main", "nnodes=%d, num_local_procs=%d, node_rank=%d" % (
+            out += [("INFO", host + self.ds(ctx, ev.t, field, "main") + text) for field, text in (
+                ("deepspeed.launch_world", "WORLD INFO DICT: {%s}" % ", ".join("'%s': %s" % (h, gpus) for h in hosts)),
+                ("deepspeed.launch_nnodes", "nnodes=%d, num_local_procs=%d, node_rank=%d" % (
                     cfg.nodes, cfg.gpus_per_node, node)),
-                ("launch.py:163:main", "global_rank_mapping=defaultdict(<class 'list'>, {%s})" % mapping),
-                ("launch.py:164:main", "dist_world_size=%d" % cfg.gpus),
-                ("launch.py:168:main", "Setting CUDA_VISIBLE_DEVICES=%s" % ",".join(str(i) for i in gpus)))]
+                ("deepspeed.launch_mapping", "global_rank_mapping=defaultdict(<class 'list'>, {%s})" % mapping),
+                ("deepspeed.launch_size", "dist_world_size=%d" % cfg.gpus),
+                ("deepspeed.launch_devices", "Setting CUDA_VISIBLE_DEVICES=%s" % ",".join(str(i) for i in gpus)))]
         return out
 
     def build(self, ctx, ev):
@@ -3052,22 +3071,27 @@ class MegatronDeepSpeed(Megatron):
         t = ev.t + 0.7 * cfg.build_seconds
         zero = {"zero1": 1, "zero2": 2, "zero3": 3}.get(cfg.sharding, 0)
         dtype = "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"
-        rank0 = lambda text, dt=0.0: ("INFO", self.ds(ctx, t + dt, "logging.py:128:log_dist") + "[Rank 0] " + text)
+        rank0 = lambda text, dt=0.0: ("INFO", self.ds(ctx, t + dt, "deepspeed.log_dist", "log_dist") + "[Rank 0] " + text)
         out = Megatron.build(self, ctx, ev) + [
-            rank0("DeepSpeed info: version=%s, git-hash=unknown, git-branch=unknown" % DEEPSPEED_VERSION),
+            rank0("DeepSpeed info: version=%s, git-hash=unknown, git-branch=unknown" % cfg.stack.deepspeed),
             rank0("DeepSpeed Flops Profiler Enabled: False", 0.4),
             rank0("Using client Optimizer as basic optimizer", 0.41),
             rank0("Removing param_group that has no 'params' in the basic Optimizer", 0.41),
             rank0("DeepSpeed Basic Optimizer = FusedAdam", 0.41),
             rank0("Creating %s ZeRO stage %d optimizer" % (dtype, zero), 0.42)]
-        where = self.ds(ctx, t + 0.43, "stage_1_and_2.py:149:__init__")
-        out += [("INFO", where + text) for text in ("Reduce bucket size 500000000", "Allgather bucket size 500000000",
-                                                    "CPU Offload: False", "Round robin gradient partitioning: False")]
+        if zero == 3:           # stage3.py: DeepSpeedZeroOptimizer_Stage3.__init__
+            field, texts = "deepspeed.zero3_buckets", ("Reduce bucket size " + DS_REDUCE_BUCKET,
+                                                       "Prefetch bucket size " + DS_PREFETCH_BUCKET)
+        else:                   # stage_1_and_2.py: DeepSpeedZeroOptimizer.__init__
+            field, texts = "deepspeed.zero12_buckets", (
+                "Reduce bucket size " + DS_REDUCE_BUCKET, "Allgather bucket size " + DS_REDUCE_BUCKET,
+                "CPU Offload: False", "Round robin gradient partitioning: False")
+        out += [("INFO", self.ds(ctx, t + 0.43, field, "__init__", i) + text) for i, text in enumerate(texts)]
         out += [rank0("DeepSpeed Final Optimizer = DeepSpeedZeroOptimizer%s" % ("_Stage3" if zero == 3 else ""), 1.9),
                 rank0("DeepSpeed using client LR scheduler", 1.9),
                 rank0("DeepSpeed LR Scheduler = <megatron.optimizer_param_scheduler.OptimizerParamScheduler object "
                       "at 0x7f%010x>" % (int(unit(cfg.run_seed, S_NCCL, -3) * 2 ** 36) // 16 * 16), 1.9),
-                rank0("step=0, skipped=0, lr=[0.0], mom=[(%s, %s)]" % cfg.betas, 1.9)]
+                rank0("step=0, skipped=0, lr=%s, mom=%s" % (ds_groups(0.0), ds_groups(cfg.betas)), 1.9)]
         return out + self.ds_config(ctx, t + 1.91, zero)
 
     def ds_config(self, ctx, t, zero):
@@ -3083,8 +3107,8 @@ class MegatronDeepSpeed(Megatron):
                   ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
                   ("world_size", cfg.dp), ("zero_allow_untested_optimizer", False), ("zero_enabled", zero > 0),
                   ("zero_optimization_stage", zero)]
-        where = self.ds(ctx, t, "config.py:1000:print")
-        out = [("INFO", where + "DeepSpeedEngine configuration:")]
+        out = [("INFO", self.ds(ctx, t, "deepspeed.config_name", "print") + "DeepSpeedEngine configuration:")]
+        where = self.ds(ctx, t, "deepspeed.config_arg", "print")
         out += [("INFO", where + "  %s %s %s" % (k, "." * (29 - len(k)), v)) for k, v in values]
         conf = collections.OrderedDict([
             ("bf16", {"enabled": not fp16}),
@@ -3095,7 +3119,7 @@ class MegatronDeepSpeed(Megatron):
             ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
             ("zero_optimization", {"stage": zero})])
         text = json.dumps(conf, sort_keys=True, indent=4, separators=(",", ":")).split("\n")
-        where = self.ds(ctx, t, "config.py:1004:print")
+        where = self.ds(ctx, t, "deepspeed.config_json", "print_user_config")
         return out + [("INFO", where + "  json = " + text[0])] + [("INFO", line) for line in text[1:]]
 
     def mds_line(self, ctx, ev):
@@ -3125,18 +3149,38 @@ class MegatronDeepSpeed(Megatron):
         out = []
         if ctx.rank in (None, 0):
             out += self.overflow_lines(ctx, seg, metrics.step)
-            t = ev.t - 0.004 - 0.01 * unit(cfg.run_seed, S_STAMP, 4 * metrics.step)    # the loss all-reduce follows
-            out.append(("INFO", self.ds(ctx, t, "logging.py:128:log_dist") + "[Rank 0] step=%d, skipped=%d, lr=[%r], "
-                        "mom=[(0.9, 0.95)]" % (metrics.step, skipped_total(cfg, metrics.step), metrics.lr)))
-            if metrics.step - seg.first > DS_TIMER_START:
-                avg, cur = ds_throughput(tl, seg, metrics.step)
-                out.append(("INFO", self.ds(ctx, t + 0.0004, "timer.py:264:stop") +
-                            "epoch=0/micro_step=%d/global_step=%d, RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, "
-                            "MemAllocated=%.2fGB, MaxMemAllocated=%.2fGB" % (
-                                (metrics.step - seg.first) * cfg.grad_accum, metrics.step - seg.first, avg, cur,
-                                round(cfg.mem_states_bytes / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
+            out += self.timer_lines(ctx, seg, metrics.step, before=True)
+            out.append(("INFO", self.ds(ctx, self.engine_t(ctx, seg, metrics.step), "deepspeed.log_dist", "log_dist") +
+                        "[Rank 0] step=%d, skipped=%d, lr=%s, mom=%s" % (
+                            metrics.step, skipped_total(cfg, metrics.step), ds_groups(metrics.lr), ds_groups(cfg.betas))))
+            out += self.timer_lines(ctx, seg, metrics.step)
         if ctx.rank in (None, cfg.gpus - 1):
             out.append(("INFO", self.mds_line(ctx, ev)))
+        return out
+
+    def engine_t(self, ctx, seg, step):
+        """When engine.step() logs for `step`: just before the loss all-reduce that ends it."""
+        return ctx.tl.step_end(seg, step) - 0.004 - 0.01 * unit(ctx.cfg.run_seed, S_STAMP, 4 * step)
+
+    def timer_lines(self, ctx, seg, step, before=False):
+        """ThroughputTimer.stop: it counts this launch's steps itself and prints when its
+        count is a multiple of steps_per_print (and it has timed a step: the first
+        DS_TIMER_START go untimed), while the engine's step= line follows the global step;
+        after a resume off the multiple they print at different steps.  `before`: the
+        timer's line of an unlogged step since the last log line, else this step's."""
+        cfg, tl = ctx.cfg, ctx.tl
+        steps = range(max(seg.first + 1, step - cfg.log_interval + 1), step) if before else [step]
+        out = []
+        for k in steps:
+            count = k - seg.first
+            if count % cfg.log_interval or count <= DS_TIMER_START:
+                continue
+            avg, cur = ds_throughput(tl, seg, k)
+            out.append(("INFO", self.ds(ctx, self.engine_t(ctx, seg, k) + 0.0004, "deepspeed.timer", "stop") +
+                        "epoch=0/micro_step=%d/global_step=%d, RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, "
+                        "MemAllocated=%.2fGB, MaxMemAllocated=%.2fGB" % (
+                            count * cfg.grad_accum, count, avg, cur,
+                            round(cfg.mem_states_bytes / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
         return out
 
     def overflow_lines(self, ctx, seg, step):
@@ -3148,8 +3192,8 @@ class MegatronDeepSpeed(Megatron):
             if not skipped:
                 continue
             before, hysteresis = loss_scale_at(cfg, k - 1)[0], loss_scaler(cfg)[2]
-            where = self.ds(ctx, tl.step_end(seg, k) - 0.016, "loss_scaler.py:%d:update_scale"
-                            % (183 if scale < before else 190))
+            where = self.ds(ctx, tl.step_end(seg, k) - 0.016, "deepspeed.scale_reduced" if scale < before
+                            else "deepspeed.hysteresis", "update_scale")
             what = ("reducing to %d" % scale if scale < before else
                     "but hysteresis is %d. Reducing hysteresis to %d" % (hysteresis, hysteresis - 1))
             out.append(("INFO", where + "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: %d, %s"
@@ -3158,7 +3202,7 @@ class MegatronDeepSpeed(Megatron):
 
     def ckpt_start(self, ctx, ev):
         d = ev.data
-        where = self.ds(ctx, ev.t, "logging.py:128:log_dist")
+        where = self.ds(ctx, ev.t, "deepspeed.log_dist", "log_dist")
         states = "zero_pp_rank_0_mp_rank_00_model_states.pt" if ctx.cfg.sharding == "zero3" \
             else "mp_rank_00_model_states.pt"
         return [("INFO", where + "[Rank 0] [Torch] Checkpoint global_step%d is about to be saved!" % d["step"]),
@@ -3169,9 +3213,9 @@ class MegatronDeepSpeed(Megatron):
         without ZeRO writes bf16_zero_* files."""
         d = ev.data
         prefix = "bf16_" if ctx.cfg.precision == "bf16" and ctx.cfg.sharding == "none" else ""
-        return [("INFO", self.ds(ctx, ev.t, "engine.py:3536:_save_zero_checkpoint") +
+        return [("INFO", self.ds(ctx, ev.t, "deepspeed.zero_saved", "_save_zero_checkpoint") +
                  "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, d["path"], prefix)),
-                ("INFO", self.ds(ctx, ev.t, "torch_checkpoint_engine.py:33:commit") +
+                ("INFO", self.ds(ctx, ev.t, "deepspeed.commit", "commit") +
                  "[Torch] Checkpoint global_step%d is ready now!" % d["step"])]
 
 
@@ -3277,11 +3321,19 @@ class Torchtitan(Dialect):
 HF_MAX_SHARD_BYTES = 5e9       # save_pretrained's default max_shard_size "5GB": the Hub's files
 
 
+# trainer.py's start-up and evaluation blocks: one logger call a line, at these offsets from
+# the first (4.36-4.55: the DataParallel notice at +5 and 'Num examples: Unknown' at +4
+# are the branches a DDP run with a sized dataset skips)
+HF_TRAINING_BLOCK = (0, 1, 2, 3, 6, 7, 8, 9)
+HF_EVAL_BLOCK = (0, 2, 5)
+
+
 class HFTrainer(Dialect):
     """Hugging Face Trainer: logger lines with explicit format, tqdm, Python dicts."""
 
-    def hf(self, ctx, t, where):
-        return "[INFO|%s] %s >> " % (where, ctx.clock(t, millis=True))
+    def hf(self, ctx, t, field, offset=0):
+        """The Trainer's log prefix for the call at printers.txt's `field` (+ `offset` lines)."""
+        return "[INFO|%s] %s >> " % (log_site(ctx.cfg, field, offset), ctx.clock(t, millis=True))
 
     def export_start(self, ctx, ev):
         """The end of training saves the model with save_pretrained (no conversion)."""
@@ -3298,23 +3350,24 @@ class HFTrainer(Dialect):
         shards = int(math.ceil(cfg.params * 2 / HF_MAX_SHARD_BYTES))
         load_s = 0.6 * cfg.build_seconds
         src = "/models/%s" % cfg.model
-        out = [("INFO", self.hf(ctx, ev.t, "modeling_utils.py:3934") + "loading weights file %s/%s" % (
+        out = [("INFO", self.hf(ctx, ev.t, "hf.loading_weights") + "loading weights file %s/%s" % (
             src, "model.safetensors.index.json" if shards > 1 else "model.safetensors"))]
         if shards > 1:
             out.append(("INFO", tqdm_line(shards, shards, load_s, shards / load_s, "Loading checkpoint shards: ")))
         t = ev.t + load_s + 0.05
-        out += [("INFO", self.hf(ctx, t, "modeling_utils.py:4800") + "All model checkpoint weights were used when "
+        out += [("INFO", self.hf(ctx, t, "hf.weights_used") + "All model checkpoint weights were used when "
                  "initializing %s." % cfg.architecture), ("INFO", "")]
-        pre = self.hf(ctx, ev.t + 0.97 * cfg.build_seconds, "trainer.py:2243")
+        t = ev.t + 0.97 * cfg.build_seconds
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch
-        return out + [("INFO", pre + text) for text in (
+        return out + [("INFO", self.hf(ctx, t, "hf.running_training", offset) + text)
+                      for offset, text in zip(HF_TRAINING_BLOCK, (
             "***** Running training *****", "  Num examples = {:,}".format(examples),
             "  Num Epochs = {:,}".format(cfg.epochs),
             "  Instantaneous batch size per device = {:,}".format(cfg.micro_batch),
             "  Total train batch size (w. parallel, distributed & accumulation) = {:,}".format(cfg.global_batch),
             "  Gradient Accumulation steps = %d" % cfg.grad_accum,
             "  Total optimization steps = {:,}".format(cfg.total_steps),
-            "  Number of trainable parameters = {:,}".format(cfg.params))]
+            "  Number of trainable parameters = {:,}".format(cfg.params)))]
 
     def load(self, ctx, ev):
         """Resuming from a checkpoint of this run; a fresh fine-tune loads its base
@@ -3322,11 +3375,12 @@ class HFTrainer(Dialect):
         step = ev.data["step"]
         if step == 0:
             return []
-        pre = self.hf(ctx, ev.t + 0.9 * (ctx.cfg.load_seconds or 4.0), "trainer.py:2270")
+        t = ev.t + 0.9 * (ctx.cfg.load_seconds or 4.0)
         per_epoch = epoch_steps(ctx.cfg)
-        return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
-                ("INFO", pre + "  Continuing training from epoch %d" % (step // per_epoch)),
-                ("INFO", pre + "  Continuing training from global step %d" % step)]
+        return [("INFO", self.hf(ctx, t, "hf.continuing", i) + text) for i, text in enumerate((
+            "  Continuing training from checkpoint, will skip to saved global_step",
+            "  Continuing training from epoch %d" % (step // per_epoch),
+            "  Continuing training from global step %d" % step))]
 
     def step(self, ctx, ev):
         """ProgressCallback's bar after this step (tqdm EMA), then the log dict: the mean
@@ -3341,10 +3395,10 @@ class HFTrainer(Dialect):
 
     def val_start(self, ctx, ev):
         cfg = ctx.cfg
-        pre = self.hf(ctx, ev.t, "trainer.py:4021")
-        return [("INFO", pre), ("INFO", "***** Running Evaluation *****"),       # logged with a leading newline
-                ("INFO", pre + "  Num examples = {:,}".format(cfg.val_iters * cfg.global_batch)),
-                ("INFO", pre + "  Batch size = %d" % cfg.micro_batch)]
+        pre = lambda offset: self.hf(ctx, ev.t, "hf.running_eval", offset)
+        return [("INFO", pre(0)), ("INFO", "***** Running Evaluation *****"),       # logged with a leading newline
+                ("INFO", pre(HF_EVAL_BLOCK[1]) + "  Num examples = %d" % (cfg.val_iters * cfg.global_batch)),
+                ("INFO", pre(HF_EVAL_BLOCK[2]) + "  Batch size = %d" % cfg.micro_batch)]
 
     def val(self, ctx, ev):
         cfg, d = ctx.cfg, ev.data
@@ -3357,17 +3411,17 @@ class HFTrainer(Dialect):
 
     def save_lines(self, ctx, t, path, shards, seconds):
         """save_pretrained: config, then the weights (sharded past 5 GB, with an index)."""
-        out = [("INFO", self.hf(ctx, t, "trainer.py:3705") + "Saving model checkpoint to %s" % path),
-               ("INFO", self.hf(ctx, t + 0.01, "configuration_utils.py:420") + "Configuration saved in %s/config.json"
+        out = [("INFO", self.hf(ctx, t, "hf.save_checkpoint") + "Saving model checkpoint to %s" % path),
+               ("INFO", self.hf(ctx, t + 0.01, "hf.config_saved") + "Configuration saved in %s/config.json"
                 % path),
-               ("INFO", self.hf(ctx, t + 0.01, "configuration_utils.py:909") +
+               ("INFO", self.hf(ctx, t + 0.01, "hf.generation_config_saved") +
                 "Configuration saved in %s/generation_config.json" % path)]
-        done = self.hf(ctx, t + 0.9 * seconds, "modeling_utils.py:3042")
+        done = lambda field: self.hf(ctx, t + 0.9 * seconds, field)
         if shards > 1:
-            return out + [("INFO", done + "The model is bigger than the maximum size per checkpoint (5GB) and is going "
+            return out + [("INFO", done("hf.weights_sharded") + "The model is bigger than the maximum size per checkpoint (5GB) and is going "
                            "to be split in %d checkpoint shards. You can find where each parameters has been saved in "
                            "the index located at %s/model.safetensors.index.json." % (shards, path))]
-        return out + [("INFO", done + "Model weights saved in %s/model.safetensors" % path)]
+        return out + [("INFO", done("hf.weights_saved") + "Model weights saved in %s/model.safetensors" % path)]
 
     def ckpt_start(self, ctx, ev):
         cfg = ctx.cfg
@@ -3376,9 +3430,9 @@ class HFTrainer(Dialect):
 
     def ckpt(self, ctx, ev):
         path = ev.data["path"]
-        return [("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2641") +
+        return [("INFO", self.hf(ctx, ev.t, "hf.tokenizer_config_saved") +
                  "tokenizer config file saved in %s/tokenizer_config.json" % path),
-                ("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2650") +
+                ("INFO", self.hf(ctx, ev.t, "hf.special_tokens_saved") +
                  "Special tokens file saved in %s/special_tokens_map.json" % path)]
 
     def end(self, ctx, ev):
@@ -3388,7 +3442,7 @@ class HFTrainer(Dialect):
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
         total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch   # len(train_dataset)
-        pre = self.hf(ctx, ev.t, "trainer.py:2643")          # logger.info("\n\nTraining completed. ...\n\n")
+        pre = self.hf(ctx, ev.t, "hf.completed")          # logger.info("\n\nTraining completed. ...\n\n")
         return [("INFO", pre), ("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on "
                                                       "huggingface.co/models =)"), ("INFO", ""), ("INFO", ""),
                 ("INFO", "{'train_runtime': %r, 'train_samples_per_second': %r, 'train_steps_per_second': %r, "

@@ -66,7 +66,7 @@ DEEPSPEED_OTHER = [
     DS_PREFIX + r"(Using IP address of [\d.]+ for node \S+|Running on the following workers: [\w,-]+"
                 r"|WORLD INFO DICT: \{('[\w-]+': \[[\d, ]+\](, )?)+\}"
                 r"|global_rank_mapping=defaultdict\(<class 'list'>, \{('[\w-]+': \[[\d, ]+\](, )?)+\}\))$",
-    DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\]]*)\], mom=\[\(0\.9, 0\.95\)\]$",
+    DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\],]*)(, (?P=lr))*\], mom=\[\(0\.9, 0\.95\)(, \(0\.9, 0\.95\))*\]$",
     DS_PREFIX + r"epoch=\d+/micro_step=\d+/global_step=\d+, RunningAvgSamplesPerSec=[\d.e+-]+, CurrSamplesPerSec=[\d.e+-]+, "
                 r"MemAllocated=[\d.]+GB, MaxMemAllocated=[\d.]+GB$",
     DS_PREFIX + r"\[Rank 0\] \[Torch\] Checkpoint global_step\d+ is about to be saved!$",
@@ -80,7 +80,7 @@ DEEPSPEED_OTHER = [
                 r"|DeepSpeed using client LR scheduler|DeepSpeed LR Scheduler = <[\w.]+ object at 0x[0-9a-f]+>)$",
     DS_PREFIX + r"\[deepspeed\] OVERFLOW! Rank 0 Skipping step\. Attempted loss scale: \d+, "
                 r"(reducing to \d+|but hysteresis is \d\. Reducing hysteresis to \d)$",
-    DS_PREFIX + r"(Reduce bucket size \d+|Allgather bucket size \d+|CPU Offload: False"
+    DS_PREFIX + r"(Reduce bucket size [\d,]+|Allgather bucket size [\d,]+|Prefetch bucket size [\d,]+|CPU Offload: False"
                 r"|Round robin gradient partitioning: False)$",
     DS_PREFIX + r"(DeepSpeedEngine configuration:|  \w+ \.* (\S+|\{('\w+': \w+(, )?)+\})|  json = \{)$",
     r'^( +("\w+":.*|\},?)|\})$',                                   # the rest of the JSON dump
