@@ -322,7 +322,7 @@ def _stacks(tables, data_dir):
             raise DataError("%s: column since: %s" % (where, exc))
         if package not in PRINTED_BY or package_of.setdefault(field, package) != package:
             raise DataError("%s: field %r must belong to one package among %s" % (where, field, ", ".join(PRINTED_BY)))
-        rows[field].append((since_key, value))
+        rows[field].append((since_key, value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value))
     stacks = []
     for number, v in tables["stacks.txt"]:
         prints = Printed()
@@ -2833,38 +2833,158 @@ MEGATRON_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
 ).split(";")]
 
 
-def megatron_args(ctx):
-    cfg = ctx.cfg
+# Megatron-DeepSpeed's arguments and their defaults (microsoft/Megatron-DeepSpeed
+# megatron/arguments.py at f4157bea, 2024-12-24: the repository has no release tags;
+# with DeepSpeed's add_config_arguments: deepspeed, deepspeed_config, deepscale,
+# deepscale_config): the old Megatron set with the DeepSpeed ones (zero_stage,
+# deepspeed_activation_checkpointing, ds_sequence_parallel_size, ...) and none of
+# Megatron-Core's (ckpt_format, use_dist_ckpt, transformer_impl transformer_engine,
+# enable_one_logger, overlap_param_gather).
+MDS_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
+    "accumulate_allreduce_grads_in_fp32=False;adam_beta1=0.9;adam_beta2=0.999;adam_eps=1e-08;add_bias_linear=True;"
+    "add_position_embedding=True;adlr_autoresume=False;adlr_autoresume_interval=1000;aml_data_download_path=None;"
+    "apply_layernorm_1p=False;apply_query_key_layer_scaling=True;apply_residual_connection_post_layernorm=False;"
+    "async_tensor_model_parallel_allreduce=True;attention_dropout=0.1;attention_softmax_in_fp32=False;"
+    "barrier_with_L1_time=True;batch_size=None;bert_binary_head=True;bert_embedder_type=megatron;bert_load=None;"
+    "bf16=False;bias_dropout_fusion=True;bias_gelu_fusion=True;biencoder_projection_dim=0;"
+    "biencoder_shared_query_context_model=False;block_data_path=None;checkpoint_activations=False;"
+    "checkpoint_in_cpu=False;checkpoint_num_layers=1;classes_fraction=1.0;clip_grad=1.0;"
+    "contigious_checkpointing=False;cpu_optimizer=False;cpu_torch_adam=False;create_moe_param_group=False;"
+    "data_cache_path=None;data_efficiency_curriculum_learning=False;data_impl=infer;"
+    "data_parallel_random_init=False;data_path=None;data_per_class_fraction=1.0;data_sharding=True;"
+    "dataloader_type=None;DDP_impl=local;decoder_num_layers=None;decoder_seq_length=None;deepscale=False;"
+    "deepscale_config=None;deepspeed=False;deepspeed_activation_checkpointing=False;deepspeed_config=None;"
+    "dino_bottleneck_size=256;dino_freeze_last_layer=1;dino_head_hidden_size=2048;dino_local_crops_number=10;"
+    "dino_local_img_size=96;dino_norm_last_layer=False;dino_teacher_temp=0.07;dino_warmup_teacher_temp=0.04;"
+    "dino_warmup_teacher_temp_epochs=30;distribute_checkpointed_activations=False;"
+    "distribute_saved_activations=False;distributed_backend=nccl;distributed_timeout_minutes=10;"
+    "ds_fused_adam=False;ds_inference=False;ds_sequence_parallel_fpdt=False;"
+    "ds_sequence_parallel_fpdt_chunk_size=65536;ds_sequence_parallel_fpdt_offloading=False;"
+    "ds_sequence_parallel_size=1;embedding_path=None;embedding_weights_in_fp32=False;empty_unused_memory_level=0;"
+    "enable_expert_tensor_parallelism=False;enable_zbh1_exact_semantics=False;enable_zbh1_pipeline=False;"
+    "encoder_num_layers=None;encoder_seq_length=None;end_weight_decay=None;eod_mask_loss=False;eval_interval=1000;"
+    "eval_iters=100;evidence_data_path=None;exit_duration_in_mins=None;exit_interval=None;"
+    "exit_on_missing_checkpoint=False;exit_signal_handler=False;expert_interval=2;ffn_hidden_size=None;"
+    "finetune=False;force_ds_sequence_parallel=False;fp16=False;fp16_lm_cross_entropy=False;"
+    "fp32_residual_connection=False;fp8_amax_compute_algo=most_recent;fp8_amax_history_len=1;fp8_e4m3=False;"
+    "fp8_hybrid=False;fp8_interval=1;fp8_margin=0;fp8_wgrad=True;global_batch_size=None;"
+    "gradient_accumulation_fusion=True;head_lr_mult=1.0;hidden_dropout=0.1;hidden_size=None;"
+    "hidden_size_teacher=None;hysteresis=2;ict_head_size=None;ict_load=None;img_h=224;img_w=224;"
+    "indexer_batch_size=128;indexer_log_interval=1000;inference=False;inference_batch_times_seqlen_threshold=512;"
+    "init_method_std=0.02;init_method_xavier_uniform=False;initial_loss_scale=4294967296;iter_per_epoch=1250;"
+    "kd=False;kd_alpha_ce=1;kd_beta_ce=1;kd_temp=1.0;kill_switch_file=None;kv_channels=None;"
+    "layernorm_epsilon=1e-05;lazy_mpu_init=None;load=None;load_tag=None;load_teacher=None;local_rank=None;"
+    "log_batch_size_to_tensorboard=False;log_interval=100;log_learning_rate_to_tensorboard=True;"
+    "log_loss_scale_to_tensorboard=True;log_memory_to_tensorboard=False;log_num_zeros_in_grad=False;"
+    "log_optimizer_states_to_tensorboard=False;log_params_norm=False;log_timers_to_tensorboard=False;"
+    "log_validation_ppl_to_tensorboard=False;log_world_size_to_tensorboard=False;loss_scale=None;"
+    "loss_scale_window=1000;lr=None;lr_decay_iters=None;lr_decay_samples=None;lr_decay_style=linear;"
+    "lr_decay_tokens=None;lr_warmup_fraction=None;lr_warmup_iters=0;lr_warmup_samples=0;lr_warmup_tokens=None;"
+    "make_vocab_size_divisible_by=128;mask_factor=1.0;mask_prob=0.15;mask_type=random;masked_softmax_fusion=True;"
+    "max_position_embeddings=None;max_tokens_to_oom=12000;mem_efficient_ln=True;memory_centric_tiled_linear=False;"
+    "merge_file=None;micro_batch_size=None;min_loss_scale=1.0;min_lr=0.0;mlp_type=standard;mmap_warmup=False;"
+    "model_parallel_size=None;moe_eval_capacity_factor=1.0;moe_expert_parallel_size=1;moe_loss_coeff=0.1;"
+    "moe_min_capacity=4;moe_token_dropping=True;moe_top2_2nd_expert_sampling=True;moe_train_capacity_factor=1.0;"
+    "mos=False;no_load_lr_state=False;no_load_optim=None;no_load_rng=None;no_persist_layer_norm=False;"
+    "no_pipeline_parallel=False;no_save_optim=None;no_save_rng=None;normalization=layernorm;"
+    "num_attention_heads=None;num_attention_heads_teacher=None;num_channels=3;num_classes=1000;num_experts=[1];"
+    "num_experts_switch=None;num_experts_teacher=[1];num_key_value_heads=None;num_layers=None;"
+    "num_layers_per_virtual_pipeline_stage=None;num_layers_teacher=None;num_workers=2;onnx_safe=None;"
+    "openai_gelu=False;optimizer=adam;output_bert_embeddings=False;overlap_p2p_comm=False;"
+    "override_opt_param_scheduler=False;partition_activations=False;patch_dim=16;perform_initialization=True;"
+    "pipeline_model_parallel_size=1;pipeline_model_parallel_split_rank=None;profile=None;profile_backward=False;"
+    "profile_ranks=None;profile_steps=2,3;query_in_block_prob=0.1;rampup_batch_size=None;random_ltd=False;"
+    "recompute_activations=False;recompute_granularity=None;recompute_method=None;recompute_num_layers=1;"
+    "remote_device=none;repeated_dataloader=False;reset_attention_mask=False;reset_iteration=False;"
+    "reset_position_ids=False;retriever_report_topk_accuracies=[];retriever_score_scaling=False;"
+    "retriever_seq_length=256;retro_add_retriever=False;retro_cyclic_train_iters=None;"
+    "retro_encoder_attention_dropout=0.1;retro_encoder_hidden_dropout=0.1;retro_encoder_layers=2;"
+    "retro_num_neighbors=2;retro_num_retrieved_chunks=2;retro_return_doc_ids=False;retro_workdir=None;"
+    "return_data_index=False;rope_theta=10000;rotary_percent=1.0;sample_rate=1.0;save=None;save_interval=None;"
+    "scatter_gather_tensors_in_pipeline=True;scattered_embeddings=False;seed=1234;seq_length=None;"
+    "sequence_parallel=False;sgd_momentum=0.9;short_seq_prob=0.1;skip_train=False;split=969, 30, 1;"
+    "split_transformers=False;squared_relu=False;standalone_embedding_stage=False;start_weight_decay=None;"
+    "swiglu=False;swin_backbone_type=tiny;synchronize_each_layer=False;tensor_model_parallel_size=1;"
+    "tensorboard_dir=None;tensorboard_log_interval=1;tensorboard_queue_size=1000;test_data_path=None;"
+    "tile_factor=1;timing_log_level=0;timing_log_option=minmax;titles_data_path=None;tokenizer_model=None;"
+    "tokenizer_type=None;topk=1;train_data_exact_num_epochs=None;train_data_path=None;train_desc_path=None;"
+    "train_doc_idx_path=None;train_idx_path=None;train_iters=None;train_sample_idx_path=None;train_samples=None;"
+    "train_shuffle_idx_path=None;train_tokens=None;transformer_impl=local;trust_remote_code=False;"
+    "universal_checkpoint=False;untie_embeddings_and_output_weights=False;use_checkpoint_args=False;"
+    "use_checkpoint_opt_param_scheduler=False;use_contiguous_buffers_in_local_ddp=True;"
+    "use_cpu_initialization=None;use_dataset_only=False;use_distributed_optimizer=False;"
+    "use_flash_attn_builder=False;use_flash_attn_triton=False;use_flash_attn_v1=False;use_flash_attn_v2=False;"
+    "use_one_sent_docs=False;use_pin_memory=False;use_ring_exchange_p2p=False;"
+    "use_rotary_position_embeddings=False;use_tutel=False;valid_data_path=None;vision_backbone_type=vit;"
+    "vision_pretraining=False;vision_pretraining_type=classify;vocab_extra_ids=0;vocab_file=None;vocab_size=None;"
+    "wandb_exp_name=;wandb_project=;wandb_save_dir=;warmup=None;weight_decay=0.01;"
+    "weight_decay_incr_style=constant;zero_allgather_bucket_size=0.0;zero_contigious_gradients=False;"
+    "zero_reduce_bucket_size=0.0;zero_reduce_scatter=False;zero_stage=1.0"
+).split(";")]
+
+
+def arguments_dump(values):
+    """_print_args: every argument, sorted case-insensitively, between the two rules."""
+    out = [("INFO", "------------------------ arguments ------------------------")]
+    for name in sorted(values, key=lambda x: x.lower()):
+        out.append(("INFO", "  %s %s %s" % (name, "." * (48 - len(name)), values[name])))
+    out.append(("INFO", "-------------------- end of arguments ---------------------"))
+    return out
+
+
+def mds_args(ctx):
+    """Megatron-DeepSpeed's dump for a GPT run launched with --deepspeed and its ds_config.json
+    (the Llama recipes' flags: RMSNorm, SwiGLU, rotary, no biases or dropout, packed data)."""
+    cfg, shape = ctx.cfg, ctx.cfg.shape
+    values = dict(MDS_ARG_DEFAULTS)
+    values.update(run_args(cfg))
+    flash = cfg.gpu.arch != "volta"               # FlashAttention-2 needs Ampere or newer
+    values.update([
+        ("deepspeed", True), ("deepspeed_config", "ds_config.json"), ("zero_stage", ZERO_LEVEL[cfg.sharding]),
+        ("num_key_value_heads", shape.kv_heads), ("normalization", "rmsnorm" if shape.mlp != "gelu" else "layernorm"),
+        ("use_rotary_position_embeddings", shape.mlp != "gelu"), ("add_position_embedding", shape.mlp == "gelu"),
+        ("add_bias_linear", False), ("attention_dropout", 0.0), ("hidden_dropout", 0.0),
+        ("use_flash_attn_v2", flash), ("use_flash_attn", flash), ("no_pipeline_parallel", cfg.pp == 1),
+        ("deepspeed_activation_checkpointing", cfg.recompute != "none"),
+        ("checkpoint_activations", cfg.recompute == "full"), ("consumed_train_tokens", 0),
+        ("reset_position_ids", cfg.kind == "finetune"), ("reset_attention_mask", cfg.kind == "finetune"),
+        ("tokenizer_model", "/models/%s/tokenizer.model" % cfg.model)])
+    return arguments_dump(values)
+
+
+def run_args(cfg):
+    """The arguments a GPT run sets from its own shape and schedule (both Megatrons)."""
     shape = cfg.shape
-    args = [("adam_beta1", cfg.betas[0]), ("adam_beta2", cfg.betas[1]), ("bf16", cfg.precision == "bf16"),
+    return [("adam_beta1", cfg.betas[0]), ("adam_beta2", cfg.betas[1]), ("bf16", cfg.precision == "bf16"),
             ("clip_grad", cfg.grad_clip), ("data_parallel_size", cfg.dp), ("eval_interval", cfg.val_interval),
             ("eval_iters", cfg.val_iters), ("ffn_hidden_size", shape.ffn_hidden), ("fp16", cfg.precision == "fp16"),
-            ("global_batch_size", cfg.global_batch), ("group_query_attention", shape.kv_heads != shape.heads),
-            ("hidden_size", shape.hidden), ("log_interval", cfg.log_interval), ("lr", cfg.peak_lr),
-            ("lr_decay_style", cfg.decay), ("lr_warmup_iters", cfg.warmup_steps),
+            ("global_batch_size", cfg.global_batch), ("hidden_size", shape.hidden), ("log_interval", cfg.log_interval),
+            ("lr", cfg.peak_lr), ("lr_decay_style", cfg.decay), ("lr_warmup_iters", cfg.warmup_steps),
             ("max_position_embeddings", shape.context), ("micro_batch_size", cfg.micro_batch), ("min_lr", cfg.min_lr),
-            ("num_attention_heads", shape.heads), ("num_layers", shape.layers), ("num_query_groups", shape.kv_heads),
+            ("num_attention_heads", shape.heads), ("num_layers", shape.layers),
             ("pipeline_model_parallel_size", cfg.pp), ("recompute_granularity", None if cfg.recompute == "none"
                                                        else cfg.recompute),
             ("save", "/checkpoints/%s" % cfg.name), ("save_interval", cfg.ckpt_interval),
             ("seq_length", cfg.seq_len), ("swiglu", shape.mlp != "gelu"),
             ("tensor_model_parallel_size", cfg.tp), ("tokenizer_type", megatron_tokenizer(cfg)),
             ("train_iters", cfg.total_steps), ("untie_embeddings_and_output_weights", not shape.tied),
-            ("use_distributed_optimizer", cfg.sharding != "none"), ("weight_decay", cfg.weight_decay),
-            ("world_size", cfg.gpus)]
+            ("weight_decay", cfg.weight_decay), ("world_size", cfg.gpus),
+            ("params_dtype", "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"),
+            ("encoder_num_layers", shape.layers), ("encoder_seq_length", cfg.seq_len),
+            ("kv_channels", shape.head_dim or shape.hidden // shape.heads), ("lr_decay_iters", cfg.total_steps),
+            ("start_weight_decay", cfg.weight_decay), ("end_weight_decay", cfg.weight_decay),
+            ("load", "/checkpoints/%s" % cfg.name), ("tensorboard_dir", "/checkpoints/%s/tensorboard" % cfg.name),
+            ("transformer_pipeline_model_parallel_size", cfg.pp)]
+
+
+def megatron_args(ctx):
+    """Megatron-LM's dump: its defaults, the run's own settings, and Megatron-Core's."""
+    cfg, shape = ctx.cfg, ctx.cfg.shape
     values = dict(MEGATRON_ARG_DEFAULTS)
-    values.update(args)
-    values.update([("params_dtype", "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"),
-                   ("encoder_num_layers", shape.layers), ("encoder_seq_length", cfg.seq_len),
-                   ("kv_channels", shape.head_dim or shape.hidden // shape.heads), ("lr_decay_iters", cfg.total_steps),
-                   ("start_weight_decay", cfg.weight_decay), ("end_weight_decay", cfg.weight_decay),
-                   ("load", "/checkpoints/%s" % cfg.name), ("tensorboard_dir", "/checkpoints/%s/tensorboard" % cfg.name),
-                   ("transformer_pipeline_model_parallel_size", cfg.pp), ("micro_batch_size", cfg.micro_batch)])
-    out = [("INFO", "------------------------ arguments ------------------------")]
-    for name in sorted(values, key=lambda x: x.lower()):        # Megatron sorts case-insensitively
-        out.append(("INFO", "  %s %s %s" % (name, "." * (48 - len(name)), values[name])))
-    out.append(("INFO", "-------------------- end of arguments ---------------------"))
-    return out
+    values.update(run_args(cfg))
+    values.update([("group_query_attention", shape.kv_heads != shape.heads), ("num_query_groups", shape.kv_heads),
+                   ("use_distributed_optimizer", cfg.sharding != "none")])
+    return arguments_dump(values)
 
 
 TORCHRUN_SPREAD_S = 0.8     # agents on different nodes start within a second of each other (srun/pdsh fan-out)
@@ -2932,6 +3052,12 @@ class Megatron(Dialect):
 
     prints_on_last_rank = True
 
+    def world_line(self, cfg):
+        return cfg.stack.prints["megatron.world_size"].format(world=cfg.gpus, dp=cfg.dp, cp=cfg.cp, tp=cfg.tp, pp=cfg.pp)
+
+    def arguments(self, ctx):
+        return megatron_args(ctx)
+
     def iteration_line(self, ctx, ev):
         """training_log's line: averages over the window, values of the logging iteration."""
         cfg, metrics, tl = ctx.cfg, ev.data, ctx.tl
@@ -2948,12 +3074,10 @@ class Megatron(Dialect):
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
-        out = [("INFO", "using world size: %d, data-parallel size: %d, context-parallel size: 1, "
-                        "tensor-model-parallel size: %d, pipeline-model-parallel size: %d"
-                % (cfg.gpus, cfg.dp, cfg.tp, cfg.pp)),
+        out = [("INFO", self.world_line(cfg)),
                ("INFO", "using torch.%s for parameters ..." % ("bfloat16" if cfg.precision == "bf16" else "float16"))]
         if ev.data["attempt"] == 0:
-            out.extend(megatron_args(ctx))
+            out.extend(self.arguments(ctx))
         out += [("INFO", "setting number of micro-batches to constant %d" % cfg.grad_accum),
                 ("INFO", "> building %s tokenizer ..." % megatron_tokenizer(cfg)),
                 ("INFO", " > padded vocab (size: %d) with %d dummy tokens (new size: %d)" % (
@@ -3024,6 +3148,15 @@ def ds_groups(value):
 class MegatronDeepSpeed(Megatron):
     """Megatron-DeepSpeed: the deepspeed launcher, Megatron's pre-2024 iteration
     line, and DeepSpeed's own step, timer and checkpoint lines beside it."""
+
+    def world_line(self, cfg):
+        """validate_args' line (megatron/arguments.py at f4157bea: data-parallel-size with a
+        hyphen, the DeepSpeed sequence-parallel size, a trailing space)."""
+        return ("using world size: %d, data-parallel-size: %d, sequence-parallel size: 1, tensor-model-parallel "
+                "size: %d, pipeline-model-parallel size: %d " % (cfg.gpus, cfg.dp, cfg.tp, cfg.pp))
+
+    def arguments(self, ctx):
+        return mds_args(ctx)
 
     def ds(self, ctx, t, field, function, offset=0):
         """DeepSpeed's logger prefix for the call at printers.txt's `field` in `function`."""

@@ -42,8 +42,9 @@ MDS_STEP = (r"^ iteration\s+(?P<it>\d+)/\s*(?P<total>\d+) \| consumed samples:\s
             r"second: (?P<sps>\d+\.\d{3}) \| tokens per gpu per second \(tgs\): (?P<tgs>\d+\.\d{3}) \| TFLOPs: "
             r"(?P<tflops>\d+\.\d\d) \|$")
 MEGATRON_OTHER = [
-    r"^using world size: \d+, data-parallel size: \d+, context-parallel size: 1, tensor-model-parallel size: \d+, "
-    r"pipeline-model-parallel size: \d+$",
+    r"^using world size: \d+, data-parallel(-| )size: \d+, (context-parallel size: \d+,? (hierarchical context-parallel "
+    r"sizes: None(, )?)?|sequence-parallel size: 1, )tensor-model-parallel size: \d+, (encoder-tensor-model-parallel "
+    r"size: 0, )?pipeline-model-parallel size: \d+( |, encoder-pipeline-model-parallel size: 0)?$",   # by release
     r"^using torch\.(bfloat16|float16) for parameters \.\.\.$",
     r"^-+ (end of )?arguments -+$", r"^  \w+ \.+ .*$",
     r"^setting number of micro-batches to constant \d+$", r"^> building \S+ tokenizer \.\.\.$",
