@@ -3113,26 +3113,6 @@ def arguments_dump(values):
     return out
 
 
-def mds_args(ctx):
-    """Megatron-DeepSpeed's dump for a GPT run launched with --deepspeed and its ds_config.json
-    (the Llama recipes' flags: RMSNorm, SwiGLU, rotary, no biases or dropout, packed data)."""
-    cfg, shape = ctx.cfg, ctx.cfg.shape
-    values = dict(MDS_ARG_DEFAULTS)
-    values.update(run_args(cfg))
-    flash = cfg.gpu.arch != "volta"               # FlashAttention-2 needs Ampere or newer
-    values.update([
-        ("deepspeed", True), ("deepspeed_config", "ds_config.json"), ("zero_stage", ZERO_LEVEL[cfg.sharding]),
-        ("num_key_value_heads", shape.kv_heads), ("normalization", "rmsnorm" if shape.mlp != "gelu" else "layernorm"),
-        ("use_rotary_position_embeddings", shape.mlp != "gelu"), ("add_position_embedding", shape.mlp == "gelu"),
-        ("add_bias_linear", False), ("attention_dropout", 0.0), ("hidden_dropout", 0.0),
-        ("use_flash_attn_v2", flash), ("use_flash_attn", flash), ("no_pipeline_parallel", cfg.pp == 1),
-        ("deepspeed_activation_checkpointing", cfg.recompute != "none"),
-        ("checkpoint_activations", cfg.recompute == "full"), ("consumed_train_tokens", 0),
-        ("reset_position_ids", cfg.kind == "finetune"), ("reset_attention_mask", cfg.kind == "finetune"),
-        ("tokenizer_model", "/models/%s/tokenizer.model" % cfg.model)])
-    return arguments_dump(values)
-
-
 def run_args(cfg):
     """The arguments a GPT run sets from its own shape and schedule (both Megatrons)."""
     shape = cfg.shape
@@ -3156,6 +3136,26 @@ def run_args(cfg):
             ("start_weight_decay", cfg.weight_decay), ("end_weight_decay", cfg.weight_decay),
             ("load", "/checkpoints/%s" % cfg.name), ("tensorboard_dir", "/checkpoints/%s/tensorboard" % cfg.name),
             ("transformer_pipeline_model_parallel_size", cfg.pp)]
+
+
+def mds_args(ctx):
+    """Megatron-DeepSpeed's dump for a GPT run launched with --deepspeed and its ds_config.json
+    (the Llama recipes' flags: RMSNorm, SwiGLU, rotary, no biases or dropout, packed data)."""
+    cfg, shape = ctx.cfg, ctx.cfg.shape
+    values = dict(MDS_ARG_DEFAULTS)
+    values.update(run_args(cfg))
+    flash = cfg.gpu.arch != "volta"               # FlashAttention-2 needs Ampere or newer
+    values.update([
+        ("deepspeed", True), ("deepspeed_config", "ds_config.json"), ("zero_stage", ZERO_LEVEL[cfg.sharding]),
+        ("num_key_value_heads", shape.kv_heads), ("normalization", "rmsnorm" if shape.mlp != "gelu" else "layernorm"),
+        ("use_rotary_position_embeddings", shape.mlp != "gelu"), ("add_position_embedding", shape.mlp == "gelu"),
+        ("add_bias_linear", False), ("attention_dropout", 0.0), ("hidden_dropout", 0.0),
+        ("use_flash_attn_v2", flash), ("use_flash_attn", flash), ("no_pipeline_parallel", cfg.pp == 1),
+        ("deepspeed_activation_checkpointing", cfg.recompute != "none"),
+        ("checkpoint_activations", cfg.recompute == "full"), ("consumed_train_tokens", 0),
+        ("reset_position_ids", cfg.kind == "finetune"), ("reset_attention_mask", cfg.kind == "finetune"),
+        ("tokenizer_model", "/models/%s/tokenizer.model" % cfg.model)])
+    return arguments_dump(values)
 
 
 def megatron_args(ctx):
