@@ -6,10 +6,10 @@ the cluster give FLOPs, throughput, step time and ETA, the sharding gives the
 memory on each card, and so on.  Nothing is read from the real machine and
 nothing is written anywhere but the terminal.
 
-Keys on the full screen: q quit, p or space pause, + and - double or halve the
-speed, g cycle the GPU panel, l toggle the loss chart, L its log scale, !
-trigger an incident, ? help (Esc or Enter closes it).  Environment: NO_COLOR
-(any non-empty value) turns colour off.
+Keys on the full screen: q or Q quit, p or space pause, + and - double or halve
+the speed, g cycle the GPU panel, l toggle the loss chart, L its log scale, t
+its x axis in steps or tokens, ! trigger an incident, ? help (Esc or Enter
+closes it).  Environment: NO_COLOR (any non-empty value) turns colour off.
 
 The file reads top to bottom in the order data flows, each section using only
 those above it: data files -> counter-based randomness -> cluster and
@@ -34,6 +34,11 @@ import re
 import signal
 import sys
 import time
+
+if sys.version_info < (3, 6):     # old servers answer `python` with 2.7: one line, not a traceback
+    sys.stderr.write("fake_llm_training needs Python 3.6 or newer (this is Python %d.%d); "
+                     "run it with python3\n" % sys.version_info[:2])
+    sys.exit(1)
 
 __version__ = "1.0.0"
 
@@ -100,6 +105,7 @@ FRAME_SECONDS = 1.0          # a frame a second, as nvidia-smi -l 1 (keys redraw
 MAX_FRAME_STEP = 1.0         # wall seconds one frame may advance (suspend, debugger)
 LOG_KEEP = 2000              # log lines kept for the screen
 MAX_SESSION_SECONDS = 400 * 86400   # --start-at may reach this far back (in simulated time)
+START_AT_END = 32535216000.0        # 3001-01-01T00:00:00Z: Windows' _gmtime64 stops at 3000-12-31 23:59:59 UTC
 
 
 ########################################################################
@@ -194,7 +200,8 @@ TABLES = {
     "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
                      ("tokens", _number(int, 10 ** 6, 10 ** 16)), ("examples", _optional(_number(int, 1, 10 ** 10))),
                      ("loss_level", _number(float, *LOSS_LEVELS)), ("val_gap", _number(float, 0, MAX_VAL_GAP))],
-    "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str)],
+    "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str),
+                       ("pretrain_tokens", _number(float, 1e9, 1e15)), ("source", str)],
     "clusters.txt": [("hostname", str), ("first", _number(int, 0, 10 ** 6))],
     "printers.txt": [("package", str), ("since", str), ("field", str), ("value", str), ("source", str)],
 }
@@ -296,7 +303,7 @@ def load_catalog(data_dir=DATA_DIR):
             models[name] = models[shape]._replace(name=name)
         else:
             datasets.append(corpora[shape]._replace(name=name))
-    tokenizers = {family: (tok, arch) for _, (family, tok, arch) in tables["tokenizers.txt"]}
+    tokenizers = {family: (tok, arch, tokens) for _, (family, tok, arch, tokens, _src) in tables["tokenizers.txt"]}
     for number, v in tables["models.txt"]:
         if v[1] not in tokenizers:
             raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
@@ -990,21 +997,30 @@ def safetensors_export(params, model, rng):
     return files + extras
 
 
-def initial_losses(rng, kind, model, params, dataset):
+def chinchilla_loss(params, tokens=None):
+    """Hoffmann et al.'s fit E + A/N^a + B/D^b (nats per token on web text); no D: unlimited data."""
+    return 1.69 + 406.4 / params ** 0.34 + (410.7 / tokens ** 0.28 if tokens else 0.0)
+
+
+CONTINUE_SHIFT = (0.01, 0.06)   # a released model on a corpus it has not seen starts a few percent above its
+                                # own loss level there (our estimate: the corpora overlap in kind, web with web)
+
+
+def initial_losses(rng, kind, model, params, dataset, pretrained=None, tokens=None):
     """Where the loss starts and the floor it heads for (nats per token): the
     data's loss level scales the floor (code far below web text) and, for
     fine-tunes and continued pretraining, the start; from scratch every
-    corpus starts at ln(vocab), where an untrained model is."""
-    chinchilla_model_term = 406.4 / params ** 0.34          # Hoffmann et al. fit: E + A/N^a + B/D^b
+    corpus starts at ln(vocab), where an untrained model is.  A released base
+    model (`pretrained` tokens behind it) continued on `tokens` more starts near
+    its own pretraining loss on this data and heads for what the extra tokens buy."""
     level = dataset.loss_level
-    floor = (1.69 + chinchilla_model_term) * level
     if kind == "finetune":
         start = rng.uniform(1.2, 2.2) * level               # chat SFT 1.2-2.2 (facts.md section 3)
         return start, start * rng.uniform(0.45, 0.7)
     if kind == "continue":
-        start = floor + rng.uniform(0.35, 0.8) * level      # a released model on a new domain
-        return start, floor + 0.15 * level
-    return math.log(model.vocab), floor
+        start = chinchilla_loss(params, pretrained) * level * (1 + rng.uniform(*CONTINUE_SHIFT))
+        return start, chinchilla_loss(params, pretrained + tokens) * level
+    return math.log(model.vocab), chinchilla_loss(params) * level
 
 
 def run_name(rng, kind, model, dataset, lr, seed):
@@ -1241,10 +1257,15 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         return None
     cadence = draw_cadence(rng, framework, step_time, sched)
     timing = draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence)
+    if kind == "resume":                    # it resumes from the last checkpoint the earlier job saved
+        sched["start_step"] -= sched["start_step"] % timing["ckpt_interval"]
+        if sched["start_step"] <= 0:
+            return None
     fpt = flops_per_token(model, seq, active)
     tokens_per_s = tokens_per_step / step_time
     name = run_name(rng, kind, model, sched["dataset"], sched["peak_lr"], seed)
-    loss_start, loss_floor = initial_losses(rng, kind, model, params, sched["dataset"])
+    loss_start, loss_floor = initial_losses(rng, kind, model, params, sched["dataset"],
+                                            catalog.tokenizers[model.family][2], sched["total_steps"] * tokens_per_step)
     nodes = gpus // cluster.gpus_per_node
     first_node = cluster.first_node + rng.randrange(cluster.nodes // nodes) * nodes   # the partition it got
     return RunConfig(
@@ -1639,9 +1660,10 @@ def _expected_loss(cfg, step):
         x = step / float(epoch_steps(cfg))
         decay = (1 + 4 * x) ** -0.8 * 0.9 ** int(min(x, cfg.epochs - 1e-9))
         return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * decay
-    if cfg.kind == "continue":
-        warm = 0.06 * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
-        return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * (1 + step / 40.0) ** -0.25 + warm
+    if cfg.kind == "continue":      # the re-warmed learning rate lifts the loss a little, then it settles
+        gap = cfg.loss_start - cfg.loss_floor
+        warm = 0.3 * gap * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
+        return cfg.loss_floor + gap * (1 + step / 40.0) ** -0.25 + warm
     # From scratch (or resumed from it): a Chinchilla-style fit in tokens seen
     # (repeats worth less), scaled by the data's loss level, softly capped at
     # ln(vocab), where an untrained model starts whatever the data.
@@ -1715,19 +1737,32 @@ def val_loss_at(cfg, step, forced_spikes=()):
     return base * (1 + VAL_NOISE * normal(cfg.run_seed, S_VAL, step))
 
 
-def last_checkpoint_step(cfg, step):
-    """The newest step at or before `step` whose checkpoint was saved."""
-    return (step // cfg.ckpt_interval) * cfg.ckpt_interval
+def keeps_best_only(cfg):
+    """Lightning's ModelCheckpoint(monitor='val_loss', save_top_k=1) writes a checkpoint
+    only when the validation loss is the best so far; the other frameworks save at every
+    save interval (and at the last step)."""
+    return cfg.framework == "lightning"
 
 
-def checkpoint_path(cfg, step):
-    return {"megatron": "/checkpoints/%s/iter_%07d" % (cfg.name, step),
-            "deepspeed": "/checkpoints/%s/global_step%d" % (cfg.name, step),
-            "hf": "/outputs/%s/checkpoint-%d" % (cfg.name, step),
-            "torchtitan": "/outputs/%s/checkpoint/step-%d" % (cfg.name, step),
-            "lightning": "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt"
-                         % (cfg.name, epoch_of(cfg, step), step),
-            }[cfg.framework]
+def is_saved(cfg, step, spikes=()):
+    """Whether a checkpoint of step `step` is written at its save."""
+    if step % cfg.ckpt_interval and step != cfg.total_steps or step <= 0:
+        return False
+    if not keeps_best_only(cfg):
+        return True
+    current = val_loss_at(cfg, step, spikes)
+    return all(val_loss_at(cfg, k, spikes) > current for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval))
+
+
+def last_checkpoint_step(cfg, step, spikes=()):
+    """The newest checkpoint at or before `step` that exists, the step a relaunch resumes
+    from: the run's start step (it was loaded from one) if none was written since."""
+    k = (step // cfg.ckpt_interval) * cfg.ckpt_interval
+    if step >= cfg.total_steps and is_saved(cfg, cfg.total_steps, spikes):
+        return cfg.total_steps
+    while k > cfg.start_step and not is_saved(cfg, k, spikes):
+        k -= cfg.ckpt_interval
+    return max(k, cfg.start_step)
 
 
 ########################################################################
@@ -1819,6 +1854,16 @@ def _hiccups_upto(seed, stream, every, size, step):
     return total
 
 
+ATTEMPT_SEED_STRIDE = 1 << 48   # above every run_seed (seed x 7919 + run for 32-bit seeds): launches never share noise
+
+
+def attempt_seed(cfg, attempt):
+    """The seed of launch `attempt`'s timing noise (step jitter, GC, data stalls): a relaunch runs
+    on other processes, other nodes, another moment of the filesystem, so its timings are new; its
+    data order, and so its losses, replay exactly (they stay keyed by the run's seed)."""
+    return cfg.run_seed + attempt * ATTEMPT_SEED_STRIDE
+
+
 def relaunch_hosts(cfg, hosts, node, drained, attempt):
     """The job's node numbers at relaunch `attempt`, after node `node` was drained: its
     place goes to a spare drawn from the cluster's pool, never a host the job holds or
@@ -1879,8 +1924,7 @@ class Timeline(object):
             hang = crash[2]
             self._add("crash", hang, last, last, attempt, crash)
             crashes.remove(crash)
-            done = (last // cfg.ckpt_interval) * cfg.ckpt_interval
-            step = max(done, cfg.start_step)
+            step = last_checkpoint_step(cfg, last - 1, self.incidents.spikes)   # the crashed step never finished
             attempt += 1
             node = crash[1] // cfg.gpus_per_node
             drained.append(self.hosts[-1][node])
@@ -1927,14 +1971,14 @@ class Timeline(object):
                       - _telescoped(s, S_CKPT_TIME, c0, cfg.ckpt_seconds, CKPT_VARIATION))
         return total
 
-    def _jitter(self, step):
-        return STEP_JITTER * self.parts[0] * normal(self.cfg.run_seed, S_STEP, step)
+    def _jitter(self, seg, step):
+        return STEP_JITTER * self.parts[0] * normal(attempt_seed(self.cfg, seg.attempt), S_STEP, step)
 
-    def _gc(self, step):
-        return _hiccups_upto(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)
+    def _gc(self, seg, step):
+        return _hiccups_upto(attempt_seed(self.cfg, seg.attempt), S_GC, self.gc_every, GC_SECONDS, step)
 
-    def _stalls(self, step):
-        return _hiccups_upto(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)
+    def _stalls(self, seg, step):
+        return _hiccups_upto(attempt_seed(self.cfg, seg.attempt), S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)
 
     def _warmup(self, seg, step):
         """Extra seconds of a launch's first steps, up to step `step`."""
@@ -1964,8 +2008,8 @@ class Timeline(object):
     def _step_end(self, seg, step):
         if step <= seg.first:
             return seg.t0
-        return (seg.t0 + (step - seg.first) * self.cfg.step_time_s + self._jitter(step)
-                + self._gc(step) - self._gc(seg.first) + self._stalls(step) - self._stalls(seg.first)
+        return (seg.t0 + (step - seg.first) * self.cfg.step_time_s + self._jitter(seg, step)
+                + self._gc(seg, step) - self._gc(seg, seg.first) + self._stalls(seg, step) - self._stalls(seg, seg.first)
                 + self._warmup(seg, step) + self._pauses_between(seg.first, step) + self._straggle(seg, step))
 
     def busy(self, seg, a, b):
@@ -1975,9 +2019,9 @@ class Timeline(object):
         between = self._pauses_between(a, b) + (self.pause_after(a) if a > seg.first else 0.0)
         return self.step_end(seg, b) - self.step_end(seg, a) - between
 
-    def data_seconds(self, a, b):
-        """Seconds steps a+1..b waited for the data loader."""
-        return (b - a) * self.parts[3] + self._stalls(b) - self._stalls(a)
+    def data_seconds(self, seg, a, b):
+        """Seconds steps a+1..b of `seg` waited for the data loader."""
+        return (b - a) * self.parts[3] + self._stalls(seg, b) - self._stalls(seg, a)
 
     def straggle_of(self, seg, step):
         """Seconds step `step` waits for a slow node (part of its comm)."""
@@ -1986,13 +2030,14 @@ class Timeline(object):
     def step_parts(self, seg, step):
         """Where step `step`'s wall time went: named parts that sum to it."""
         base = self.parts
-        prev = self._jitter(step - 1) if step - 1 > seg.first else 0.0
+        seed = attempt_seed(self.cfg, seg.attempt)
+        prev = self._jitter(seg, step - 1) if step - 1 > seg.first else 0.0
         return collections.OrderedDict([
-            ("compute", base[0] + self._jitter(step) - prev),
+            ("compute", base[0] + self._jitter(seg, step) - prev),
             ("comm", base[1] + self.straggle_of(seg, step)),
             ("optimizer", base[2]),
-            ("data", base[3] + _hiccup_at(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
-            ("gc", _hiccup_at(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)),
+            ("data", base[3] + _hiccup_at(seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
+            ("gc", _hiccup_at(seed, S_GC, self.gc_every, GC_SECONDS, step)),
             ("warmup", self._warmup(seg, step) - self._warmup(seg, step - 1))])
 
     def step_time(self, seg, step):
@@ -2488,12 +2533,10 @@ def _train_events(tl, seg, t0, t1, every_step=True):
                                                 "seconds": val}))
             if ckpt:
                 if t0 < t <= t1:
-                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "path": checkpoint_path(cfg, step),
-                                                            "seconds": ckpt}))
+                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "seconds": ckpt}))
                 t += ckpt
                 if t0 < t <= t1:
-                    out.append(Event(t, "checkpoint", {"step": step, "path": checkpoint_path(cfg, step),
-                                                       "bytes": cfg.ckpt_bytes, "seconds": ckpt}))
+                    out.append(Event(t, "checkpoint", {"step": step, "bytes": cfg.ckpt_bytes, "seconds": ckpt}))
         step += 1
     return out
 
@@ -2539,10 +2582,10 @@ def run_summary(tl):
 class RunState(object):
     """One run of a session: its config, timeline and telemetry."""
 
-    def __init__(self, cfg, incident_rate, start_tau, offset):
+    def __init__(self, cfg, incident_rate, start_tau, offset, forced=()):
         self.base_cfg = cfg
         self.incident_rate = incident_rate
-        self.forced = []
+        self.forced = list(forced)        # (kind, step) incidents the viewer asked for with `!`
         self.chart_cache = None           # the loss chart of the last frame: redrawn when the step moves
         self.start_tau = start_tau        # session time at which this run's t == offset
         self.offset = offset              # run time at which the session met this run
@@ -2824,7 +2867,7 @@ def ds_throughput(tl, seg, step):
     of this launch, current samples/s of this step).  The timer runs from the
     forward to the optimizer step, so the data loader's wait is outside it."""
     cfg = tl.cfg
-    timed = lambda a, b: tl.busy(seg, a, b) - tl.data_seconds(a, b)
+    timed = lambda a, b: tl.busy(seg, a, b) - tl.data_seconds(seg, a, b)
     count = step - seg.first
     avg = cfg.global_batch / (timed(seg.first + DS_TIMER_START, step) / (count - DS_TIMER_START))
     return avg, cfg.global_batch / (timed(step - 1, step) + 1e-6)
@@ -3192,11 +3235,6 @@ def torchrun_lines(ctx, ev):
     return out              # (the other nodes' agents print the same: the log keeps the first four)
 
 
-def load_path(cfg, step):
-    """Where a run loads from: the released model, or its own last checkpoint."""
-    return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else checkpoint_path(cfg, step)
-
-
 class Dialect(object):
     """One framework's console: each method turns one kind of event into its
     (level, text) lines.  What all frameworks share lives here; a framework
@@ -3205,6 +3243,14 @@ class Dialect(object):
     is set where the run configuration and the timeline name it."""
 
     prints_on_last_rank = False     # Megatron prints iterations on the last rank (print_rank_last)
+
+    def checkpoint_dir(self, cfg, step):
+        """Where the framework writes the checkpoint of step `step`, in its own layout."""
+        raise NotImplementedError
+
+    def load_path(self, cfg, step):
+        """Where a launch loads from: the released model, or the run's own checkpoint."""
+        return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else self.checkpoint_dir(cfg, step)
 
     def launch(self, ctx, ev):
         return torchrun_lines(ctx, ev)
@@ -3217,7 +3263,8 @@ class Dialect(object):
         cfg = ctx.cfg
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
         return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf"
-                 % (checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
+                 % (self.checkpoint_dir(cfg, last_checkpoint_step(cfg, cfg.total_steps, ctx.tl.incidents.spikes)),
+                    shards, cfg.name))]
 
     def export_done(self, ctx, ev):
         files = ev.data["files"]
@@ -3238,6 +3285,9 @@ class Megatron(Dialect):
 
     def arguments(self, ctx):
         return megatron_args(ctx)
+
+    def checkpoint_dir(self, cfg, step):
+        return "/checkpoints/%s/iter_%07d" % (cfg.name, step)      # --save, and get_checkpoint_name's iter_%07d
 
     def iteration_line(self, ctx, ev):
         """training_log's line: averages over the window, values of the logging iteration."""
@@ -3274,11 +3324,17 @@ class Megatron(Dialect):
         return out
 
     def load(self, ctx, ev):
+        """load_checkpoint names its --load directory (checkpointing.py); a released model
+        converted for Megatron is a release checkpoint, loaded as iteration 0."""
         cfg, step = ctx.cfg, ev.data["step"]
-        path = load_path(cfg, step)
-        return [("INFO", " loading checkpoint from %s at iteration %d" % (path, step)),
-                ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
-                 % (path, cfg.tp, cfg.pp, step))]
+        if cfg.kind == "continue" and step == 0:
+            load, head = "/models/%s" % cfg.model, " %s %s" % (cfg.stack.prints["megatron.load_release"],
+                                                                "/models/%s" % cfg.model)
+        else:
+            load = "/checkpoints/%s" % cfg.name
+            head = " %s %s at iteration %d" % (cfg.stack.prints["megatron.load"], load, step)
+        return [("INFO", head), ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
+                                 % (load, cfg.tp, cfg.pp, step))]
 
     def train_start(self, ctx, ev):
         return [("INFO", "[before the start of training step] datetime: %s " % ctx.clock(ev.t))]
@@ -3342,6 +3398,40 @@ class MegatronDeepSpeed(Megatron):
     def ds(self, ctx, t, field, function, offset=0):
         """DeepSpeed's logger prefix for the call at printers.txt's `field` in `function`."""
         return "[%s] [INFO] [%s:%s] " % (ctx.clock(t, millis=True), log_site(ctx.cfg, field, offset), function)
+
+    def checkpoint_dir(self, cfg, step):
+        return "/checkpoints/%s/global_step%d" % (cfg.name, step)    # the engine's default tag
+
+    def engine_message(self, ctx, t, field, **values):
+        """A checkpoint-engine message as the stack's release prints it (printers.txt:
+        its site or log_dist, then the text), or nothing where that release is silent."""
+        value = ctx.cfg.stack.prints[field]
+        if value == "-":
+            return []
+        site, text = value.split(" ", 1)
+        if site == "log_dist":
+            return [("INFO", self.ds(ctx, t, "deepspeed.log_dist", "log_dist") + "[Rank 0] " + text.format(**values))]
+        return [("INFO", "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), site) + text.format(**values))]
+
+    def load(self, ctx, ev):
+        """engine.load_checkpoint reads rank 0's model states and its optimizer partition
+        through the checkpoint engine (its messages by release: printers.txt), then Megatron-DeepSpeed's load_checkpoint reports its --load directory."""
+        cfg, step = ctx.cfg, ev.data["step"]
+        path, span = self.load_path(cfg, step), cfg.load_seconds or 4.0
+        zero3 = cfg.sharding == "zero3"
+        files = ["zero_pp_rank_0_mp_rank_00_model_states.pt" if zero3 else "mp_rank_00_model_states.pt",
+                 "%szero_pp_rank_0_mp_rank_00_optim_states.pt"
+                 % ("bf16_" if cfg.precision == "bf16" and cfg.sharding == "none" else "")]
+        if cfg.kind == "continue" and step == 0:
+            files = files[:1]               # a released model: its weights only (--finetune: no optimizer states)
+        out = []
+        for i, name in enumerate(files):
+            t0, t1 = ev.t + span * (0.05 + 0.45 * i), ev.t + span * (0.45 + 0.45 * i)
+            where = "%s/%s" % (path, name)
+            out += (self.engine_message(ctx, t0, "deepspeed.ckpt_load_begin", path=where) +
+                    self.engine_message(ctx, t1, "deepspeed.ckpt_load_end", path=where))
+        load = "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else "/checkpoints/%s" % cfg.name
+        return out + [("INFO", "  successfully loaded checkpoint from %s at iteration %d" % (load, step))]
 
     def launch(self, ctx, ev):
         """The deepspeed runner and each node's launch.py (DeepSpeed 0.16: runner.py,
@@ -3519,18 +3609,20 @@ class MegatronDeepSpeed(Megatron):
         where = self.ds(ctx, ev.t, "deepspeed.log_dist", "log_dist")
         states = "zero_pp_rank_0_mp_rank_00_model_states.pt" if ctx.cfg.sharding == "zero3" \
             else "mp_rank_00_model_states.pt"
-        return [("INFO", where + "[Rank 0] [Torch] Checkpoint global_step%d is about to be saved!" % d["step"]),
-                ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (d["path"], states))]
+        tag = "global_step%d" % d["step"]
+        return self.engine_message(ctx, ev.t, "deepspeed.ckpt_saving", tag=tag) + [
+            ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (self.checkpoint_dir(ctx.cfg, d["step"]),
+                                                                      states))]
 
     def ckpt(self, ctx, ev):
         """ZeRO stages 1-3 save zero_pp_rank_* optimizer shards; only the BF16_Optimizer
         without ZeRO writes bf16_zero_* files."""
         d = ev.data
         prefix = "bf16_" if ctx.cfg.precision == "bf16" and ctx.cfg.sharding == "none" else ""
+        path = self.checkpoint_dir(ctx.cfg, d["step"])
         return [("INFO", self.ds(ctx, ev.t, "deepspeed.zero_saved", "_save_zero_checkpoint") +
-                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, d["path"], prefix)),
-                ("INFO", self.ds(ctx, ev.t, "deepspeed.commit", "commit") +
-                 "[Torch] Checkpoint global_step%d is ready now!" % d["step"])]
+                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, path, prefix))] + \
+            self.engine_message(ctx, ev.t, "deepspeed.ckpt_commit", tag="global_step%d" % d["step"])
 
 
 def titan_capacity_gib(cfg):
@@ -3545,6 +3637,9 @@ TORCH_VISIBLE_MEMORY = 0.993    # torch.cuda.get_device_properties().total_memor
 class Torchtitan(Dialect):
     """torchtitan: '[rank0]:[titan]' logger lines, two spaces between fields."""
 
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoint/step-%d" % (cfg.name, step)  # dump_folder / checkpoint.folder / step-N
+
     def build(self, ctx, ev):
         """Start-up lines, each stamped when its work is done over the build phase."""
         cfg = ctx.cfg
@@ -3553,7 +3648,8 @@ class Torchtitan(Dialect):
         weights_gib = cfg.params * 2.0 / cfg.gpus / GIB
         cap = titan_capacity_gib(cfg)
         lines = [(0.0, "Starting job: %s training" % cfg.model), (0.01, "Building %s" % mesh),
-                 (0.03, "[GC] Initial GC collection took 0.%02d seconds" % (1 + int(9 * unit(cfg.run_seed, S_GC, -5)))),
+                 (0.03, "[GC] Initial GC collection took 0.%02d seconds"
+                         % (1 + int(9 * unit(attempt_seed(cfg, ev.data["attempt"]), S_GC, -5)))),
                  (0.05, "Preparing %s dataset" % cfg.dataset),
                  (0.12, "CUDA capacity: %s with %.2fGiB memory" % (cfg.gpu.name, cap)),
                  (0.2, "Model {} size: {:,} total parameters".format(cfg.model, cfg.params))]
@@ -3575,7 +3671,7 @@ class Torchtitan(Dialect):
         cfg = ctx.cfg
         seconds = 0.95 * (cfg.load_seconds or 4.0)
         return [("INFO", titan_prefix(ctx, ev.t + 0.002) + "Loading the checkpoint from %s."
-                 % load_path(cfg, ev.data["step"])),
+                 % self.load_path(cfg, ev.data["step"])),
                 ("INFO", titan_prefix(ctx, ev.t + 0.002 + seconds) + "Finished loading the checkpoint in %.2f seconds."
                  % seconds)]
 
@@ -3640,6 +3736,7 @@ HF_MAX_SHARD_BYTES = 5e9       # save_pretrained's default max_shard_size "5GB":
 # are the branches a DDP run with a sized dataset skips)
 HF_TRAINING_BLOCK = (0, 1, 2, 3, 6, 7, 8, 9)
 HF_EVAL_BLOCK = (0, 2, 5)
+HF_RESUME_BLOCK = (0, 1, 2, 4)      # 'Will skip the first ...' starts at +4, inside `if not args.ignore_data_skip`
 
 
 class HFTrainer(Dialect):
@@ -3648,6 +3745,9 @@ class HFTrainer(Dialect):
     def hf(self, ctx, t, field, offset=0):
         """The Trainer's log prefix for the call at printers.txt's `field` (+ `offset` lines)."""
         return "[INFO|%s] %s >> " % (log_site(ctx.cfg, field, offset), ctx.clock(t, millis=True))
+
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoint-%d" % (cfg.name, step)        # output_dir / PREFIX_CHECKPOINT_DIR-step
 
     def export_start(self, ctx, ev):
         """The end of training saves the model with save_pretrained (no conversion)."""
@@ -3691,10 +3791,12 @@ class HFTrainer(Dialect):
             return []
         t = ev.t + 0.9 * (ctx.cfg.load_seconds or 4.0)
         per_epoch = epoch_steps(ctx.cfg)
-        return [("INFO", self.hf(ctx, t, "hf.continuing", i) + text) for i, text in enumerate((
+        return [("INFO", self.hf(ctx, t, "hf.continuing", offset) + text) for offset, text in zip(HF_RESUME_BLOCK, (
             "  Continuing training from checkpoint, will skip to saved global_step",
             "  Continuing training from epoch %d" % (step // per_epoch),
-            "  Continuing training from global step %d" % step))]
+            "  Continuing training from global step %d" % step,
+            "  Will skip the first %d epochs then the first %d batches in the first epoch."
+            % (step // per_epoch, step % per_epoch * ctx.cfg.grad_accum)))]
 
     def step(self, ctx, ev):
         """ProgressCallback's bar after this step (tqdm EMA), then the log dict: the mean
@@ -3740,10 +3842,10 @@ class HFTrainer(Dialect):
     def ckpt_start(self, ctx, ev):
         cfg = ctx.cfg
         shards = int(math.ceil(cfg.params * 2 / HF_MAX_SHARD_BYTES))
-        return self.save_lines(ctx, ev.t, ev.data["path"], shards, ev.data["seconds"])
+        return self.save_lines(ctx, ev.t, self.checkpoint_dir(cfg, ev.data["step"]), shards, ev.data["seconds"])
 
     def ckpt(self, ctx, ev):
-        path = ev.data["path"]
+        path = self.checkpoint_dir(ctx.cfg, ev.data["step"])
         return [("INFO", self.hf(ctx, ev.t, "hf.tokenizer_config_saved") +
                  "tokenizer config file saved in %s/tokenizer_config.json" % path),
                 ("INFO", self.hf(ctx, ev.t, "hf.special_tokens_saved") +
@@ -3767,6 +3869,9 @@ class HFTrainer(Dialect):
 
 class Lightning(Dialect):
     """PyTorch Lightning: start-up banner, model summary table, epoch progress bars."""
+
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt" % (cfg.name, epoch_of(cfg, step), step)  # "{epoch}-{step}"
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
@@ -3795,7 +3900,9 @@ class Lightning(Dialect):
         """Only a resume restores Lightning states (a .ckpt); a base model is loaded by user code."""
         if ev.data["step"] == 0:
             return []
-        return [("INFO", "Restoring states from the checkpoint path at %s" % load_path(ctx.cfg, ev.data["step"]))]
+        path = self.load_path(ctx.cfg, ev.data["step"])     # _CheckpointConnector.resume_start, resume_end
+        return [("INFO", "Restoring states from the checkpoint path at %s" % path),
+                ("INFO", "Restored all states from the checkpoint at %s" % path)]
 
     def step(self, ctx, ev):
         """TQDMProgressBar: counts batches (micro-batches), rate n/elapsed since the
@@ -3823,12 +3930,11 @@ class Lightning(Dialect):
         cfg, d = ctx.cfg, ev.data
         spikes = ctx.tl.incidents.spikes
         step, current = d["step"], val_loss_at(cfg, d["step"], spikes)
-        before = [val_loss_at(cfg, k, spikes) for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval)]
         head = "Epoch %d, global step %d: 'val_loss' " % (epoch_of(cfg, step), step)
-        if before and min(before) <= current:
+        if not is_saved(cfg, step, spikes):
             return [("INFO", head + "was not in top 1")]
         return [("INFO", head + "reached %.5f (best %.5f), saving model to '%s' as top 1" % (
-            current, current, d["path"]))]
+            current, current, self.checkpoint_dir(cfg, step)))]
 
     def ckpt(self, ctx, ev):
         return []
@@ -3839,6 +3945,11 @@ class Lightning(Dialect):
 
 DIALECTS = {"megatron": Megatron(), "deepspeed": MegatronDeepSpeed(), "torchtitan": Torchtitan(),
             "hf": HFTrainer(), "lightning": Lightning()}
+
+
+def checkpoint_path(cfg, step):
+    """The checkpoint of step `step` as the run's framework names it."""
+    return DIALECTS[cfg.framework].checkpoint_dir(cfg, step)
 
 
 def phase_lines(ctx, ev):
@@ -4066,12 +4177,15 @@ class LogWriter(object):
         self.run, self.done_t = None, 0.0     # the run being written and how far, in its own time
         self.gpu_t = 0.0                      # how far GPU readings are written (jsonl)
         self.runs_done = 0
+        self.saved = {}                       # run -> path of the newest checkpoint its log reported
 
     def _emit(self, obj):
         self.out.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
 
     def _log(self, ctx, rs, ev):
         lines = event_lines(ctx, ev)
+        if ev.kind == "checkpoint":
+            self.saved[rs.cfg.run] = ev.data["path"]
         if self.fmt == "screen":
             for level, text in lines:
                 self.out.add(level, text)
@@ -4137,6 +4251,8 @@ class LogWriter(object):
                         kind = "step_redone"
                     rec = collections.OrderedDict([("event", kind), ("run", cfg.run), ("t", round(ev.t, 6))])
                     rec.update(event_record(ev))
+                    if ev.kind == "checkpoint":      # where the framework wrote it
+                        rec["path"] = checkpoint_path(cfg, ev.data["step"])
                     self._emit(rec)
                 self._log(ctx, rs, ev)
                 if ev.kind == "summary":
@@ -4192,6 +4308,31 @@ def session_now(args, start):
     return max(0.0, (time.time() - args.start_at) * args.speed)
 
 
+def windows_console_colours(out):
+    """Whether a Windows console shows ANSI colours: it does once virtual-terminal
+    processing is on, so switch it on (SetConsoleMode with
+    ENABLE_VIRTUAL_TERMINAL_PROCESSING, 0x0004); where that fails (an old console)
+    the plain log goes without colour rather than as raw escape codes."""
+    try:
+        import ctypes
+        import msvcrt
+        kernel32 = ctypes.windll.kernel32
+        handle = msvcrt.get_osfhandle(out.fileno())
+        mode = ctypes.c_uint32()
+        if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+            return False
+        return bool(mode.value & 0x0004 or kernel32.SetConsoleMode(handle, mode.value | 0x0004))
+    except (ImportError, AttributeError, OSError, ValueError):
+        return False
+
+
+def colour_output(args, out):
+    """Colour in plain log lines: on a terminal that shows it, unless asked not to."""
+    if args.no_color or os.environ.get("NO_COLOR") or not out.isatty():
+        return False
+    return sys.platform != "win32" or windows_console_colours(out)
+
+
 STREAM_TICK = 0.2          # wall seconds between writes of plain and JSON-lines output
 STREAM_CHUNK_STEPS = 200   # optimizer steps written per slice in fast-forward (bounds memory)
 
@@ -4203,7 +4344,7 @@ def run_stream(session, args, out):
     fast-forward it writes the backlog in slices of a few hundred steps, so
     memory stays flat and --exit-after is checked between slices."""
     fmt = "jsonl" if args.format == "jsonl" else "plain"      # plain also when the screen fell back
-    color = fmt == "plain" and out.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
+    color = fmt == "plain" and colour_output(args, out)
     writer = LogWriter(session, out, fmt, args.epoch0, color, args.rank)
     start = time.monotonic()
     tau = session_now(args, start) if args.start_at is not None else 0.0
@@ -4257,6 +4398,7 @@ class Ui(object):
         self.seed = seed
         self.notice, self.notice_frames = "", 0
         self.touched = False          # a key was pressed: the footer then shows the help hint
+        self.shared = False           # other panes show this session (--start-at): `!` leaves it
 
     def set_notice(self, text):
         self.notice, self.notice_frames = text, NOTICE_FRAMES if text else 0
@@ -4268,6 +4410,8 @@ class Ui(object):
             self.notice = ""
 
 
+# Keys that change only some views (the others do nothing there, so --view's help leaves them out).
+KEY_VIEWS = {"g": ("all", "gpus"), "l": ("all",), "L": ("all", "chart", "wall"), "t": ("all", "chart", "wall")}
 KEY_SPEEDS = (1.0 / 8, 4096.0)   # + and - stop here: slower is a still frame, faster a blur
 KEY_ESCAPE, KEY_ENTERS = 27, (10, 13, 343)    # 343 is curses.KEY_ENTER (the keypad's Enter)
 def handle_key(key, ui, rs, t):
@@ -4299,7 +4443,8 @@ def handle_key(key, ui, rs, t):
         ui.help = not ui.help
     elif ch == "!":
         kind = rs.trigger(t)
-        ui.set_notice(("incident: %s" % kind) if kind else "no incident outside training")
+        left = " (this pane only: it has left the shared session)" if ui.shared else ""
+        ui.set_notice(("incident: %s%s" % (kind, left)) if kind else "no incident outside training")
 
 
 ########################################################################
@@ -5166,7 +5311,7 @@ def footer_lines(state, width):
     return [Line(line1, [(0, width, "bar" if moment.phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
 
-HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve speed",
+HELP_KEYS = ("q Q    quit", "p spc  pause / resume", "+ -    double / halve speed",
              "g      GPU panel: per GPU / per node / hidden", "l      loss chart on / off",
              "L      loss chart: log / linear scale",
              "t      loss chart: x axis in steps / tokens",
@@ -5187,9 +5332,10 @@ def overlay_box(lines, width, height, text):
     return lines
 
 
-def overlay_help(lines, width, height, seed):
-    """The keys, with the session's seed."""
-    text = ("keys   (session --seed %d)" % seed,) + HELP_KEYS + ("", "Esc, Enter or ? closes this box")
+def overlay_help(lines, width, height, seed, view="all"):
+    """The keys that do something in this view, with the session's seed."""
+    keys = tuple(k for k in HELP_KEYS if view in KEY_VIEWS.get(k.split()[0], VIEWS))
+    text = ("keys   (session --seed %d)" % seed,) + keys + ("", "Esc, Enter or ? closes this box")
     return overlay_box(lines, width, height, text)
 
 
@@ -5285,7 +5431,7 @@ def render_frame(state, width, height):
     if state.moment.phase == "summary":
         lines = overlay_summary(lines, width, height, state.cfg, run_summary(state.tl))
     if ui.help:
-        lines = overlay_help(lines, width, height, ui.seed)
+        lines = overlay_help(lines, width, height, ui.seed, ui.view)
     return lines
 
 
@@ -5390,27 +5536,60 @@ class Terminal(object):
         self.attrs = self._palette(color)
 
     def _palette(self, color):
+        """Style -> curses attribute.  Both modes keep the terminal's own
+        foreground and background (use_default_colors): curses.wrapper has
+        already called start_color, which would otherwise paint every cell
+        white on black, a black block on a light terminal."""
         curses = self.curses
         names = {"bold": curses.A_BOLD, "dim": curses.A_DIM, "reverse": curses.A_REVERSE,
                  "standout": curses.A_STANDOUT, None: 0}
-        use_color = color and curses.has_colors()
-        if use_color:
-            curses.start_color()
-            background = -1
+        background = -1
+        if curses.has_colors():
             try:
                 curses.use_default_colors()
             except curses.error:
                 background = curses.COLOR_BLACK
-        attrs, pairs = {}, {}
+        use_color = color and curses.has_colors()
+        pairs = {}
+
+        def pair(colour):
+            if colour not in pairs:
+                pairs[colour] = len(pairs) + 1
+                curses.init_pair(pairs[colour], getattr(curses, "COLOR_" + colour.upper()), background)
+            return curses.color_pair(pairs[colour])
+        if not names["dim"] and use_color:
+            # PDCurses (windows-curses) has no dim: A_DIM is A_NORMAL (PDCurses curses.h, at the
+            # commit windows-curses v2.4.1 builds, line 458).  Its bold black is the console's grey.
+            names["dim"] = pair("black") | curses.A_BOLD
+        attrs = {}
         for style, (colour, with_color, mono) in PALETTE.items():
             if use_color and colour:
-                if colour not in pairs:
-                    pairs[colour] = len(pairs) + 1
-                    curses.init_pair(pairs[colour], getattr(curses, "COLOR_" + colour.upper()), background)
-                attrs[style] = curses.color_pair(pairs[colour]) | names[with_color]
+                attrs[style] = pair(colour) | names[with_color]
             else:
                 attrs[style] = names[with_color if use_color else mono]
         return attrs
+
+    def key(self):
+        """The next key press (-1: none within the frame's time); the keypad's
+        +, - and Enter as the main keys (PDCurses reports them as PADPLUS,
+        PADMINUS and PADENTER, which ncurses does not have)."""
+        key = self.scr.getch()
+        for name, same in (("PADPLUS", "+"), ("PADMINUS", "-"), ("PADENTER", "\n")):
+            if key == getattr(self.curses, name, None):
+                return ord(same)
+        return key
+
+    def leave(self):
+        """Blank the bottom row, where the cursor rests after endwin: on terminals
+        without an alternate screen (vt100, linux) the exit lines go there, and
+        would otherwise be written over the last footer."""
+        height = self.scr.getmaxyx()[0]
+        try:
+            self.scr.move(height - 1, 0)
+            self.scr.clrtoeol()
+            self.scr.refresh()
+        except self.curses.error:
+            pass
 
     def draw(self, lines):
         scr, curses = self.scr, self.curses
@@ -5434,6 +5613,15 @@ class Terminal(object):
         curses.doupdate()
 
 
+def curses_imports():
+    """Whether curses is here (on Windows: whether windows-curses is installed)."""
+    try:
+        import curses  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def known_terminal(term, fd):
     """`term`, or the entry an xterm-like terminal falls back to, if this
     machine's terminfo knows it; else None."""
@@ -5451,15 +5639,41 @@ def known_terminal(term, fd):
     return None
 
 
-def run_screen(session, args, prog):
-    """The full-screen curses program; returns the exit status.  On the way
-    out it names the session, so another pane or nvidia-smi can rejoin it."""
+def unicode_screen(stdscr):
+    """Whether curses itself encodes what block glyphs need: UTF-8 (under LC_ALL=C
+    they draw blank), or a Windows console on code page 65001, which is UTF-8 there
+    (windows-curses names a window's encoding "cp" + the console's output code page:
+    py313/_cursesmodule.c, PyCursesWindow_New, at windows-curses v2.4.1)."""
+    encoding = (getattr(stdscr, "encoding", "") or "").lower().replace("-", "")
+    return encoding in ("utf8", "cp65001")
+
+
+def say_session(prog, args, status):
+    """The exit lines: after Ctrl-C the step and the newest checkpoint the log
+    reported, then always the session, so another pane or nvidia-smi can rejoin it."""
+    lines = []
+    if status["code"] == 130 and status["last"] is not None:
+        cfg, step, saved = status["last"]
+        lines.append("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s"
+                     % (step, cfg.total_steps, saved or "(none saved this run)"))
+    lines.append("%s: session --seed %d --start-at %s"
+                 % (prog, args.seed, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(args.epoch0))))
+    try:
+        sys.stderr.write("".join(line + "\n" for line in lines))
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass                     # SIGHUP: the terminal is gone, and stderr with it
+
+
+def run_screen(session, args, prog, out=None):
+    """The full-screen curses program; returns the exit status.  Every way out
+    (q, Ctrl-C, --exit-after, SIGTERM, SIGHUP, Ctrl+Break) names the session."""
     try:
         import curses
     except ImportError:
         sys.stderr.write("%s: curses is not available here (on Windows: pip install "
                          "windows-curses); writing plain log lines\n" % prog)
-        return run_stream(session, args, sys.stdout)
+        return run_stream(session, args, out or sys.stdout)
     for name in ("LINES", "COLUMNS"):      # exported sizes would freeze the screen size
         os.environ.pop(name, None)
     color = not args.no_color and not os.environ.get("NO_COLOR")
@@ -5468,24 +5682,16 @@ def run_screen(session, args, prog):
         curses.wrapper(lambda scr: _screen_loop(scr, session, args, color, status))
     except KeyboardInterrupt:
         status["code"] = 130
-    last = status["last"]
-    if status["code"] == 130 and last is not None:
-        cfg, step = last
-        saved = last_checkpoint_step(cfg, step)
-        sys.stderr.write("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s\n"
-                         % (step, cfg.total_steps, checkpoint_path(cfg, saved) if saved > cfg.start_step
-                            else "(none saved this run)"))
-    sys.stderr.write("%s: session --seed %d --start-at %s\n"
-                     % (prog, args.seed, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(args.epoch0))))
+    except SystemExit as exc:          # a signal (install_signal_handlers): 128 + its number
+        status["code"] = exc.code
+    say_session(prog, args, status)
     return status["code"]
 
 
-def _screen_loop(stdscr, session, args, color, status):
+def _frames(term, session, args, ui, status):
+    """Draw a frame a second (at once after a key) until a way out."""
     import curses
-    term = Terminal(stdscr, color)
-    # Block glyphs only where curses itself encodes UTF-8 (under LC_ALL=C they draw blank).
-    encoding = (getattr(stdscr, "encoding", "") or "").lower().replace("-", "")
-    ui = Ui(args.speed, args.view, args.unicode and encoding == "utf8", args.seed)
+    stdscr = term.scr
     sink = LogSink()
     writer = LogWriter(session, sink, "screen", args.epoch0, rank=args.rank)
     prefill(session, writer)
@@ -5505,7 +5711,6 @@ def _screen_loop(stdscr, session, args, color, status):
         if args.exit_after_sim and tau >= args.exit_after_sim:
             return
         ended = False
-        rs = session.run_at(tau)
         if session.previous is not None and fed < session.previous.start_tau:
             fed = session.previous.start_tau          # runs behind at absurd speeds: skip to the recent past
         if tau > fed:
@@ -5514,11 +5719,11 @@ def _screen_loop(stdscr, session, args, color, status):
             return
         rs = session.run_at(tau)
         state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui)
-        status["last"] = (rs.cfg, state.step)
+        status["last"] = (rs.cfg, state.step, writer.saved.get(rs.cfg.run))
         height, width = stdscr.getmaxyx()
         term.draw(render_frame(state, width, height))
         stdscr.timeout(int(FRAME_SECONDS * 1000))
-        key = stdscr.getch()
+        key = term.key()
         if key == curses.KEY_RESIZE:
             if sys.platform == "win32":
                 curses.resize_term(0, 0)
@@ -5528,6 +5733,16 @@ def _screen_loop(stdscr, session, args, color, status):
             return
         ui.next_frame()
         handle_key(key, ui, rs, rs.local(tau))
+
+
+def _screen_loop(stdscr, session, args, color, status):
+    term = Terminal(stdscr, color)
+    ui = Ui(args.speed, args.view, args.unicode and unicode_screen(stdscr), args.seed)
+    ui.shared = args.start_at is not None        # other panes or nvidia-smi may show this session
+    try:
+        _frames(term, session, args, ui, status)
+    finally:
+        term.leave()
 
 
 ########################################################################
@@ -5635,7 +5850,8 @@ def add_session_options(p):
 def build_parser(prog):
     p = Parser(prog=prog,
                description="Make this terminal look as if it trains a large language model on a GPU cluster.",
-               epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, L log scale, ! incident, ? help. "
+               epilog="Keys: q/Q quit, p/space pause, +/- speed, g GPU panel, l loss chart, L log scale, "
+                      "t chart x axis, ! incident, ? help. "
                       "Subcommand: '%s nvidia-smi --help'." % prog)
     add_session_options(p)
     p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
@@ -5647,7 +5863,7 @@ def build_parser(prog):
                    help="draw one region full-screen (wall: big figures and the chart, for a far screen)")
     p.add_argument("--rank", help="show the log as this rank writes it")
     p.add_argument("--tmux", action="store_true", help="split this tmux window into log, GPU and chart panes")
-    p.add_argument("--tmux-layout", action="store_true", help=argparse.SUPPRESS)   # a pane of --tmux
+    p.add_argument("--tmux-leader", metavar="PID", help=argparse.SUPPRESS)   # a side pane of --tmux: its leader
     p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR=1)")
     p.add_argument("--unicode", action="store_true", help="block-character bars (UTF-8 terminals)")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
@@ -5779,35 +5995,91 @@ def list_gpus(catalog, out):
         out.write("%-10s %-24s %7dMiB %8.0f %5dW\n" % (key, g.name, g.memory_mib, g.tflops, g.power_cap_w))
 
 
+END_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGBREAK")   # SIGBREAK: Ctrl+Break in a Windows console
+
+
 def install_signal_handlers():
-    """SIGTERM, SIGHUP and SIGQUIT end through the same clean exit path as q."""
+    """SIGTERM, SIGHUP, SIGQUIT and Ctrl+Break end through the same clean exit
+    path as q (the terminal restored, the session named), with status 128 + N."""
     def on_signal(signum, frame):
         raise SystemExit(128 + signum)
-    for name in ("SIGTERM", "SIGHUP", "SIGQUIT"):
+    for name in END_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
 
 
 def choose_format(args, out, prog):
-    """screen on a capable terminal, else plain (with a note when TERM is the reason).
+    """(format, terminal type to use or None): screen on a capable terminal, else
+    plain, with a note when the user expected the screen.
 
-    A terminal type this machine has no entry for (a new emulator's name
-    over ssh) falls back to its family's common entry first, as users expect."""
+    A terminal type this machine has no entry for (a new emulator's name over
+    ssh) falls back to its family's common entry first, as users expect.  On
+    Windows curses (windows-curses) draws on the console without terminfo, so
+    TERM, which consoles do not set, says nothing there."""
     if args.format in ("plain", "jsonl"):
-        return args.format
+        return args.format, None
     if not (out.isatty() and sys.stdin.isatty()):
-        return "plain"
+        if args.format == "screen":
+            sys.stderr.write("%s: --format screen needs a terminal on stdin and stdout; writing plain "
+                             "log lines\n" % prog)
+        return "plain", None
+    if sys.platform == "win32":
+        if curses_imports():
+            return "screen", None
+        sys.stderr.write("%s: the screen needs windows-curses (pip install windows-curses); writing plain "
+                         "log lines\n" % prog)
+        return "plain", None
     term = os.environ.get("TERM", "")
     usable = known_terminal(term, out.fileno()) if term not in ("", "dumb", "unknown") else None
     if usable is None:
         sys.stderr.write("%s: TERM=%s cannot draw a screen here; writing plain log lines\n"
                          % (prog, term or "(unset)"))
-        return "plain"
-    os.environ["TERM"] = usable
-    return "screen"
+        return "plain", None
+    return "screen", usable
 
 
-def open_session(args, prog, smi=False):
+class OutputError(Exception):
+    """stdout failed: the reader went away (quiet, exit 0) or the disk is full (one line, exit 1)."""
+
+    def __init__(self, error):
+        Exception.__init__(self, error.strerror or str(error))
+        self.errno = error.errno
+
+
+class CheckedOutput(object):
+    """stdout, whose failures are told apart from every other OSError."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            raise OutputError(exc)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise OutputError(exc)
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+
+def check_start_at_bound(args):
+    """--start-at within 1970-3000: Windows' C library refuses times outside it
+    (time.gmtime raises OSError there), so every platform refuses them up front."""
+    if args.start_at is not None and not 0 <= args.start_at < START_AT_END:
+        raise UsageError("--start-at must be from 1970-01-01 to 3000-12-31 (UTC), got Unix time %.0f"
+                         % args.start_at)
+
+
+def open_session(args, prog, out, smi=False):
     """(session, None) from parsed options, or (None, exit status) after saying why."""
     try:
         check_non_empty(args)
@@ -5821,16 +6093,18 @@ def open_session(args, prog, smi=False):
     if not args.fun:
         catalog = serious_catalog(catalog)
     if not smi and (args.list_models or args.list_gpus):
-        (list_models if args.list_models else list_gpus)(catalog, sys.stdout)
+        (list_models if args.list_models else list_gpus)(catalog, out)
+        out.flush()
         return None, 0
     try:
         resolve_args(args, catalog)
+        check_start_at_bound(args)
         return Session(catalog, args.seed, args.pins, args.incidents, args.from_start), None
     except (UsageError, ConfigError) as exc:
         return None, fail_usage(prog, exc)
 
 
-def nvidia_smi_main(argv, prog):
+def nvidia_smi_main(argv, prog, out):
     """`PROG nvidia-smi [-l SECONDS] [--node K]`: the GPUs of one node, now."""
     try:
         args = build_smi_parser(prog).parse_args(argv)
@@ -5843,10 +6117,10 @@ def nvidia_smi_main(argv, prog):
             if not 0.1 <= every <= 86400:
                 raise UsageError("-l must be from 0.1 to 86400 seconds, got %r" % args.loop)
         node = _positive_int(args.node, "--node", 0, 511)
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         return fail_usage(prog + " nvidia-smi", exc)
     install_signal_handlers()
-    session, status = open_session(args, prog + " nvidia-smi", smi=True)
+    session, status = open_session(args, prog + " nvidia-smi", out, smi=True)
     if session is None:
         return status
     start = time.monotonic()
@@ -5858,8 +6132,8 @@ def nvidia_smi_main(argv, prog):
                              % (prog, plural(rs.cfg.nodes, "node"), node))
             return 2
         readings, pids = node_readings(rs, node, rs.local(tau))
-        sys.stdout.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
-        sys.stdout.flush()
+        out.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
+        out.flush()
         if every is None:
             return 0
         wake = time.monotonic() + every
@@ -5871,8 +6145,10 @@ def nvidia_smi_main(argv, prog):
 
 
 # Options a --tmux layout sets for each pane itself, and whether they take a value.
-LAYOUT_OWN_OPTIONS = {"--tmux": False, "--view": True, "--start-at": True, "--seed": True}
-LAYOUT_PANES_OPTION = "@fake_llm_training_panes"     # tmux window option: the layout's pane ids
+LAYOUT_OWN_OPTIONS = {"--tmux": False, "--view": True, "--start-at": True, "--seed": True, "--tmux-leader": True}
+# How a side pane's way out reaches the layout's leader (the log pane, the launching
+# shell's program): q ends it as q does, Ctrl-C as Ctrl-C does.
+LAYOUT_ENDINGS = {0: "SIGUSR1", 130: "SIGINT"}
 
 
 def pane_arguments(argv):
@@ -5890,71 +6166,148 @@ def pane_arguments(argv):
     return out
 
 
-def tmux_layout(args, argv, prog):
-    """Split the current tmux window into log, GPU and chart panes of one session;
-    q in any of them ends all three (they share the session's seed and start)."""
-    import shlex
-    import subprocess
-    if not os.environ.get("TMUX"):
-        sys.stderr.write("%s: error: --tmux works only inside a tmux session\n" % prog)
-        return 2
-    start_at = args.start_at if args.start_at is not None else time.time()
-    base = [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed), "--start-at", "%.3f" % start_at,
-            "--tmux-layout"] + pane_arguments(argv)
-
-    def split(flags, view):
-        command = " ".join(shlex.quote(x) for x in base + ["--view", view])
-        out = subprocess.check_output(["tmux", "split-window"] + flags + ["-P", "-F", "#{pane_id}", command])
-        return out.decode().strip()
-    panes = [os.environ.get("TMUX_PANE", ""), split(["-v", "-p", "45"], "gpus")]
-    panes.append(split(["-h", "-p", "40"], "chart"))
-    subprocess.check_call(["tmux", "set-option", "-w", LAYOUT_PANES_OPTION, " ".join(panes)])
-    subprocess.check_call(["tmux", "select-pane", "-t", panes[0]])
-    os.execv(sys.executable, base + ["--view", "log"])
+class TmuxError(Exception):
+    """tmux refused (or could not be run): its own message, one line."""
 
 
-def end_tmux_layout():
-    """Close the other panes of this --tmux layout (the viewer pressed q in one)."""
+def tmux(*words):
+    """Run one tmux command; its output, or TmuxError with tmux's message."""
     import subprocess
     try:
-        panes = subprocess.check_output(["tmux", "show-options", "-w", "-v", LAYOUT_PANES_OPTION],
-                                        stderr=subprocess.DEVNULL).decode().split()
-        for pane in panes:
-            if pane != os.environ.get("TMUX_PANE"):
-                subprocess.call(["tmux", "kill-pane", "-t", pane], stderr=subprocess.DEVNULL)
-    except (OSError, subprocess.CalledProcessError):
-        pass                     # tmux is gone or the layout was already closed
+        proc = subprocess.Popen(("tmux",) + words, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise TmuxError("cannot run tmux: %s" % (exc.strerror or exc))
+    output, error = proc.communicate()
+    if proc.returncode:
+        lines = error.decode("utf-8", "replace").strip().splitlines()
+        raise TmuxError("tmux: %s" % (lines[-1] if lines else "exit status %d" % proc.returncode))
+    return output.decode("utf-8", "replace").strip()
+
+
+def layout_refusal(args):
+    """Why a --tmux layout cannot start here, or None."""
+    if sys.platform == "win32":
+        return "--tmux is not available on Windows (open panes in your terminal and give each --seed and --start-at)"
+    if args.format in ("plain", "jsonl"):
+        return ("--tmux draws full-screen panes; --format %s writes log lines (run it without --tmux)"
+                % args.format)
+    if not os.environ.get("TMUX"):
+        return "--tmux works only inside a tmux session"
+    return None
+
+
+def end_layout(panes):
+    """Close the layout's own side panes (never the launching shell's pane)."""
+    for pane in panes:
+        try:
+            tmux("kill-pane", "-t", pane)
+        except TmuxError:
+            pass                 # already closed, or tmux is gone
+
+
+def split_layout(args, argv):
+    """Split the launching pane ($TMUX_PANE, not whichever pane is active) into
+    the layout's GPU and chart panes; their pane ids."""
+    import shlex
+    side = [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed), "--start-at",
+            "%.3f" % args.start_at, "--tmux-leader", str(os.getpid())] + pane_arguments(argv)
+
+    def split(target, flags, view):
+        command = " ".join(shlex.quote(x) for x in side + ["--view", view])
+        where = ["-t", target] if target else []
+        return tmux(*(["split-window", "-d"] + where + flags + ["-P", "-F", "#{pane_id}", command]))
+    panes = [split(os.environ.get("TMUX_PANE"), ["-v", "-p", "45"], "gpus")]
+    try:
+        panes.append(split(panes[0], ["-h", "-p", "40"], "chart"))
+    except TmuxError:
+        end_layout(panes)
+        raise
+    return panes
+
+
+def tmux_layout(session, args, argv, prog):
+    """This pane shows the log; two new panes beside it the GPUs and the chart,
+    of one session (one seed and start).  q or Ctrl-C in any of them ends the
+    three, and this program returns to the launching shell with its status."""
+    refusal = layout_refusal(args)
+    if refusal:
+        sys.stderr.write("%s: error: %s\n" % (prog, refusal))
+        return 2
+    args.start_at = args.epoch0 = float("%.3f" % args.epoch0)     # what the side panes are told
+    on_q = getattr(signal, LAYOUT_ENDINGS[0])
+    signal.signal(on_q, lambda signum, frame: sys.exit(0))        # a side pane's q: end as q does
+    try:
+        panes = split_layout(args, argv)
+    except TmuxError as exc:
+        sys.stderr.write("%s: error: %s\n" % (prog, exc))
+        return 2
+    args.view = "log"
+    try:
+        return run_screen(session, args, prog)
+    finally:
+        signal.signal(on_q, signal.SIG_IGN)           # the side panes may report while they close
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        end_layout(panes)
+
+
+def tell_leader(args, status):
+    """A side pane's q or Ctrl-C ends the layout: tell its leader, which closes the panes."""
+    name = LAYOUT_ENDINGS.get(status)
+    if args.tmux_leader is not None and name and hasattr(signal, name):
+        try:
+            os.kill(int(args.tmux_leader), getattr(signal, name))
+        except (OSError, ValueError):
+            pass                 # the leader has gone already
+
+
+def run_main(args, argv, prog, out):
+    """Everything after the options are read; the exit status."""
+    if out.stream is None:
+        return 0                 # stdout closed (>&-): nothing can be read, end quietly
+    install_signal_handlers()
+    session, status = open_session(args, prog, out)
+    if session is None:
+        return status
+    if args.tmux:
+        return tmux_layout(session, args, argv, prog)
+    fmt, terminal = choose_format(args, out, prog)
+    if fmt != "screen":
+        try:
+            return run_stream(session, args, out)
+        except KeyboardInterrupt:
+            return 130
+    if terminal and terminal != os.environ.get("TERM"):
+        os.environ["TERM"] = terminal        # the family's entry that this machine has
+    status = run_screen(session, args, prog, out)
+    tell_leader(args, status)
+    return status
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = program_name()
+    out = CheckedOutput(sys.stdout)
     if argv[:1] == ["nvidia-smi"]:
-        return nvidia_smi_main(argv[1:], prog)
+        return nvidia_smi_main(argv[1:], prog, out) if sys.stdout is not None else 0
     try:
         args = build_parser(prog).parse_args(argv)
     except UsageError as exc:
         return fail_usage(prog, exc)
-    install_signal_handlers()
-    session, status = open_session(args, prog)
-    if session is None:
-        return status
-    if args.tmux:
-        return tmux_layout(args, argv, prog)
-    fmt = choose_format(args, sys.stdout, prog)
-    if fmt != "screen":
-        try:
-            return run_stream(session, args, sys.stdout)
-        except KeyboardInterrupt:
-            return 130
-    status = run_screen(session, args, prog)
-    if args.tmux_layout and status == 0:
-        end_tmux_layout()
-    return status
+    return run_main(args, argv, prog, out)
+
+
+def quiet_stdout():
+    """Point stdout at the null device, so the interpreter's last flush of what
+    could not be written stays quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 def entry_point():
     """Console-script entry: turn unexpected errors into one line unless --debug."""
+    import errno
     debug = "--debug" in sys.argv[1:]
     try:
         status = main()
@@ -5962,11 +6315,14 @@ def entry_point():
         raise
     except KeyboardInterrupt:
         status = 130
-    except BrokenPipeError:
-        # the reader went away (| head): stop quietly, and keep the interpreter's
-        # final flush from complaining about the closed pipe
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OutputError, BrokenPipeError) as exc:
+        # The reader went away (| head; on Windows a closed pipe is EINVAL): stop
+        # quietly.  A full disk is worth one line.
+        quiet_stdout()
         status = 0
+        if getattr(exc, "errno", None) not in (errno.EPIPE, errno.EINVAL):
+            sys.stderr.write("%s: cannot write the output: %s\n" % (program_name(), exc))
+            status = 1
     except Exception as exc:  # a last resort, after the terminal is restored
         if debug:
             raise

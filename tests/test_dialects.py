@@ -70,7 +70,9 @@ DEEPSPEED_OTHER = [
     DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\],]*)(, (?P=lr))*\], mom=\[\(0\.9, 0\.95\)(, \(0\.9, 0\.95\))*\]$",
     DS_PREFIX + r"epoch=\d+/micro_step=\d+/global_step=\d+, RunningAvgSamplesPerSec=[\d.e+-]+, CurrSamplesPerSec=[\d.e+-]+, "
                 r"MemAllocated=[\d.]+GB, MaxMemAllocated=[\d.]+GB$",
-    DS_PREFIX + r"\[Rank 0\] \[Torch\] Checkpoint global_step\d+ is about to be saved!$",
+    DS_PREFIX + r"\[Rank 0\] \[Torch\] Checkpoint global_step\d+ is (about to be saved|begin to save)!$",   # 0.17
+    DS_PREFIX + r"(\[Rank 0\] )?\[Torch\] (Loading checkpoint from \S+\.\.\.|Loaded checkpoint from \S+\."
+                r"|Begin Load checkpoint from \S+\.\.\.|End Load checkpoint from \S+\.\.\.)$",
     DS_PREFIX + r"\[Rank 0\] Saving model checkpoint: \S+/global_step\d+/(zero_pp_rank_0_)?mp_rank_00_model_states\.pt$",
     DS_PREFIX + r"(bf16_)?zero checkpoint saved \S+/global_step\d+/(bf16_)?zero_pp_rank_0_mp_rank_00_optim_states\.pt$",
     DS_PREFIX + r"\[Torch\] Checkpoint global_step\d+ is ready now!$",
@@ -254,8 +256,7 @@ def test_incident_lines_use_the_real_error_text(seed):
     catalog = flt.load_catalog()
     session = flt.Session(catalog, seed, {}, "off", from_start=True)
     rs = session.current
-    rs.forced.append(("crash", rs.cfg.start_step + 20))
-    rs._rebuild()
+    rs = flt.RunState(rs.base_cfg, rs.incident_rate, rs.start_tau, rs.offset, [("crash", rs.cfg.start_step + 20)])
     ctx = flt.LogContext(rs, 1.7e9)
     lines = [text for ev in flt.run_events(rs.timeline, -1, rs.timeline.duration)
              for _, text in flt.event_lines(ctx, ev)]
