@@ -4185,7 +4185,7 @@ class LogWriter(object):
     def _log(self, ctx, rs, ev):
         lines = event_lines(ctx, ev)
         if ev.kind == "checkpoint":
-            self.saved[rs.cfg.run] = ev.data["path"]
+            self.saved[rs.cfg.run] = checkpoint_path(rs.cfg, ev.data["step"])
         if self.fmt == "screen":
             for level, text in lines:
                 self.out.add(level, text)
