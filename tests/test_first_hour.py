@@ -155,6 +155,7 @@ def stamp_of(line):
     return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) if m else None
 
 
+@pytest.mark.slow
 def test_piped_plain_output_begins_with_the_jobs_recent_past():
     began = int(time.time())
     out = run_program(["--format", "plain", "--style", "megatron", "--seed", "4", "--exit-after", "6s"],
