@@ -4221,6 +4221,10 @@ def history_window(rs):
     return max(60.0, 150 * cfg.step_time_s * max(1, cfg.log_interval))
 
 
+GPU_BACKLOG_S = 60.0     # simulated seconds of GPU readings in a jsonl backlog: every GPU's last few
+                         # samples, not the thousands of lines a whole window would take on a large cluster
+
+
 class LogWriter(object):
     """Writes one session's log in simulated time: as plain lines or JSON lines
     to a stream, or ("screen") into the LogSink of the screen's log region."""
@@ -4336,6 +4340,7 @@ class LogWriter(object):
             return
         start = max(-1.0, now - history_window(rs))
         self._start_run(rs, start)
+        self.gpu_t = max(self.gpu_t, now - GPU_BACKLOG_S)     # GPU lines: the last minute's only
         if start > 0 and self.fmt != "jsonl":      # the start-up banner stays at the top of a log
             ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
             for seg in rs.timeline.segments[:2]:
