@@ -910,9 +910,11 @@ def make_cluster(catalog, seed, pins=None):
     if pins.get("gpus"):
         gpus_per_node = min(GPUS_PER_NODE, pins["gpus"])
         nodes = pins["gpus"] // gpus_per_node
-    else:                                  # big enough for the pinned model and rank
+    else:                                  # big enough for the pinned model (twice its leanest need) and rank
         need = fitting_gpus(catalog, gpu, pins) or max(JOB_SIZES)
-        nodes = max(nodes, -(-max(need, pins.get("min_gpus", 1)) // GPUS_PER_NODE))
+        if nodes * gpus_per_node < need:
+            nodes = 2 * need // gpus_per_node
+        nodes = max(nodes, -(-pins.get("min_gpus", 1) // gpus_per_node))
     fabric = weighted(rng, [f for f in catalog.fabrics if f.platform == platform(gpu)], lambda f: f.weight)
     stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
     stack = weighted(rng, stacks, lambda st: st.weight)
@@ -1438,13 +1440,13 @@ def job_sizes(cluster, pins, params, kind):
 
 
 def batched_plan(model, params, cluster, gpus, framework, seq, target):
-    """The fastest plan whose step keeps within MAX_STEP_S, halving the batch until it does
-    (a big model on few GPUs trains on fewer sequences a step), or None."""
+    """The fastest plan that fits and whose step keeps within MAX_STEP_S, halving the batch
+    until one does (a big model on few GPUs trains on fewer sequences a step), or None."""
     while target >= 1:
         plan, _ = plan_layout(model, params, cluster, gpus, framework, seq, target, cluster.gpu.precision)
-        if plan is None or sum(plan[2]) <= MAX_STEP_S:
+        if plan is not None and sum(plan[2]) <= MAX_STEP_S:
             return plan
-        target //= 2
+        target //= 2                      # fewer micro-batches in flight also need less memory
     return None
 
 
@@ -1462,17 +1464,24 @@ def unusual_run(catalog, seed, run, pins, cluster):
             for model in rng.sample(models, min(3, len(models))):
                 if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
                     continue
-                params = count_params(model)
-                seq = min(4096, model.context)
-                for gpus in job_sizes(cluster, pins, params, kind):
-                    plan = batched_plan(model, params, cluster, gpus, framework, seq,
-                                        target_batch(rng, kind, params, seq))
-                    if plan is None or sum(plan[2]) < MIN_STEP_S:
-                        continue
-                    cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
-                                           gpus, seq, plan, unusual=True)
-                    if cfg is not None:
-                        return cfg
+                cfg = _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model)
+                if cfg is not None:
+                    return cfg
+    return None
+
+
+def _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model):
+    """unusual_run's job of this kind, framework and model on the smallest size that takes it."""
+    params = count_params(model)
+    for gpus in job_sizes(cluster, pins, params, kind):
+        for seq in sorted(set(min(s, model.context) for s in (4096, SHORTEST_SEQ)), reverse=True):
+            plan = batched_plan(model, params, cluster, gpus, framework, seq, target_batch(rng, kind, params, seq))
+            if plan is None or sum(plan[2]) < MIN_STEP_S:
+                continue
+            cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
+                                   gpus, seq, plan, unusual=True)
+            if cfg is not None:
+                return cfg
     return None
 
 
