@@ -1450,6 +1450,21 @@ def batched_plan(model, params, cluster, gpus, framework, seq, target):
     return None
 
 
+def _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model):
+    """unusual_run's job of this kind, framework and model on the smallest size that takes it."""
+    params = count_params(model)
+    for gpus in job_sizes(cluster, pins, params, kind):
+        for seq in sorted(set(min(s, model.context) for s in (4096, SHORTEST_SEQ)), reverse=True):
+            plan = batched_plan(model, params, cluster, gpus, framework, seq, target_batch(rng, kind, params, seq))
+            if plan is None or sum(plan[2]) < MIN_STEP_S:
+                continue
+            cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
+                                   gpus, seq, plan, unusual=True)
+            if cfg is not None:
+                return cfg
+    return None
+
+
 def unusual_run(catalog, seed, run, pins, cluster):
     """The run teams start with pins the usual draw cannot meet (a big model on a small
     partition): one joined mid-way through a run of months, a continued pretraining, a
@@ -1467,21 +1482,6 @@ def unusual_run(catalog, seed, run, pins, cluster):
                 cfg = _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model)
                 if cfg is not None:
                     return cfg
-    return None
-
-
-def _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model):
-    """unusual_run's job of this kind, framework and model on the smallest size that takes it."""
-    params = count_params(model)
-    for gpus in job_sizes(cluster, pins, params, kind):
-        for seq in sorted(set(min(s, model.context) for s in (4096, SHORTEST_SEQ)), reverse=True):
-            plan = batched_plan(model, params, cluster, gpus, framework, seq, target_batch(rng, kind, params, seq))
-            if plan is None or sum(plan[2]) < MIN_STEP_S:
-                continue
-            cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
-                                   gpus, seq, plan, unusual=True)
-            if cfg is not None:
-                return cfg
     return None
 
 

@@ -123,7 +123,7 @@ def in_process_case(argv):
                 args.list_models = args.list_gpus = False
         except flt.UsageError as exc:
             return flt.fail_usage(PROG, exc), err.getvalue()
-        session, status = flt.open_session(args, PROG, smi=smi)
+        session, status = flt.open_session(args, PROG, io.StringIO(), smi=smi)
         if session is None:
             return status, err.getvalue()
         advance_in_process(session, "jsonl" if getattr(args, "format", None) == "jsonl" else "plain")
