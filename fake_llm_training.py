@@ -1144,6 +1144,34 @@ def target_batch(rng, kind, params, seq):
     return max(1, 2 ** int(round(math.log(tokens / seq, 2))))
 
 
+# The scheduler each run's code steps (RunConfig.lr_scheduler; LR_SCHEDULERS in the metric
+# model): Megatron-DeepSpeed hands Megatron's own to DeepSpeed as its client scheduler;
+# Lightning modules return transformers' schedules from configure_optimizers (interval
+# "step"); a plain DeepSpeed script configures DeepSpeed's WarmupDecayLR ("deepspeed").
+def ceil_div(a, b):
+    """The integer ceiling of a / b (the framework code's math.ceil of an int ratio)."""
+    return -(-a // b)
+
+
+FRAMEWORK_LR_SCHEDULER = {"megatron": "megatron", "deepspeed": "megatron", "hf": "hf", "lightning": "hf",
+                          "torchtitan": "torchtitan"}
+
+
+def epoch_update_steps(framework, examples, micro_batch, dp, grad_accum):
+    """Optimizer steps in one epoch over `examples`, as each framework counts them.  HF
+    Trainer (set_initial_training_values): its accelerate-prepared loader has
+    ceil(ceil(N / micro) / dp) batches per rank (BatchSamplerShard, even_batches), and a
+    last partial accumulation counts as a step.  Lightning's DistributedSampler gives
+    each rank ceil(N / dp) examples, ceil(that / micro) batches, and steps at the
+    epoch's last batch too.  Megatron-style loaders take whole global batches."""
+    if framework == "hf":
+        batches = ceil_div(ceil_div(examples, micro_batch), dp)
+        return max(batches // grad_accum + int(batches % grad_accum > 0), 1)
+    if framework == "lightning":
+        return max(ceil_div(ceil_div(ceil_div(examples, dp), micro_batch), grad_accum), 1)
+    return max(ceil_div(examples, micro_batch * dp * grad_accum), 1)
+
+
 def draw_schedule(rng, catalog, kind, params, tokens_per_step, batch, step_time, framework, stack, unusual=False):
     """Dataset, length, resume position and learning-rate schedule; None if no real run is this long.
     `batch`: (micro-batch, data-parallel ranks, gradient accumulation).
@@ -1191,34 +1219,6 @@ PRETRAIN_DECAYS = ("cosine", "cosine", "cosine", "linear")
 CONTINUE_DECAYS = ("cosine", "linear")
 FINETUNE_MIN_LR_RATIOS = (0.1, 0.05, 0.01)
 PRETRAIN_MIN_LR_RATIOS = (0.1, 0.1, 0.05, 0.01, 0.033)
-
-
-# The scheduler each run's code steps (RunConfig.lr_scheduler; LR_SCHEDULERS in the metric
-# model): Megatron-DeepSpeed hands Megatron's own to DeepSpeed as its client scheduler;
-# Lightning modules return transformers' schedules from configure_optimizers (interval
-# "step"); a plain DeepSpeed script configures DeepSpeed's WarmupDecayLR ("deepspeed").
-def ceil_div(a, b):
-    """The integer ceiling of a / b (the framework code's math.ceil of an int ratio)."""
-    return -(-a // b)
-
-
-FRAMEWORK_LR_SCHEDULER = {"megatron": "megatron", "deepspeed": "megatron", "hf": "hf", "lightning": "hf",
-                          "torchtitan": "torchtitan"}
-
-
-def epoch_update_steps(framework, examples, micro_batch, dp, grad_accum):
-    """Optimizer steps in one epoch over `examples`, as each framework counts them.  HF
-    Trainer (set_initial_training_values): its accelerate-prepared loader has
-    ceil(ceil(N / micro) / dp) batches per rank (BatchSamplerShard, even_batches), and a
-    last partial accumulation counts as a step.  Lightning's DistributedSampler gives
-    each rank ceil(N / dp) examples, ceil(that / micro) batches, and steps at the
-    epoch's last batch too.  Megatron-style loaders take whole global batches."""
-    if framework == "hf":
-        batches = ceil_div(ceil_div(examples, micro_batch), dp)
-        return max(batches // grad_accum + int(batches % grad_accum > 0), 1)
-    if framework == "lightning":
-        return max(ceil_div(ceil_div(ceil_div(examples, dp), micro_batch), grad_accum), 1)
-    return max(ceil_div(examples, micro_batch * dp * grad_accum), 1)
 
 
 def draw_lr_schedule(rng, kind, params, total, framework, stack):
