@@ -912,9 +912,11 @@ def make_cluster(catalog, seed, pins=None):
     if pins.get("gpus"):
         gpus_per_node = min(GPUS_PER_NODE, pins["gpus"])
         nodes = pins["gpus"] // gpus_per_node
-    else:                                  # big enough for the pinned model and rank
+    else:                                  # big enough for the pinned model (twice its leanest need) and rank
         need = fitting_gpus(catalog, gpu, pins) or max(JOB_SIZES)
-        nodes = max(nodes, -(-max(need, pins.get("min_gpus", 1)) // GPUS_PER_NODE))
+        if nodes * gpus_per_node < need:
+            nodes = 2 * need // gpus_per_node
+        nodes = max(nodes, -(-pins.get("min_gpus", 1) // gpus_per_node))
     fabric = weighted(rng, [f for f in catalog.fabrics if f.platform == platform(gpu)], lambda f: f.weight)
     stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
     stack = weighted(rng, stacks, lambda st: st.weight)
@@ -961,6 +963,9 @@ RunConfig = collections.namedtuple("RunConfig", [
     "context_mib", "nccl_mib", "cluster", "stack", "fabric", "requeue_seconds",
     # the corpus (its Dataset line: size, loss level and validation gap)
     "corpus",
+    # the scheduler the run's code steps (LR_SCHEDULERS) and its floor as a ratio of the peak
+    # (HF's min_lr_rate, torchtitan's min_lr_factor)
+    "lr_scheduler", "min_lr_ratio",
 ])
 
 
@@ -1141,14 +1146,43 @@ def target_batch(rng, kind, params, seq):
     return max(1, 2 ** int(round(math.log(tokens / seq, 2))))
 
 
-def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework, unusual=False):
+# The scheduler each run's code steps (RunConfig.lr_scheduler; LR_SCHEDULERS in the metric
+# model): Megatron-DeepSpeed hands Megatron's own to DeepSpeed as its client scheduler;
+# Lightning modules return transformers' schedules from configure_optimizers (interval
+# "step"); a plain DeepSpeed script configures DeepSpeed's WarmupDecayLR ("deepspeed").
+def ceil_div(a, b):
+    """The integer ceiling of a / b (the framework code's math.ceil of an int ratio)."""
+    return -(-a // b)
+
+
+FRAMEWORK_LR_SCHEDULER = {"megatron": "megatron", "deepspeed": "megatron", "hf": "hf", "lightning": "hf",
+                          "torchtitan": "torchtitan"}
+
+
+def epoch_update_steps(framework, examples, micro_batch, dp, grad_accum):
+    """Optimizer steps in one epoch over `examples`, as each framework counts them.  HF
+    Trainer (set_initial_training_values): its accelerate-prepared loader has
+    ceil(ceil(N / micro) / dp) batches per rank (BatchSamplerShard, even_batches), and a
+    last partial accumulation counts as a step.  Lightning's DistributedSampler gives
+    each rank ceil(N / dp) examples, ceil(that / micro) batches, and steps at the
+    epoch's last batch too.  Megatron-style loaders take whole global batches."""
+    if framework == "hf":
+        batches = ceil_div(ceil_div(examples, micro_batch), dp)
+        return max(batches // grad_accum + int(batches % grad_accum > 0), 1)
+    if framework == "lightning":
+        return max(ceil_div(ceil_div(ceil_div(examples, dp), micro_batch), grad_accum), 1)
+    return max(ceil_div(examples, micro_batch * dp * grad_accum), 1)
+
+
+def draw_schedule(rng, catalog, kind, params, tokens_per_step, batch, step_time, framework, stack, unusual=False):
     """Dataset, length, resume position and learning-rate schedule; None if no real run is this long.
+    `batch`: (micro-batch, data-parallel ranks, gradient accumulation).
     `unusual` (see unusual_run): a resumed run may last months, a pretraining is a performance run."""
     max_steps = int((LONG_RUN_S if unusual and kind == "resume" else MAX_RUN_SECONDS) / step_time)
     if kind == "finetune":
         dataset = rng.choice([d for d in catalog.datasets if d.kind == "finetune"])
         epochs = rng.choice((1, 2, 2, 3, 3, 4))
-        steps_per_epoch = int(math.ceil(dataset.examples / float(global_batch)))
+        steps_per_epoch = epoch_update_steps(framework, dataset.examples, *batch)
         total, start = steps_per_epoch * epochs, 0
         if total < 20 or total > max_steps:
             return None
@@ -1174,7 +1208,7 @@ def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, ste
         epochs, steps_per_epoch, train_samples = 1, total, 0
     out = dict(dataset=dataset, total_steps=total, start_step=start, epochs=epochs,
                steps_per_epoch=steps_per_epoch, train_samples=train_samples)
-    out.update(draw_lr_schedule(rng, kind, params, total, framework))
+    out.update(draw_lr_schedule(rng, kind, params, total, framework, stack))
     return out
 
 
@@ -1189,7 +1223,7 @@ FINETUNE_MIN_LR_RATIOS = (0.1, 0.05, 0.01)
 PRETRAIN_MIN_LR_RATIOS = (0.1, 0.1, 0.05, 0.01, 0.033)
 
 
-def draw_lr_schedule(rng, kind, params, total, framework):
+def draw_lr_schedule(rng, kind, params, total, framework, stack):
     """Peak LR, floor, warm-up and decay as teams set them (spreads, not one template)."""
     if kind == "finetune":
         peak = rng.choice((5e-6, 1e-5, 1e-5, 2e-5)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5, 5e-5, 1e-4))
@@ -1203,6 +1237,11 @@ def draw_lr_schedule(rng, kind, params, total, framework):
         decay = rng.choice(PRETRAIN_DECAYS if kind != "continue" else CONTINUE_DECAYS)
         ratio = rng.choice(PRETRAIN_MIN_LR_RATIOS)
     peak = float("%.2g" % peak)
+    if FRAMEWORK_LR_SCHEDULER[framework] == "hf":     # transformers' linear and cosine end at 0 ...
+        if decay == "cosine" and stack.prints["hf.min_lr_cosine"] == "yes":
+            decay = "cosine_with_min_lr"               # ... a floor needs cosine_with_min_lr's min_lr_rate
+        else:
+            ratio = 0.0
     if rng.random() < (0.7 if kind == "finetune" else 0.25):            # warmup_ratio (HF: ceil(ratio x total))
         warmup_ratio = rng.choice((0.01, 0.03, 0.05, 0.1))
         warmup = int(math.ceil(warmup_ratio * total))
@@ -1210,7 +1249,7 @@ def draw_lr_schedule(rng, kind, params, total, framework):
         warmup_ratio = None
         warmup = min(rng.choice((100, 200, 500, 1000, 2000, 2500)) if kind != "finetune"
                      else rng.choice((10, 20, 50, 100)), max(1, total // 10))
-    return dict(peak_lr=peak, min_lr=(peak * ratio if decay != "constant" else 0.0), decay=decay,
+    return dict(peak_lr=peak, min_lr=(peak * ratio if decay != "constant" else 0.0), min_lr_ratio=ratio, decay=decay,
                 decay_fraction=rng.choice((0.1, 0.15, 0.2)) if decay == "wsd" else 0.0,
                 warmup=max(1, warmup), warmup_ratio=warmup_ratio)
 
@@ -1291,7 +1330,8 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
     step_time = sum(parts)
     if not MIN_STEP_S <= step_time <= MAX_STEP_S:
         return None
-    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework, unusual)
+    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, (L.mbs, L.dp, grad_accum), step_time,
+                          framework, cluster.stack, unusual)
     if sched is None:
         return None
     cadence = draw_cadence(rng, framework, step_time, sched)
@@ -1319,6 +1359,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         tokens_per_step=tokens_per_step, start_step=sched["start_step"], total_steps=sched["total_steps"],
         warmup_steps=sched["warmup"], warmup_ratio=sched["warmup_ratio"], peak_lr=sched["peak_lr"],
         min_lr=sched["min_lr"], decay=sched["decay"], decay_fraction=sched["decay_fraction"],
+        lr_scheduler=FRAMEWORK_LR_SCHEDULER[framework], min_lr_ratio=sched["min_lr_ratio"],
         betas=(0.9, 0.95), weight_decay=0.1 if kind != "finetune" else rng.choice((0.0, 0.01, 0.1)),
         grad_clip=1.0, epochs=sched["epochs"], steps_per_epoch=sched["steps_per_epoch"],
         train_samples=sched["train_samples"], flops_per_token=fpt,
@@ -1440,13 +1481,28 @@ def job_sizes(cluster, pins, params, kind):
 
 
 def batched_plan(model, params, cluster, gpus, framework, seq, target):
-    """The fastest plan whose step keeps within MAX_STEP_S, halving the batch until it does
-    (a big model on few GPUs trains on fewer sequences a step), or None."""
+    """The fastest plan that fits and whose step keeps within MAX_STEP_S, halving the batch
+    until one does (a big model on few GPUs trains on fewer sequences a step), or None."""
     while target >= 1:
         plan, _ = plan_layout(model, params, cluster, gpus, framework, seq, target, cluster.gpu.precision)
-        if plan is None or sum(plan[2]) <= MAX_STEP_S:
+        if plan is not None and sum(plan[2]) <= MAX_STEP_S:
             return plan
-        target //= 2
+        target //= 2                      # fewer micro-batches in flight also need less memory
+    return None
+
+
+def _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model):
+    """unusual_run's job of this kind, framework and model on the smallest size that takes it."""
+    params = count_params(model)
+    for gpus in job_sizes(cluster, pins, params, kind):
+        for seq in sorted(set(min(s, model.context) for s in (4096, SHORTEST_SEQ)), reverse=True):
+            plan = batched_plan(model, params, cluster, gpus, framework, seq, target_batch(rng, kind, params, seq))
+            if plan is None or sum(plan[2]) < MIN_STEP_S:
+                continue
+            cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
+                                   gpus, seq, plan, unusual=True)
+            if cfg is not None:
+                return cfg
     return None
 
 
@@ -1464,17 +1520,9 @@ def unusual_run(catalog, seed, run, pins, cluster):
             for model in rng.sample(models, min(3, len(models))):
                 if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
                     continue
-                params = count_params(model)
-                seq = min(4096, model.context)
-                for gpus in job_sizes(cluster, pins, params, kind):
-                    plan = batched_plan(model, params, cluster, gpus, framework, seq,
-                                        target_batch(rng, kind, params, seq))
-                    if plan is None or sum(plan[2]) < MIN_STEP_S:
-                        continue
-                    cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
-                                           gpus, seq, plan, unusual=True)
-                    if cfg is not None:
-                        return cfg
+                cfg = _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model)
+                if cfg is not None:
+                    return cfg
     return None
 
 
@@ -1581,14 +1629,14 @@ def skipped_total(cfg, step):
     return bisect.bisect_right(cfg.overflow_steps, step)
 
 
-def lr_at(cfg, n):
-    """Learning rate after `n` scheduler steps, as Megatron's OptimizerParamScheduler
-    and HF's LambdaLR schedules compute it: linear warm-up from 0, then cosine,
-    linear, WSD (stable, then a linear anneal) or constant, ending at min_lr
-    (which may be 0: HF's plain "linear" and "cosine" schedules end there)."""
+def megatron_lr(cfg, n):
+    """Megatron's OptimizerParamScheduler.get_lr after `n` scheduler steps (Megatron-LM
+    megatron/core/optimizer_param_scheduler.py; Megatron-DeepSpeed hands the same object
+    to DeepSpeed as its client scheduler): linear warm-up from 0, then cosine, linear,
+    WSD (stable, then a linear anneal) or constant, ending at min_lr."""
     w, peak = cfg.warmup_steps, cfg.peak_lr
-    if n < w:
-        return peak * n / float(w)
+    if 0 < w and n <= w:        # counted in samples (global batch per step), from --lr-warmup-init 0
+        return (peak - 0.0) * float(n * cfg.global_batch) / float(w * cfg.global_batch)
     total = cfg.total_steps
     lo = cfg.min_lr
     p = min(1.0, (n - w) / float(max(1, total - w)))
@@ -1604,11 +1652,81 @@ def lr_at(cfg, n):
     return lo + (peak - lo) * coeff
 
 
+def hf_lr(cfg, n):
+    """transformers' schedules under torch's LambdaLR (base lr x lambda(n)), optimization.py
+    (the same lambdas from v4.36.2 to v4.55.2): get_linear_schedule_with_warmup and
+    get_cosine_schedule_with_warmup reach 0 at the Trainer's max_steps; cosine_with_min_lr
+    (lr_scheduler_kwargs min_lr_rate) scales the cosine onto [min_lr_rate, 1]."""
+    w, total = cfg.warmup_steps, cfg.total_steps
+    if n < w:
+        factor = float(n) / float(max(1, w))
+    elif cfg.decay == "constant":
+        factor = 1.0
+    elif cfg.decay == "linear":
+        factor = max(0.0, float(total - n) / float(max(1, total - w)))
+    else:
+        progress = float(n - w) / float(max(1, total - w))
+        factor = 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress))      # num_cycles 0.5
+        factor = max(0, factor * (1 - cfg.min_lr_ratio) + cfg.min_lr_ratio)
+    return cfg.peak_lr * factor
+
+
+def titan_lr(cfg, n):
+    """torchtitan's linear_warmup_stable_decay under LambdaLR (components/lr_scheduler.py
+    at v0.2.2): warm-up (n+1)/W, one stable step (stable_steps = total + 1 - W - decay
+    with decay_ratio unset), then linear, sqrt or cosine decay onto [min_lr_factor, 1]."""
+    w, total = cfg.warmup_steps, cfg.total_steps
+    decay_steps = total - w
+    warmup_stable = w + (total + 1 - w - decay_steps)
+    if n < w:
+        adjustment = float(n + 1) / w
+    elif n < warmup_stable:
+        adjustment = 1.0
+    else:
+        progress = float(n + 1 - warmup_stable) / decay_steps
+        if cfg.decay == "linear":
+            adjustment = 1 - progress
+        elif cfg.decay == "sqrt":
+            adjustment = 1 - math.sqrt(progress)
+        else:
+            adjustment = 0.5 * (1.0 + math.cos(math.pi * progress))
+        adjustment = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * adjustment
+    return cfg.peak_lr * adjustment
+
+
+def deepspeed_lr(cfg, n):
+    """DeepSpeed's WarmupDecayLR (deepspeed/runtime/lr_schedules.py at v0.16.4) after `n`
+    scheduler steps: built at last_batch_iteration -1 (warmup_min_lr, 0), so step n sets
+    iteration n - 1; the default 'log' warm-up log(i + 1) / log(W), then a linear decay
+    to 0 at total_num_steps."""
+    w, total = cfg.warmup_steps, cfg.total_steps
+    if n == 0:
+        return 0.0
+    i = n - 1
+    if i < w:
+        gamma = 1.0 / math.log(w) * math.log(i + 1)
+    else:
+        gamma = max(0.0, float(total - i) / float(max(1.0, total - w)))
+    return 0.0 + cfg.peak_lr * gamma
+
+
+LR_SCHEDULERS = {"megatron": megatron_lr, "hf": hf_lr, "torchtitan": titan_lr, "deepspeed": deepspeed_lr}
+
+
+def lr_at(cfg, n):
+    """Learning rate after `n` scheduler steps, as the run's scheduler computes it."""
+    return LR_SCHEDULERS[cfg.lr_scheduler](cfg, n)
+
+
 def scheduler_steps(cfg, step):
     """Scheduler steps taken after optimizer step `step`: an fp16 step that
     overflowed is skipped and does not move the learning rate.  (Overflows in the
     warm-up are left out, so that it ends on its configured step and the learning
-    rate is never 0 after a step: the jsonl referee checks both.)"""
+    rate is never 0 after a step: the jsonl referee checks both.)  Lightning steps its
+    schedulers after every optimizer step, skipped or not (_update_learning_rates in
+    loops/training_epoch_loop.py checks only the accumulation boundary)."""
+    if cfg.framework == "lightning":
+        return step
     return step - skipped_total(cfg, step) + skipped_total(cfg, min(step, cfg.warmup_steps))
 
 
@@ -1620,6 +1738,7 @@ def lr_after(cfg, step):
 def lr_used(cfg, step):
     """The learning rate step `step` ran with (what HF Trainer logs since v4.51)."""
     return lr_at(cfg, scheduler_steps(cfg, step - 1)) if step > 0 else lr_at(cfg, 0)
+
 
 
 def effective_steps(cfg, step):
@@ -2644,13 +2763,14 @@ class RunState(object):
         self.forced = list(forced)        # (kind, step) incidents the viewer asked for with `!`
         self.start_tau = start_tau        # session time at which this run's t == offset
         self.offset = offset              # run time at which the session met this run
+        self.until = 0.0                  # session time to which the finished run stays shown (the next is queued)
         self._rebuild()
 
     def _rebuild(self):
         self.cfg, incidents = plan_incidents(self.base_cfg, self.incident_rate, self.forced)
         self.timeline = Timeline(self.cfg, incidents)
         self.telemetry = Telemetry(self.timeline)
-        self.end_tau = self.start_tau + self.timeline.duration - self.offset
+        self.end_tau = max(self.until, self.start_tau + self.timeline.duration - self.offset)
 
     def local(self, tau):
         return tau - self.start_tau + self.offset
@@ -2667,38 +2787,96 @@ class RunState(object):
         return kind
 
 
+# Later runs are laid out in windows of session time, each filled from its start with runs
+# that end inside it (a draw that would not is left out; the last finished job stays shown
+# while the next waits in the queue), so the run at any time is found by building one
+# window, never by walking from the session's start: the cost is flat in the clock.
+WINDOW_S = 3 * 86400.0       # a window: three days of jobs, or twice the first run when pins make every run long
+WINDOW_RUNS = 1000           # run numbers each window may use (window k's first is 2 + (k - 1) * WINDOW_RUNS)
+WINDOW_SKIPS = 3             # draws left out in a row before the rest of the window stays queued (an empty window: 9)
+WINDOW_KEEP = 2              # windows whose runs are kept built (a frame and the log writer may differ by one)
+
+
 class Session(object):
-    """Runs one after another: run r+1 starts when run r's summary ends."""
+    """Runs one after another: the first (met mid-way unless from_start), then windows of
+    WINDOW_S, each filled with runs back to back."""
 
     def __init__(self, catalog, seed, pins=None, incidents="rare", from_start=False):
         self.catalog, self.seed, self.pins, self.incident_rate = catalog, seed, pins or {}, incidents
         self.cluster = make_cluster(catalog, seed, self.pins)     # one cluster for every job of the session
         first = self._new_run(1, 0.0, 0.0)
+        long_runs = self.pins and first.timeline.duration > WINDOW_S
+        self.window_s = 2 * first.timeline.duration if long_runs else WINDOW_S
         if not from_start:
             first = RunState(first.base_cfg, incidents, 0.0, attach_time(first.timeline))
         self.first = self.current = first
         self.previous = None
+        self.windows_from = first.end_tau
+        self._windows = collections.OrderedDict()
 
     def _new_run(self, run, start_tau, offset):
         cfg = make_run_config(self.catalog, self.seed, run, self.pins, self.cluster)
         return RunState(cfg, self.incident_rate, start_tau, offset)
 
-    def run_at(self, tau):
-        """The run under way at session time tau (any tau >= 0).
+    def _window(self, k, tau=None):
+        """The runs of window k (k >= 1) in order, built as far as the run under way at
+        tau (all of them if tau is None); each is shown until the next begins, the last
+        until the window ends.  Draws that would end past the window are left out (the
+        window is empty if the first 3 * WINDOW_SKIPS all would)."""
+        end = self.windows_from + k * self.window_s
+        if k not in self._windows:
+            self._windows[k] = [end - self.window_s, 2 + (k - 1) * WINDOW_RUNS, 0, []]
+            while len(self._windows) > WINDOW_KEEP:
+                self._windows.popitem(last=False)
+        state = self._windows[k]
+        t, run, skipped, runs = state
+        while (tau is None or not runs or runs[-1].end_tau <= tau) and run < 2 + k * WINDOW_RUNS \
+                and skipped < (WINDOW_SKIPS if runs else 3 * WINDOW_SKIPS):
+            rs = self._new_run(run, t, 0.0)
+            run += 1
+            if rs.end_tau > end:
+                skipped += 1
+                continue
+            runs.append(rs)
+            t, skipped = rs.end_tau, 0
+        state[:3] = [t, run, skipped]
+        done = run >= 2 + k * WINDOW_RUNS or skipped >= (WINDOW_SKIPS if runs else 3 * WINDOW_SKIPS)
+        if done and runs:                 # the window's last job stays shown while the next is queued
+            runs[-1].until = end
+            runs[-1].end_tau = max(runs[-1].end_tau, end)
+        return runs
 
-        Runs follow each other, so a later run is found by walking forward
-        from the current one, and an earlier one by walking again from the
-        first (runs are pure functions of the seed: the walk rebuilds them)."""
+    def _last_before(self, k):
+        """The run shown at the start of window k: the last of an earlier window (up to
+        three back), else the first run; it stays shown through window k."""
+        for j in range(k - 1, max(0, k - 4), -1):
+            runs = self._window(j)
+            if runs:
+                return runs[-1]
+        return self.first
+
+    def run_at(self, tau):
+        """The run under way at session time tau (any tau >= 0): the one the viewer
+        holds (an incident it forced may have stretched it), else the first run, else
+        the run of tau's window (built in bounded time, whatever tau is)."""
         if tau < 0:
             raise ValueError("session time %r is before the session began" % tau)
-        if self.previous is not None and self.previous.start_tau <= tau < self.current.start_tau:
-            return self.previous
-        if tau < self.current.start_tau:
-            self.current, self.previous = self.first, None
-        while tau >= self.current.end_tau:
-            self.previous = self.current
-            self.current = self._new_run(self.current.cfg.run + 1, self.current.end_tau, 0.0)
-        return self.current
+        for rs in (self.current, self.previous):
+            if rs is not None and rs.start_tau <= tau < rs.end_tau:
+                return rs
+        if tau < self.first.end_tau:
+            found, before = self.first, None
+        else:
+            k = max(1, int((tau - self.windows_from) // self.window_s) + 1)
+            runs = self._window(k, tau)
+            i = bisect.bisect_right([rs.start_tau for rs in runs], tau) - 1
+            found, before = (runs[i], runs[i - 1] if i > 0 else None) if i >= 0 else (self._last_before(k), None)
+            if i < 0:                             # the window's jobs are still queued: the last one stays shown
+                found.until = max(found.until, self.windows_from + k * self.window_s)
+                found.end_tau = max(found.end_tau, found.until)
+        if found is not self.current:
+            self.previous, self.current = before, found
+        return found
 
 
 def attach_time(tl):
@@ -3855,8 +4033,9 @@ class HFTrainer(Dialect):
         k0 = max(seg.first, metrics.step - cfg.log_interval)
         losses = [loss_at(cfg, k, tl.incidents.spikes) for k in range(k0 + 1, metrics.step + 1)]
         bar = tqdm_line(metrics.step, cfg.total_steps, ev.t - seg.t0, tqdm_rate(tl, seg, metrics.step))
+        lr = metrics.lr_used if cfg.stack.prints["hf.logged_lr"] == "before" else metrics.lr
         return [("INFO", bar), ("INFO", "{'loss': %r, 'grad_norm': %r, 'learning_rate': %r, 'epoch': %r}" % (
-            round(sum(losses) / len(losses), 4), metrics.grad_norm, metrics.lr_used, round(metrics.epoch, 2)))]
+            round(sum(losses) / len(losses), 4), metrics.grad_norm, lr, round(metrics.epoch, 2)))]
 
     def val_start(self, ctx, ev):
         cfg = ctx.cfg
@@ -4170,7 +4349,8 @@ def config_record(cfg):
         ("grad_accum_steps", cfg.grad_accum), ("tokens_per_step", cfg.tokens_per_step),
         ("start_step", cfg.start_step), ("total_steps", cfg.total_steps),
         ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
-        ("lr_decay", cfg.decay), ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
+        ("lr_decay", cfg.decay), ("lr_scheduler", cfg.lr_scheduler), ("min_lr_ratio", cfg.min_lr_ratio),
+        ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
         ("hostnames", [hostname_of(cfg, i) for i in range(min(cfg.nodes, 4))]),
         ("software", software_record(cfg.stack, cfg.framework)),
     ])
@@ -5890,8 +6070,12 @@ def _frames(term, session, args, ui, status):
         if args.exit_after_sim and tau >= args.exit_after_sim:
             return
         ended = False
-        if session.previous is not None and fed < session.previous.start_tau:
-            fed = session.previous.start_tau          # runs behind at absurd speeds: skip to the recent past
+        rs = session.run_at(tau)
+        floor = max((session.previous or rs).start_tau, tau - history_window(rs))
+        if fed < floor:                               # runs behind at absurd speeds: skip to the recent past
+            fed = floor                               # (what the log region can show, as prefill writes)
+            if writer.run == rs.cfg.run:
+                writer.done_t = max(writer.done_t, rs.local(floor))
         if tau > fed:
             ended, fed = writer.advance(fed, tau)
         if ended and args.exit_after_runs and writer.runs_done >= args.exit_after_runs:
