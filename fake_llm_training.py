@@ -1008,6 +1008,17 @@ def model_tensors(model):
 # The families of our catalog that torchtitan implements (torchtitan/models/__init__.py at v0.2.2:
 # deepseek_v3, flux, gpt_oss, llama3, llama3_ft, llama4, qwen3): Llama 3 only.
 TORCHTITAN_FAMILIES = ("llama3",)
+# Families whose activations or gradients overflow fp16, so teams train them in bf16 only
+# (and never on a card without it): Gemma (google/gemma_pytorch#24, fp16 fine-tunes turn
+# NaN; Gemma 3 the same, huggingface/transformers#36822) and Qwen2/2.5 (QwenLM/Qwen3#670:
+# fp16 SFT gives NaN tokens, the maintainers answer bf16 or fp32).
+FP16_OVERFLOW_FAMILIES = ("gemma2", "qwen2")
+
+
+def drawn_in_fp16(model, gpu, pins):
+    """A draw that would train an fp16-overflowing family on a card without bf16 (a
+    pinned model stays the user's wish)."""
+    return gpu.precision == "fp16" and model.family in FP16_OVERFLOW_FAMILIES and not pins.get("model")
 
 
 def safetensors_export(params, model, rng):
@@ -1460,7 +1471,8 @@ def unusual_run(catalog, seed, run, pins, cluster):
                 continue
             models = model_pool(catalog, kind, pins.get("model"), framework)
             for model in rng.sample(models, min(3, len(models))):
-                if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
+                if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES or \
+                        drawn_in_fp16(model, cluster.gpu, pins):
                     continue
                 params = count_params(model)
                 seq = min(4096, model.context)
@@ -1493,6 +1505,8 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
         if framework == "torchtitan" and cluster.gpu.precision != "bf16":
             if pins.get("framework"):           # its mixed precision is bf16 (or fp32), with no loss scaler
                 raise ConfigError("torchtitan trains in bf16, which the %s lacks" % cluster.gpu.key)
+            continue
+        if drawn_in_fp16(model, cluster.gpu, pins):
             continue
         if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
             if pins.get("framework") and pins.get("model"):
