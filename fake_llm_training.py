@@ -2777,11 +2777,16 @@ def node_ip(cfg, n):
     return "10.%d.%d.%d" % (10 + cfg.seed % 200, n // 250, 11 + n % 250)
 
 
+def channel_shift(cfg, channel):
+    """Where a channel's path through a node starts: across nodes each channel leaves by
+    another GPU's NIC, so the order rotates; inside one node every channel is 0 1 ... 7."""
+    return channel % cfg.gpus_per_node if cfg.nodes > 1 else 0
+
+
 def ring_order(cfg, channel):
-    """The ranks in channel `channel`'s ring: through each node in turn, each node's GPUs
-    rotated by the channel (so every GPU in turn leads a node's part and drives its NIC)."""
+    """The ranks in channel `channel`'s ring: through each node in turn."""
     g = cfg.gpus_per_node
-    return [node * g + (local + channel) % g for node in range(cfg.nodes) for local in range(g)]
+    return [node * g + (local + channel_shift(cfg, channel)) % g for node in range(cfg.nodes) for local in range(g)]
 
 
 def nccl_ring_line(cfg, channel, channels):
@@ -2830,13 +2835,13 @@ def tree_entry(cfg, rank, channel, channels):
     of the channel's tree (the first half of the channels the tree, the second its twin)."""
     g = cfg.gpus_per_node
     node, local = divmod(rank, g)
-    chain = [node * g + (i + channel) % g for i in range(g)]
+    chain = [node * g + (i + channel_shift(cfg, channel)) % g for i in range(g)]
     at = chain.index(rank)
     up = chain[at - 1] if at else -1
     down = [chain[at + 1]] if at + 1 < g else []
     if at == 0:
         u, d0, d1 = (btree if channel < channels // 2 else dtree)(cfg.nodes, node)
-        head = lambda n: n * g + channel % g
+        head = lambda n: n * g + channel_shift(cfg, channel)
         up = head(u) if u >= 0 else -1
         down += [head(d) for d in (d0, d1) if d >= 0]
     down = (down + [-1, -1, -1])[:3]
@@ -2864,6 +2869,9 @@ def net_lines(cfg, ip):
     return ["NET/%s : Using %s" % (fabric.nccl_net, devices)], fabric.nccl_net
 
 
+NO_P2P_ARCHS = ("ada",)     # Ada cards (L40S) have no peer-to-peer over PCIe: NCCL goes through host memory
+
+
 def transport_line(cfg, rank, channel, p2p):
     """The line rank `rank` prints when it connects to the next rank of a channel's ring:
     over NVLink/PCIe inside a node (/read between Ampere GPUs: src/graph/paths.cc), over
@@ -2878,7 +2886,8 @@ def transport_line(cfg, rank, channel, p2p):
         return "%d[%x]" % (r, int(bus[r % g], 16) << 12) if by_bus else "%d[%d]" % (r, r % g)
     if nxt // g == rank // g:
         read = "/read" if cfg.gpu.arch == "ampere" and not cfg.gpu.intra.startswith("PCIe") else ""
-        return "Channel %02d/0 : %s -> %s via %s%s" % (channel, peer(rank), peer(nxt), p2p, read)
+        way = "SHM/direct/direct" if cfg.gpu.arch in NO_P2P_ARCHS else p2p + read
+        return "Channel %02d/0 : %s -> %s via %s" % (channel, peer(rank), peer(nxt), way)
     net = net_lines(cfg, "")[1]
     gdr = "/GDRDMA" if cfg.cluster.fabric.nccl_net in ("IB", "RoCE", "Libfabric") else ""
     return "Channel %02d/0 : %s -> %s [send] via NET/%s/%d%s" % (channel, peer(rank), peer(nxt), net,
