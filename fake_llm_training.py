@@ -43,21 +43,54 @@ def plural(n, noun):
     return "%d %s%s" % (n, noun, "" if n == 1 else "s")
 
 
-def default_data_dir():
-    """data/ beside this file (a checkout), else where `pip install` put it:
-    under the environment's prefix, or the user base for `pip install --user`."""
+def data_places():
+    """Where data/ may be, in the order looked: beside this file (a checkout, a
+    copied file with its data/, a zipapp), then where `pip install` puts it:
+    share/fake_llm_training/data under the directory of this file (`--target
+    DIR`), the environment's prefix, or the user base (`--user`)."""
     import site
     import sysconfig
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    bases = [sys.prefix, sysconfig.get_path("data")]
+    here = os.path.dirname(os.path.abspath(__file__))
+    bases = [here, sys.prefix, sysconfig.get_path("data")]
     user_base = getattr(site, "getuserbase", lambda: None)()
     if user_base:
         bases.append(user_base)
-    candidates = [here] + [os.path.join(b, "share", "fake_llm_training", "data") for b in bases if b]
-    for path in candidates:
-        if os.path.isdir(path):
+    places = [os.path.join(here, "data")]
+    for base in bases:
+        path = os.path.join(base, "share", "fake_llm_training", "data")
+        if base and path not in places:
+            places.append(path)
+    return places
+
+
+def data_bytes(path):
+    """A data file's bytes: from the disk, or from the archive this module was
+    loaded from (a zipapp: `python3 -m zipapp` of the file, data/ and a __main__.py)."""
+    loader = globals().get("__loader__")
+    if os.path.isfile(path) or not hasattr(loader, "get_data"):
+        with open(path, "rb") as f:
+            return f.read()
+    archive = os.path.abspath(getattr(loader, "archive", "/")) + os.sep    # zipimport's own names are
+    return loader.get_data(path[len(archive):] if path.startswith(archive) else path)   # relative to it
+
+
+def is_data_dir(path):
+    """Whether `path` holds the data tables (models.txt, on the disk or in the zipapp)."""
+    if os.path.isdir(path):
+        return True
+    try:
+        data_bytes(os.path.join(path, "models.txt"))
+        return True
+    except (IOError, OSError):
+        return False
+
+
+def default_data_dir():
+    """The first of data_places() that holds the tables, or None."""
+    for path in data_places():
+        if is_data_dir(path):
             return path
-    return candidates[1]
+    return None
 
 
 DATA_DIR = default_data_dir()
@@ -101,8 +134,26 @@ def platform(gpu):
     return "pcie" if gpu.intra.startswith("PCIe") else gpu.arch
 
 
-def _opt_int(text):
-    return None if text == "-" else int(text)
+def _number(kind, lo, hi):
+    """A parser of a number in [lo, hi] (finite: nan and inf are out of every range)."""
+    def parse(text):
+        value = kind(text)
+        if not lo <= value <= hi:
+            raise ValueError("expected a number from %.15g to %.15g, got %r" % (lo, hi, text))
+        return value
+    return parse
+
+
+def _optional(parse):
+    """'-' for none, else `parse`."""
+    return lambda text: None if text == "-" else parse(text)
+
+
+# Bounds of the numeric columns: positive (weights: not negative) and far beyond any real value,
+# so that a typo (an extra digit or three, a missing one, nan) is a data error, not a hang or a crash.
+SIZE = _number(int, 1, 2 ** 20)          # layers, widths, heads: no model has a million of any
+WEIGHT = _number(int, 0, 10 ** 6)        # draw weights
+BANDWIDTH = _number(float, 0.01, 1e6)    # GB/s and Gbit/s
 
 
 def _yes_no(text):
@@ -141,29 +192,32 @@ MAX_VAL_GAP = 0.2            # the jsonl referee wants validation within 20% of 
 
 # Each file: its columns and how each column is parsed.
 TABLES = {
-    "models.txt": [("name", str), ("family", str), ("layers", int), ("hidden", int),
-                   ("heads", int), ("kv_heads", int), ("head_dim", _opt_int),
-                   ("ffn_hidden", int), ("vocab", int), ("context", int),
+    "models.txt": [("name", str), ("family", str), ("layers", SIZE), ("hidden", SIZE),
+                   ("heads", SIZE), ("kv_heads", SIZE), ("head_dim", _optional(SIZE)),
+                   ("ffn_hidden", SIZE), ("vocab", _number(int, 2, 2 ** 24)), ("context", _number(int, 256, 2 ** 24)),
                    ("tied", _yes_no), ("mlp", _choice("swiglu", "geglu", "gelu")),
-                   ("experts", _opt_int), ("active", _opt_int)],
+                   ("experts", _optional(SIZE)), ("active", _optional(SIZE))],
     "nicknames.txt": [("name", str), ("shape", str)],
-    "gpus.txt": [("key", str), ("name", str), ("memory_mib", int), ("tflops", float),
-                 ("power_cap_w", int), ("idle_w", int), ("link_gbs", float), ("intra", str),
-                 ("arch", _choice(*ARCHS)), ("hbm_gbs", float), ("kernel_eff", float),
-                 ("precision", _choice("bf16", "fp16")), ("weight", int)],
-    "fabrics.txt": [("key", str), ("platform", _choice(*PLATFORMS)), ("fabric", str), ("gbits_per_gpu", float),
-                    ("nccl_net", _choice("IB", "RoCE", "Socket", "Libfabric", "GPUDirectTCPX")), ("weight", int)],
+    "gpus.txt": [("key", str), ("name", str), ("memory_mib", _number(int, 1024, 2 ** 24)),
+                 ("tflops", _number(float, 1, 1e6)), ("power_cap_w", _number(int, 10, 10000)),
+                 ("idle_w", _number(int, 1, 10000)), ("link_gbs", BANDWIDTH), ("intra", str),
+                 ("arch", _choice(*ARCHS)), ("hbm_gbs", BANDWIDTH), ("kernel_eff", _number(float, 0.01, 0.99)),
+                 ("precision", _choice("bf16", "fp16")), ("weight", WEIGHT)],
+    "fabrics.txt": [("key", str), ("platform", _choice(*PLATFORMS)), ("fabric", str), ("gbits_per_gpu", BANDWIDTH),
+                    ("nccl_net", _choice("IB", "RoCE", "Socket", "Libfabric", "GPUDirectTCPX")), ("weight", WEIGHT)],
     "platforms.txt": [("key", str), ("board", str), ("gpus", _names), ("fabrics", _names), ("bus_ids", _bus_ids),
                       ("nics", _names)],
     "stacks.txt": [("torch", str), ("cuda", str), ("nccl", str), ("driver", str), ("driver_cuda", str),
                    ("archs", str), ("megatron", str), ("deepspeed", str), ("transformers", str),
-                   ("lightning", str), ("weight", int)],
-    "filesystems.txt": [("name", str), ("write_gbs", float), ("read_gbs", float), ("node_gbs", float),
-                        ("weight", int)],
+                   ("lightning", str), ("weight", WEIGHT)],
+    "filesystems.txt": [("name", str), ("write_gbs", BANDWIDTH), ("read_gbs", BANDWIDTH), ("node_gbs", BANDWIDTH),
+                        ("weight", WEIGHT)],
     "datasets.txt": [("name", str), ("kind", _choice("pretrain", "finetune")),
-                     ("tokens", int), ("examples", _opt_int), ("loss_level", float), ("val_gap", float)],
-    "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str)],
-    "clusters.txt": [("hostname", str), ("first", int), ("platforms", _names)],
+                     ("tokens", _number(int, 10 ** 6, 10 ** 16)), ("examples", _optional(_number(int, 1, 10 ** 10))),
+                     ("loss_level", _number(float, *LOSS_LEVELS)), ("val_gap", _number(float, 0, MAX_VAL_GAP))],
+    "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str),
+                       ("pretrain_tokens", _number(float, 1e9, 1e15)), ("source", str)],
+    "clusters.txt": [("hostname", str), ("first", _number(int, 0, 10 ** 6)), ("platforms", _names)],
     "printers.txt": [("package", str), ("since", str), ("field", str), ("value", str), ("source", str)],
 }
 KEY_COLUMNS = {"printers.txt": 3}     # columns that name a row (the rest: 1, the first)
@@ -178,26 +232,32 @@ def version_key(text):
     return tuple(int(p) for p in parts)
 
 
+# Characters no cell may hold: C0 and C1 controls, line and paragraph separators (they would break a log line)
+CONTROL_CHARACTER = re.compile(u"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def read_table(path, columns, key=1):
     """Rows of a "|"-separated file with a header line, as lists of parsed values;
     no two rows share their first `key` values."""
     name = os.path.basename(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
+        raw = data_bytes(path)
+    except (IOError, OSError) as exc:
         raise DataError("%s: cannot read: %s" % (path, exc.strerror or exc))
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")            # a byte-order mark (Windows editors) is not content
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise DataError("%s:%d: not valid UTF-8" % (path, line))
     rows, header, seen = [], None, set()
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+    for number, line in enumerate(text.split("\n"), 1):     # lines end at \n only (\r\n too): the editor's numbers
+        line = line.rstrip("\r").strip(" \t")
         if not line or line.startswith("#"):
             continue
-        cells = [cell.strip() for cell in line.split("|")]
+        bad = CONTROL_CHARACTER.search(line)
+        if bad:
+            raise DataError("%s:%d: control character %r in the line" % (path, number, bad.group()))
+        cells = [cell.strip(" \t") for cell in line.split("|")]
         if header is None:
             header = cells
             wanted = [c for c, _ in columns]
@@ -226,9 +286,16 @@ def read_table(path, columns, key=1):
     return rows
 
 
+# A host name pattern: RFC 1123 characters around one node number, plain or zero-padded ({n}, {n:03d})
+HOSTNAME_PATTERN = re.compile(r"^[A-Za-z0-9.-]*\{n(:0?[1-9]?d)?\}[A-Za-z0-9.-]*$")
+
+
 def load_catalog(data_dir=DATA_DIR):
     """Read every data file; raise DataError naming the first problem."""
-    if not os.path.isdir(data_dir):
+    if data_dir is None:
+        raise DataError("data directory not found; looked in %s (or name one with --data-dir)"
+                        % ", ".join(data_places()))
+    if not is_data_dir(data_dir):
         raise DataError("%s: data directory not found" % data_dir)
     tables = {name: read_table(os.path.join(data_dir, name), columns, KEY_COLUMNS.get(name, 1))
               for name, columns in sorted(TABLES.items())}
@@ -247,7 +314,7 @@ def load_catalog(data_dir=DATA_DIR):
             raise DataError("%s:%d: duplicate name %r" %
                             (os.path.join(data_dir, "nicknames.txt"), number, name))
         models[name] = models[shape]._replace(name=name)
-    tokenizers = {family: (tok, arch) for _, (family, tok, arch) in tables["tokenizers.txt"]}
+    tokenizers = {family: (tok, arch, tokens) for _, (family, tok, arch, tokens, _src) in tables["tokenizers.txt"]}
     for number, v in tables["models.txt"]:
         if v[1] not in tokenizers:
             raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
@@ -284,6 +351,8 @@ def _hardware_tables(tables, data_dir):
         if min(g.memory_mib, g.tflops, g.power_cap_w, g.idle_w, g.link_gbs, g.hbm_gbs) <= 0 or g.weight < 0:
             raise DataError("%s: memory, TFLOP/s, power and bandwidths must be positive, weight not negative"
                             % where("gpus.txt", number))
+        if g.idle_w >= g.power_cap_w:
+            raise DataError("%s: idle_w must be below power_cap_w" % where("gpus.txt", number))
         if not any(g.arch in st[5].split(",") and st[10] > 0 for _, st in tables["stacks.txt"]):
             raise DataError("%s: no stack in stacks.txt supports arch %r" % (where("gpus.txt", number), g.arch))
     if not any(v[-1] for _, v in tables["gpus.txt"]):
@@ -317,10 +386,9 @@ def _machine_room(tables, data_dir, gpus, fabrics):
                             % (where("platforms.txt", 1), g.key))
     clusters = []
     for number, (pattern, first, types) in tables["clusters.txt"]:
-        try:
-            pattern.format(n=1)
-        except (KeyError, IndexError, ValueError):
-            raise DataError("%s: hostname pattern must use only {n}" % where("clusters.txt", number))
+        if not HOSTNAME_PATTERN.match(pattern):
+            raise DataError("%s: hostname pattern %r must be letters, digits, '-' and '.' around one {n} "
+                            "or {n:03d}" % (where("clusters.txt", number), pattern))
         if any(t not in [nt.key for nt in node_types] for t in types):
             raise DataError("%s: platforms must be keys of platforms.txt" % where("clusters.txt", number))
         clusters.append((pattern, first, types))
@@ -453,6 +521,8 @@ StepParts = collections.namedtuple("StepParts", "compute comm optimizer data")
 # the CUDA context; NCCL's buffers.
 Memory = collections.namedtuple("Memory", "allocated reserved context nccl states")
 
+JOB_SIZES = (8, 16, 32, 64, 128, 256, 512, 576, 1024, 2048, 4096)   # GPUs a job asks for (576: NeMo's 405B)
+SHORTEST_SEQ = 2048                   # the shortest sequence a drawn run trains on
 CLUSTER_DRAW = 0                      # the config draw of "run 0" is the cluster's (runs count from 1)
 CLUSTER_NODES = (2, 4, 4, 8, 8, 16, 16, 32, 64, 128, 256)   # nodes of 8: team partitions to big pools
 GPUS_PER_NODE = 8                     # HGX/DGX boards and the PCIe servers people build carry 8 cards
@@ -501,32 +571,13 @@ ZERO_LEVEL = {"none": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}
 
 
 def weighted(rng, items, weight):
-    """One of items, as often as weight(item) says."""
-    pool = [x for x in items for _ in range(weight(x))]
-    return rng.choice(pool)
-
-
-def make_cluster(catalog, seed, pins=None):
-    """The session's cluster: the same for every run of this seed and these pins."""
-    pins = pins or {}
-    rng = random.Random("%d:config:%d" % (seed, CLUSTER_DRAW))
-    if pins.get("gpu_type"):
-        gpu = catalog.gpus[pins["gpu_type"]]
-    else:
-        gpu = weighted(rng, list(catalog.gpus.values()), lambda g: g.weight)
-    nodes = rng.choice(CLUSTER_NODES)
-    gpus_per_node = GPUS_PER_NODE
-    if pins.get("gpus"):
-        gpus_per_node = min(GPUS_PER_NODE, pins["gpus"])
-        nodes = pins["gpus"] // gpus_per_node
-    fabric = weighted(rng, [f for f in catalog.fabrics if node_type_of(catalog, gpu, f)], lambda f: f.weight)
-    node_type = node_type_of(catalog, gpu, fabric)
-    stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
-    stack = weighted(rng, stacks, lambda st: st.weight)
-    fs = weighted(rng, catalog.filesystems, lambda f: f.weight)
-    pattern, first = rng.choice([(p, n) for p, n, types in catalog.clusters if node_type.key in types])
-    return Cluster(gpu, nodes, gpus_per_node, fabric, fabric.gbits_per_gpu / 8.0, fs, stack, pattern, first,
-                   node_type)
+    """One of items, as often as weight(item) says: the draw rng.choice makes from a pool
+    holding weight(x) copies of each x, without building the pool."""
+    k = rng.randrange(sum(weight(x) for x in items))
+    for x in items:
+        k -= weight(x)
+        if k < 0:
+            return x
 
 
 def node_type_of(catalog, gpu, fabric):
@@ -797,6 +848,65 @@ def describe_layout(L):
         L.dp, L.sharding, L.recompute, L.mbs)
 
 
+def leanest_need(model, gpu, gpus, framework):
+    """Bytes per GPU of the leanest layout `framework` can give `model` on `gpus` cards
+    (full recompute, micro-batch 1, the shortest sequence), or None if it has none."""
+    params = count_params(model)
+    active = count_params(model, active_only=True) if model.experts else params
+    seq = min(SHORTEST_SEQ, model.context)
+    needs = [memory_total(memory_model(model, params, active, L._replace(recompute="full"), seq, framework))
+             for L in layouts(model, gpus, min(GPUS_PER_NODE, gpus), framework, seq)]
+    return min(needs) if needs else None
+
+
+def fitting_gpus(catalog, gpu, pins):
+    """The fewest GPUs of this card (a job size) that can hold the pinned model in the pinned
+    framework's precision, or None if no job can: the pins and the card cannot go together."""
+    framework, model = pins.get("framework"), catalog.models.get(pins.get("model"))
+    if framework == "torchtitan" and gpu.precision != "bf16":
+        return None
+    if model is None:
+        return 1
+    sizes = [pins["gpus"]] if pins.get("gpus") else JOB_SIZES
+    for gpus in sizes:
+        for fw in [framework] if framework else FRAMEWORK_SHARDINGS:
+            need = leanest_need(model, gpu, gpus, fw)
+            if need is not None and need <= gpu.memory_mib * MIB * CARD_HEADROOM:
+                return gpus
+    return None
+
+
+def make_cluster(catalog, seed, pins=None):
+    """The session's cluster: the same for every run of this seed and these pins."""
+    pins = pins or {}
+    rng = random.Random("%d:config:%d" % (seed, CLUSTER_DRAW))
+    if pins.get("gpu_type"):
+        gpu = catalog.gpus[pins["gpu_type"]]
+    else:
+        gpu = weighted(rng, list(catalog.gpus.values()), lambda g: g.weight)
+        if fitting_gpus(catalog, gpu, pins) is None:      # the pins narrow the draw to the cards that suit them
+            suited = [g for g in catalog.gpus.values() if fitting_gpus(catalog, g, pins) is not None] or [gpu]
+            some = any(g.weight for g in suited)
+            gpu = weighted(random.Random("%d:card" % seed), suited, lambda g: g.weight if some else 1)
+    nodes = rng.choice(CLUSTER_NODES)
+    gpus_per_node = GPUS_PER_NODE
+    if pins.get("gpus"):
+        gpus_per_node = min(GPUS_PER_NODE, pins["gpus"])
+        nodes = pins["gpus"] // gpus_per_node
+    else:                                  # big enough for the pinned model and rank
+        need = fitting_gpus(catalog, gpu, pins) or max(JOB_SIZES)
+        nodes = max(nodes, -(-max(need, pins.get("min_gpus", 1)) // GPUS_PER_NODE))
+    fabric = weighted(rng, [f for f in catalog.fabrics if node_type_of(catalog, gpu, f)], lambda f: f.weight)
+    node_type = node_type_of(catalog, gpu, fabric)
+    stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
+    stack = weighted(rng, stacks, lambda st: st.weight)
+    fs = weighted(rng, catalog.filesystems, lambda f: f.weight)
+    pattern, first = rng.choice([(p, n) for p, n, types in catalog.clusters if node_type.key in types])
+    return Cluster(gpu, nodes, gpus_per_node, fabric, fabric.gbits_per_gpu / 8.0, fs, stack, pattern, first,
+                   node_type)
+
+
+
 ########################################################################
 # Run configuration (pure: from the seed and the user's pins)
 ########################################################################
@@ -909,21 +1019,30 @@ def safetensors_export(params, model, rng):
     return files + extras
 
 
-def initial_losses(rng, kind, model, params, dataset):
+def chinchilla_loss(params, tokens=None):
+    """Hoffmann et al.'s fit E + A/N^a + B/D^b (nats per token on web text); no D: unlimited data."""
+    return 1.69 + 406.4 / params ** 0.34 + (410.7 / tokens ** 0.28 if tokens else 0.0)
+
+
+CONTINUE_SHIFT = (0.01, 0.06)   # a released model on a corpus it has not seen starts a few percent above its
+                                # own loss level there (our estimate: the corpora overlap in kind, web with web)
+
+
+def initial_losses(rng, kind, model, params, dataset, pretrained=None, tokens=None):
     """Where the loss starts and the floor it heads for (nats per token): the
     data's loss level scales the floor (code far below web text) and, for
     fine-tunes and continued pretraining, the start; from scratch every
-    corpus starts at ln(vocab), where an untrained model is."""
-    chinchilla_model_term = 406.4 / params ** 0.34          # Hoffmann et al. fit: E + A/N^a + B/D^b
+    corpus starts at ln(vocab), where an untrained model is.  A released base
+    model (`pretrained` tokens behind it) continued on `tokens` more starts near
+    its own pretraining loss on this data and heads for what the extra tokens buy."""
     level = dataset.loss_level
-    floor = (1.69 + chinchilla_model_term) * level
     if kind == "finetune":
         start = rng.uniform(1.2, 2.2) * level               # chat SFT 1.2-2.2 (facts.md section 3)
         return start, start * rng.uniform(0.45, 0.7)
     if kind == "continue":
-        start = floor + rng.uniform(0.35, 0.8) * level      # a released model on a new domain
-        return start, floor + 0.15 * level
-    return math.log(model.vocab), floor
+        start = chinchilla_loss(params, pretrained) * level * (1 + rng.uniform(*CONTINUE_SHIFT))
+        return start, chinchilla_loss(params, pretrained + tokens) * level
+    return math.log(model.vocab), chinchilla_loss(params) * level
 
 
 def run_name(rng, kind, model, dataset, lr, seed):
@@ -934,7 +1053,6 @@ def run_name(rng, kind, model, dataset, lr, seed):
                                  rng.choice(("v1", "v2", "v3", "v4", "ablate", "rerun", "final")))
 
 
-JOB_SIZES = (8, 16, 32, 64, 128, 256, 512, 576, 1024, 2048)
 MAX_RUN_SECONDS = 21 * 86400          # a job of a few weeks at most: longer pretrains are split in stages
 MIN_STEP_S, MAX_STEP_S = 0.08, 60.0   # optimizer steps outside this band are not what teams configure
 TOKENS_PER_PARAM = (20, 20, 25, 30, 40, 50, 80, 100, 200)   # Chinchilla's 20 and the over-trained recipes since
@@ -949,6 +1067,10 @@ RENDEZVOUS_S = 2.2                    # per doubling of nodes: the c10d store an
 NCCL_INIT_S = 0.9                     # per doubling of ranks: bootstrap ring and channel set-up
 INIT_PARAMS_PER_S = 1.5e9             # parameters a rank initialises (and moves to the GPU) per second
 MIN_COMPUTE_SHARE = 0.45              # a job that waits on the network more than it computes gets fewer GPUs
+UNUSUAL_KINDS = ("continue", "resume", "finetune", "pretrain")   # the order unusual_run tries kinds in
+LONG_RUN_S = 400 * 86400.0            # a run resubmitted for months (Llama 3 405B: 54 days on 16k GPUs; OPT-175B
+                                      # 2 months on 992): a session may join one mid-way, not one of years
+PERF_RUN_STEPS = (100, 200, 300, 500, 1000)   # performance runs before the real one ("iteration 1/ 1000")
 REQUEUE_S = (120.0, 900.0)            # drained node, requeued job: minutes in the queue before it starts again
 
 
@@ -1002,9 +1124,10 @@ def target_batch(rng, kind, params, seq):
     return max(1, 2 ** int(round(math.log(tokens / seq, 2))))
 
 
-def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework):
-    """Dataset, length, resume position and learning-rate schedule; None if no real run is this long."""
-    max_steps = int(MAX_RUN_SECONDS / step_time)
+def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework, unusual=False):
+    """Dataset, length, resume position and learning-rate schedule; None if no real run is this long.
+    `unusual` (see unusual_run): a resumed run may last months, a pretraining is a performance run."""
+    max_steps = int((LONG_RUN_S if unusual and kind == "resume" else MAX_RUN_SECONDS) / step_time)
     if kind == "finetune":
         dataset = rng.choice([d for d in catalog.datasets if d.kind == "finetune"])
         epochs = rng.choice((1, 2, 2, 3, 3, 4))
@@ -1021,10 +1144,14 @@ def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, ste
             tokens = params * rng.choice(TOKENS_PER_PARAM)
         tokens = min(tokens, dataset.tokens * 4.0, max_steps * float(tokens_per_step))   # at most 4 epochs
         total = int(math.ceil(tokens / tokens_per_step))
-        if kind != "continue" and total * tokens_per_step < 20 * params or total < 50:
+        if unusual and kind == "pretrain":
+            total = rng.choice(PERF_RUN_STEPS)
+        elif kind != "continue" and total * tokens_per_step < 20 * params or total < 50:
             return None                       # under Chinchilla's 20 tokens per parameter: not a pretrain
         start = 0
-        if kind == "resume":
+        if kind == "resume" and unusual:      # joined mid-way: weeks or months still to go
+            start = int(total * rng.uniform(0.1, 0.8))
+        elif kind == "resume":
             left = int(math.exp(rng.uniform(*[math.log(x) for x in RESUME_LEFT_S])) / step_time)
             start = max(total // 20, total - max(20, left))
         epochs, steps_per_epoch, train_samples = 1, total, 0
@@ -1127,17 +1254,18 @@ def cadence_and_timing(cadence, timing):
     return out
 
 
-def attach_fraction(rng, sched, step_time):
+def attach_fraction(rng, sched, step_time, unusual=False):
     """Where a session joins this run if it is the first: near the end of a long run
-    (so the job ends within the hour), part-way through a short one."""
+    (so the job ends within the hour), part-way through a short one or one of months."""
     train_s = (sched["total_steps"] - sched["start_step"]) * step_time
     left = rng.uniform(8 * 60, 45 * 60)
-    if train_s > 2 * left:
+    if train_s > 2 * left and not unusual:
         return 1 - left / train_s
     return rng.uniform(0.2, 0.7)
 
 
-def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster, gpus, seq, plan):
+def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster, gpus, seq, plan,
+                     unusual=False):
     """A run around a plan that fits: schedule, cadence and timings; None if no real job looks like it."""
     L, grad_accum, parts, mem = plan
     active = count_params(model, active_only=True) if model.experts else params
@@ -1146,15 +1274,20 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
     step_time = sum(parts)
     if not MIN_STEP_S <= step_time <= MAX_STEP_S:
         return None
-    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework)
+    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework, unusual)
     if sched is None:
         return None
     cadence = draw_cadence(rng, framework, step_time, sched)
     timing = draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence)
+    if kind == "resume":                    # it resumes from the last checkpoint the earlier job saved
+        sched["start_step"] -= sched["start_step"] % timing["ckpt_interval"]
+        if sched["start_step"] <= 0:
+            return None
     fpt = flops_per_token(model, seq, active)
     tokens_per_s = tokens_per_step / step_time
     name = run_name(rng, kind, model, sched["dataset"], sched["peak_lr"], seed)
-    loss_start, loss_floor = initial_losses(rng, kind, model, params, sched["dataset"])
+    loss_start, loss_floor = initial_losses(rng, kind, model, params, sched["dataset"],
+                                            catalog.tokenizers[model.family][2], sched["total_steps"] * tokens_per_step)
     nodes = gpus // cluster.gpus_per_node
     first_node = cluster.first_node + rng.randrange(cluster.nodes // nodes) * nodes   # the partition it got
     return RunConfig(
@@ -1183,26 +1316,36 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         grad_start=(rng.uniform(8, 16) if kind == "pretrain" else rng.uniform(2, 12)),
         noise=0.006 + 0.02 / math.sqrt(tokens_per_step / 2.5e5),
         spike_rate=1.0,
-        attach_fraction=attach_fraction(rng, sched, step_time),
+        attach_fraction=attach_fraction(rng, sched, step_time, unusual),
         ambient_c=rng.uniform(24, 31), loss_scale_exp=rng.choice((14, 15, 16, 17)),
         loss_phase=rng.uniform(0, 2 * math.pi), overflow_steps=(), overflow_exps=(),
         run_seed=seed * RUN_SEED_STRIDE + run, corpus=sched["dataset"], **cadence_and_timing(cadence, timing))
 
 
+def pin_flags(pins, names):
+    """The options the user gave among `names` ('--model X --gpus 8'), to name in a refusal."""
+    flags = {"model": "--model", "gpu_type": "--gpu-type", "gpus": "--gpus", "kind": "--kind",
+             "framework": "--style", "min_gpus": "--rank"}
+    shown = {"min_gpus": lambda n: n - 1}
+    return " ".join("%s %s" % (flags[k], shown.get(k, str)(pins[k])) for k in names if pins.get(k))
+
+
 def refusal(pins, cluster, leanest):
-    """Why no run fits: the true shortfall when memory is the reason."""
+    """Why no run can exist with these pins, naming the pins that make it impossible:
+    the true shortfall when memory is the reason."""
     gpu = cluster.gpu
     card = gpu.memory_mib * MIB * CARD_HEADROOM
     if pins.get("model") and leanest is not None and leanest[1] > card:
         L, need = leanest
-        return ("%s does not fit on %dx %s: its leanest layout (%s) needs %.1f GiB per GPU "
+        return ("%s: %s does not fit on %dx %s: its leanest layout (%s) needs %.1f GiB per GPU "
                 "(weights, gradients, optimizer shards, activations, CUDA context and NCCL buffers), "
                 "the card has %.1f GiB usable: %.1f GiB short"
-                % (pins["model"], L.tp * L.pp * L.cp * L.dp, gpu.name, describe_layout(L), need / GIB,
-                   card / GIB, (need - card) / GIB))
-    return ("no consistent run found for these options (it fits in memory, but no job of this size "
-            "keeps its step time and length within real bands); try fewer pins "
-            "(for example leave out --gpus or --gpu-type)")
+                % (pin_flags(pins, ("model", "gpu_type", "gpus", "framework")), pins["model"],
+                   L.tp * L.pp * L.cp * L.dp, gpu.name, describe_layout(L), need / GIB, card / GIB,
+                   (need - card) / GIB))
+    given = pin_flags(pins, ("model", "gpu_type", "gpus", "kind", "framework", "min_gpus"))
+    return ("no run can exist with %s on %s: no layout of this job fits the card's memory"
+            % (given or "this seed", gpu.name))
 
 
 # fp16 dynamic loss scaling as each framework's scaler does it: (initial exponent,
@@ -1268,6 +1411,56 @@ def with_overflows(cfg):
     return cfg._replace(overflow_steps=steps, overflow_exps=exps)
 
 
+def job_sizes(cluster, pins, params, kind):
+    """GPU counts to try for a run the usual draw found none for: the pins', else the
+    sizes teams use for this model and kind, then every other size the cluster holds."""
+    if pins.get("gpus"):
+        return [pins["gpus"]]
+    total = cluster.nodes * cluster.gpus_per_node
+    usual = cluster_sizes(params, kind, total)
+    rest = [n for n in JOB_SIZES if n <= total and total % n == 0 and n not in usual]
+    return [n for n in usual + rest if n >= pins.get("min_gpus", 1)]
+
+
+def batched_plan(model, params, cluster, gpus, framework, seq, target):
+    """The fastest plan whose step keeps within MAX_STEP_S, halving the batch until it does
+    (a big model on few GPUs trains on fewer sequences a step), or None."""
+    while target >= 1:
+        plan, _ = plan_layout(model, params, cluster, gpus, framework, seq, target, cluster.gpu.precision)
+        if plan is None or sum(plan[2]) <= MAX_STEP_S:
+            return plan
+        target //= 2
+    return None
+
+
+def unusual_run(catalog, seed, run, pins, cluster):
+    """The run teams start with pins the usual draw cannot meet (a big model on a small
+    partition): one joined mid-way through a run of months, a continued pretraining, a
+    fine-tune, or a performance run of a few hundred iterations; None if none fits."""
+    rng = random.Random("%d:unusual:%d" % (seed, run))
+    for kind in [pins["kind"]] if pins.get("kind") else UNUSUAL_KINDS:
+        pool = FINETUNE_FRAMEWORKS if kind == "finetune" else PRETRAIN_FRAMEWORKS
+        for framework in [pins["framework"]] if pins.get("framework") else pool:
+            if framework == "torchtitan" and cluster.gpu.precision != "bf16":
+                continue
+            models = model_pool(catalog, kind, pins.get("model"), framework)
+            for model in rng.sample(models, min(3, len(models))):
+                if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
+                    continue
+                params = count_params(model)
+                seq = min(4096, model.context)
+                for gpus in job_sizes(cluster, pins, params, kind):
+                    plan = batched_plan(model, params, cluster, gpus, framework, seq,
+                                        target_batch(rng, kind, params, seq))
+                    if plan is None or sum(plan[2]) < MIN_STEP_S:
+                        continue
+                    cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
+                                           gpus, seq, plan, unusual=True)
+                    if cfg is not None:
+                        return cfg
+    return None
+
+
 def make_run_config(catalog, seed, run, pins=None, cluster=None):
     """The whole configuration of run number `run` (1, 2, ...) of this seed.
 
@@ -1292,6 +1485,7 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
             continue
         params = count_params(model)
         sizes = [pins["gpus"]] if pins.get("gpus") else cluster_sizes(params, kind, cluster.nodes * cluster.gpus_per_node)
+        sizes = [n for n in sizes if n >= pins.get("min_gpus", 1)]
         if not sizes:
             continue
         gpus = rng.choice(sizes)
@@ -1310,6 +1504,9 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
             fallback = (share, cfg)           # a pinned size may be network-bound: the best of them
     if fallback:
         return with_overflows(fallback[1])
+    cfg = unusual_run(catalog, seed, run, pins, cluster)
+    if cfg is not None:
+        return with_overflows(cfg)
     raise ConfigError(refusal(pins, cluster, leanest))
 
 
@@ -1485,9 +1682,10 @@ def _expected_loss(cfg, step):
         x = step / float(epoch_steps(cfg))
         decay = (1 + 4 * x) ** -0.8 * 0.9 ** int(min(x, cfg.epochs - 1e-9))
         return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * decay
-    if cfg.kind == "continue":
-        warm = 0.06 * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
-        return cfg.loss_floor + (cfg.loss_start - cfg.loss_floor) * (1 + step / 40.0) ** -0.25 + warm
+    if cfg.kind == "continue":      # the re-warmed learning rate lifts the loss a little, then it settles
+        gap = cfg.loss_start - cfg.loss_floor
+        warm = 0.3 * gap * math.sin(math.pi * min(1.0, step / float(cfg.warmup_steps)))
+        return cfg.loss_floor + gap * (1 + step / 40.0) ** -0.25 + warm
     # From scratch (or resumed from it): a Chinchilla-style fit in tokens seen
     # (repeats worth less), scaled by the data's loss level, softly capped at
     # ln(vocab), where an untrained model starts whatever the data.
@@ -1561,19 +1759,32 @@ def val_loss_at(cfg, step, forced_spikes=()):
     return base * (1 + VAL_NOISE * normal(cfg.run_seed, S_VAL, step))
 
 
-def last_checkpoint_step(cfg, step):
-    """The newest step at or before `step` whose checkpoint was saved."""
-    return (step // cfg.ckpt_interval) * cfg.ckpt_interval
+def keeps_best_only(cfg):
+    """Lightning's ModelCheckpoint(monitor='val_loss', save_top_k=1) writes a checkpoint
+    only when the validation loss is the best so far; the other frameworks save at every
+    save interval (and at the last step)."""
+    return cfg.framework == "lightning"
 
 
-def checkpoint_path(cfg, step):
-    return {"megatron": "/checkpoints/%s/iter_%07d" % (cfg.name, step),
-            "deepspeed": "/checkpoints/%s/global_step%d" % (cfg.name, step),
-            "hf": "/outputs/%s/checkpoint-%d" % (cfg.name, step),
-            "torchtitan": "/outputs/%s/checkpoint/step-%d" % (cfg.name, step),
-            "lightning": "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt"
-                         % (cfg.name, epoch_of(cfg, step), step),
-            }[cfg.framework]
+def is_saved(cfg, step, spikes=()):
+    """Whether a checkpoint of step `step` is written at its save."""
+    if step % cfg.ckpt_interval and step != cfg.total_steps or step <= 0:
+        return False
+    if not keeps_best_only(cfg):
+        return True
+    current = val_loss_at(cfg, step, spikes)
+    return all(val_loss_at(cfg, k, spikes) > current for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval))
+
+
+def last_checkpoint_step(cfg, step, spikes=()):
+    """The newest checkpoint at or before `step` that exists, the step a relaunch resumes
+    from: the run's start step (it was loaded from one) if none was written since."""
+    k = (step // cfg.ckpt_interval) * cfg.ckpt_interval
+    if step >= cfg.total_steps and is_saved(cfg, cfg.total_steps, spikes):
+        return cfg.total_steps
+    while k > cfg.start_step and not is_saved(cfg, k, spikes):
+        k -= cfg.ckpt_interval
+    return max(k, cfg.start_step)
 
 
 ########################################################################
@@ -1665,6 +1876,16 @@ def _hiccups_upto(seed, stream, every, size, step):
     return total
 
 
+ATTEMPT_SEED_STRIDE = 1 << 48   # above every run_seed (seed x 7919 + run for 32-bit seeds): launches never share noise
+
+
+def attempt_seed(cfg, attempt):
+    """The seed of launch `attempt`'s timing noise (step jitter, GC, data stalls): a relaunch runs
+    on other processes, other nodes, another moment of the filesystem, so its timings are new; its
+    data order, and so its losses, replay exactly (they stay keyed by the run's seed)."""
+    return cfg.run_seed + attempt * ATTEMPT_SEED_STRIDE
+
+
 def relaunch_hosts(cfg, hosts, node, drained, attempt):
     """The job's node numbers at relaunch `attempt`, after node `node` was drained: its
     place goes to a spare drawn from the cluster's pool, never a host the job holds or
@@ -1725,8 +1946,7 @@ class Timeline(object):
             hang = crash[2]
             self._add("crash", hang, last, last, attempt, crash)
             crashes.remove(crash)
-            done = (last // cfg.ckpt_interval) * cfg.ckpt_interval
-            step = max(done, cfg.start_step)
+            step = last_checkpoint_step(cfg, last - 1, self.incidents.spikes)   # the crashed step never finished
             attempt += 1
             node = crash[1] // cfg.gpus_per_node
             drained.append(self.hosts[-1][node])
@@ -1773,14 +1993,14 @@ class Timeline(object):
                       - _telescoped(s, S_CKPT_TIME, c0, cfg.ckpt_seconds, CKPT_VARIATION))
         return total
 
-    def _jitter(self, step):
-        return STEP_JITTER * self.parts[0] * normal(self.cfg.run_seed, S_STEP, step)
+    def _jitter(self, seg, step):
+        return STEP_JITTER * self.parts[0] * normal(attempt_seed(self.cfg, seg.attempt), S_STEP, step)
 
-    def _gc(self, step):
-        return _hiccups_upto(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)
+    def _gc(self, seg, step):
+        return _hiccups_upto(attempt_seed(self.cfg, seg.attempt), S_GC, self.gc_every, GC_SECONDS, step)
 
-    def _stalls(self, step):
-        return _hiccups_upto(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)
+    def _stalls(self, seg, step):
+        return _hiccups_upto(attempt_seed(self.cfg, seg.attempt), S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)
 
     def _warmup(self, seg, step):
         """Extra seconds of a launch's first steps, up to step `step`."""
@@ -1810,8 +2030,8 @@ class Timeline(object):
     def _step_end(self, seg, step):
         if step <= seg.first:
             return seg.t0
-        return (seg.t0 + (step - seg.first) * self.cfg.step_time_s + self._jitter(step)
-                + self._gc(step) - self._gc(seg.first) + self._stalls(step) - self._stalls(seg.first)
+        return (seg.t0 + (step - seg.first) * self.cfg.step_time_s + self._jitter(seg, step)
+                + self._gc(seg, step) - self._gc(seg, seg.first) + self._stalls(seg, step) - self._stalls(seg, seg.first)
                 + self._warmup(seg, step) + self._pauses_between(seg.first, step) + self._straggle(seg, step))
 
     def busy(self, seg, a, b):
@@ -1821,9 +2041,9 @@ class Timeline(object):
         between = self._pauses_between(a, b) + (self.pause_after(a) if a > seg.first else 0.0)
         return self.step_end(seg, b) - self.step_end(seg, a) - between
 
-    def data_seconds(self, a, b):
-        """Seconds steps a+1..b waited for the data loader."""
-        return (b - a) * self.parts[3] + self._stalls(b) - self._stalls(a)
+    def data_seconds(self, seg, a, b):
+        """Seconds steps a+1..b of `seg` waited for the data loader."""
+        return (b - a) * self.parts[3] + self._stalls(seg, b) - self._stalls(seg, a)
 
     def straggle_of(self, seg, step):
         """Seconds step `step` waits for a slow node (part of its comm)."""
@@ -1832,13 +2052,14 @@ class Timeline(object):
     def step_parts(self, seg, step):
         """Where step `step`'s wall time went: named parts that sum to it."""
         base = self.parts
-        prev = self._jitter(step - 1) if step - 1 > seg.first else 0.0
+        seed = attempt_seed(self.cfg, seg.attempt)
+        prev = self._jitter(seg, step - 1) if step - 1 > seg.first else 0.0
         return collections.OrderedDict([
-            ("compute", base[0] + self._jitter(step) - prev),
+            ("compute", base[0] + self._jitter(seg, step) - prev),
             ("comm", base[1] + self.straggle_of(seg, step)),
             ("optimizer", base[2]),
-            ("data", base[3] + _hiccup_at(self.cfg.run_seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
-            ("gc", _hiccup_at(self.cfg.run_seed, S_GC, self.gc_every, GC_SECONDS, step)),
+            ("data", base[3] + _hiccup_at(seed, S_DATA_STALL, DATA_STALL_BLOCK, self.stall_s, step)),
+            ("gc", _hiccup_at(seed, S_GC, self.gc_every, GC_SECONDS, step)),
             ("warmup", self._warmup(seg, step) - self._warmup(seg, step - 1))])
 
     def step_time(self, seg, step):
@@ -2350,12 +2571,10 @@ def _train_events(tl, seg, t0, t1, every_step=True):
                                                 "seconds": val}))
             if ckpt:
                 if t0 < t <= t1:
-                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "path": checkpoint_path(cfg, step),
-                                                            "seconds": ckpt}))
+                    out.append(Event(t + 2e-6, "ckpt_start", {"step": step, "seconds": ckpt}))
                 t += ckpt
                 if t0 < t <= t1:
-                    out.append(Event(t, "checkpoint", {"step": step, "path": checkpoint_path(cfg, step),
-                                                       "bytes": cfg.ckpt_bytes, "seconds": ckpt}))
+                    out.append(Event(t, "checkpoint", {"step": step, "bytes": cfg.ckpt_bytes, "seconds": ckpt}))
         step += 1
     return out
 
@@ -2732,7 +2951,7 @@ def ds_throughput(tl, seg, step):
     of this launch, current samples/s of this step).  The timer runs from the
     forward to the optimizer step, so the data loader's wait is outside it."""
     cfg = tl.cfg
-    timed = lambda a, b: tl.busy(seg, a, b) - tl.data_seconds(a, b)
+    timed = lambda a, b: tl.busy(seg, a, b) - tl.data_seconds(seg, a, b)
     count = step - seg.first
     avg = cfg.global_batch / (timed(seg.first + DS_TIMER_START, step) / (count - DS_TIMER_START))
     return avg, cfg.global_batch / (timed(step - 1, step) + 1e-6)
@@ -3085,11 +3304,6 @@ def torchrun_lines(ctx, ev):
                   if cfg.nodes > 1 else 0)      # (the other nodes' agents print the same: the log keeps four)
 
 
-def load_path(cfg, step):
-    """Where a run loads from: the released model, or its own last checkpoint."""
-    return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else checkpoint_path(cfg, step)
-
-
 class Dialect(object):
     """One framework's console: each method turns one kind of event into its
     (level, text) lines.  What all frameworks share lives here; a framework
@@ -3098,6 +3312,14 @@ class Dialect(object):
     is set where the run configuration and the timeline name it."""
 
     prints_on_last_rank = False     # Megatron prints iterations on the last rank (print_rank_last)
+
+    def checkpoint_dir(self, cfg, step):
+        """Where the framework writes the checkpoint of step `step`, in its own layout."""
+        raise NotImplementedError
+
+    def load_path(self, cfg, step):
+        """Where a launch loads from: the released model, or the run's own checkpoint."""
+        return "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else self.checkpoint_dir(cfg, step)
 
     def launch(self, ctx, ev):
         return torchrun_lines(ctx, ev)
@@ -3110,7 +3332,8 @@ class Dialect(object):
         cfg = ctx.cfg
         shards = sum(1 for n, _ in cfg.export_files if n.endswith(".safetensors"))
         return [("INFO", "Converting checkpoint %s to Hugging Face safetensors (%d shards) -> /outputs/%s/hf"
-                 % (checkpoint_path(cfg, cfg.total_steps), shards, cfg.name))]
+                 % (self.checkpoint_dir(cfg, last_checkpoint_step(cfg, cfg.total_steps, ctx.tl.incidents.spikes)),
+                    shards, cfg.name))]
 
     def export_done(self, ctx, ev):
         files = ev.data["files"]
@@ -3125,6 +3348,9 @@ class Megatron(Dialect):
     """Megatron-LM (2024+): timestamped iteration lines, 6-digit learning rate."""
 
     prints_on_last_rank = True
+
+    def checkpoint_dir(self, cfg, step):
+        return "/checkpoints/%s/iter_%07d" % (cfg.name, step)      # --save, and get_checkpoint_name's iter_%07d
 
     def iteration_line(self, ctx, ev):
         """training_log's line: averages over the window, values of the logging iteration."""
@@ -3163,11 +3389,17 @@ class Megatron(Dialect):
         return out
 
     def load(self, ctx, ev):
+        """load_checkpoint names its --load directory (checkpointing.py); a released model
+        converted for Megatron is a release checkpoint, loaded as iteration 0."""
         cfg, step = ctx.cfg, ev.data["step"]
-        path = load_path(cfg, step)
-        return [("INFO", " loading checkpoint from %s at iteration %d" % (path, step)),
-                ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
-                 % (path, cfg.tp, cfg.pp, step))]
+        if cfg.kind == "continue" and step == 0:
+            load, head = "/models/%s" % cfg.model, " %s %s" % (cfg.stack.prints["megatron.load_release"],
+                                                                "/models/%s" % cfg.model)
+        else:
+            load = "/checkpoints/%s" % cfg.name
+            head = " %s %s at iteration %d" % (cfg.stack.prints["megatron.load"], load, step)
+        return [("INFO", head), ("INFO", "  successfully loaded checkpoint from %s [ t 1/%d, p 1/%d ] at iteration %d"
+                                 % (load, cfg.tp, cfg.pp, step))]
 
     def train_start(self, ctx, ev):
         return [("INFO", "[before the start of training step] datetime: %s " % ctx.clock(ev.t))]
@@ -3213,6 +3445,31 @@ class MegatronDeepSpeed(Megatron):
 
     def ds(self, ctx, t, where):
         return "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), where)
+
+    def checkpoint_dir(self, cfg, step):
+        return "/checkpoints/%s/global_step%d" % (cfg.name, step)    # the engine's default tag
+
+    def load(self, ctx, ev):
+        """engine.load_checkpoint reads rank 0's model states and its optimizer partition
+        through the checkpoint engine (torch_checkpoint_engine.py:27 and :29 from 0.12 to
+        0.16), then Megatron-DeepSpeed's load_checkpoint reports its --load directory."""
+        cfg, step = ctx.cfg, ev.data["step"]
+        path, span = self.load_path(cfg, step), cfg.load_seconds or 4.0
+        zero3 = cfg.sharding == "zero3"
+        files = ["zero_pp_rank_0_mp_rank_00_model_states.pt" if zero3 else "mp_rank_00_model_states.pt",
+                 "%szero_pp_rank_0_mp_rank_00_optim_states.pt"
+                 % ("bf16_" if cfg.precision == "bf16" and cfg.sharding == "none" else "")]
+        if cfg.kind == "continue" and step == 0:
+            files = files[:1]               # a released model: its weights only (--finetune: no optimizer states)
+        out = []
+        for i, name in enumerate(files):
+            t0, t1 = ev.t + span * (0.05 + 0.45 * i), ev.t + span * (0.45 + 0.45 * i)
+            out += [("INFO", self.ds(ctx, t0, "torch_checkpoint_engine.py:27:load") +
+                     "[Torch] Loading checkpoint from %s/%s..." % (path, name)),
+                    ("INFO", self.ds(ctx, t1, "torch_checkpoint_engine.py:29:load") +
+                     "[Torch] Loaded checkpoint from %s/%s." % (path, name))]
+        load = "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else "/checkpoints/%s" % cfg.name
+        return out + [("INFO", "  successfully loaded checkpoint from %s at iteration %d" % (load, step))]
 
     def launch(self, ctx, ev):
         """The deepspeed runner and each node's launch.py (DeepSpeed 0.16: runner.py,
@@ -3366,15 +3623,17 @@ class MegatronDeepSpeed(Megatron):
         states = "zero_pp_rank_0_mp_rank_00_model_states.pt" if ctx.cfg.sharding == "zero3" \
             else "mp_rank_00_model_states.pt"
         return [("INFO", where + "[Rank 0] [Torch] Checkpoint global_step%d is about to be saved!" % d["step"]),
-                ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (d["path"], states))]
+                ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (self.checkpoint_dir(ctx.cfg, d["step"]),
+                                                                          states))]
 
     def ckpt(self, ctx, ev):
         """ZeRO stages 1-3 save zero_pp_rank_* optimizer shards; only the BF16_Optimizer
         without ZeRO writes bf16_zero_* files."""
         d = ev.data
         prefix = "bf16_" if ctx.cfg.precision == "bf16" and ctx.cfg.sharding == "none" else ""
+        path = self.checkpoint_dir(ctx.cfg, d["step"])
         return [("INFO", self.ds(ctx, ev.t, "engine.py:3536:_save_zero_checkpoint") +
-                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, d["path"], prefix)),
+                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, path, prefix)),
                 ("INFO", self.ds(ctx, ev.t, "torch_checkpoint_engine.py:33:commit") +
                  "[Torch] Checkpoint global_step%d is ready now!" % d["step"])]
 
@@ -3391,6 +3650,9 @@ TORCH_VISIBLE_MEMORY = 0.993    # torch.cuda.get_device_properties().total_memor
 class Torchtitan(Dialect):
     """torchtitan: '[rank0]:[titan]' logger lines, two spaces between fields."""
 
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoint/step-%d" % (cfg.name, step)  # dump_folder / checkpoint.folder / step-N
+
     def build(self, ctx, ev):
         """Start-up lines, each stamped when its work is done over the build phase."""
         cfg = ctx.cfg
@@ -3399,7 +3661,8 @@ class Torchtitan(Dialect):
         weights_gib = cfg.params * 2.0 / cfg.gpus / GIB
         cap = titan_capacity_gib(cfg)
         lines = [(0.0, "Starting job: %s training" % cfg.model), (0.01, "Building %s" % mesh),
-                 (0.03, "[GC] Initial GC collection took 0.%02d seconds" % (1 + int(9 * unit(cfg.run_seed, S_GC, -5)))),
+                 (0.03, "[GC] Initial GC collection took 0.%02d seconds"
+                         % (1 + int(9 * unit(attempt_seed(cfg, ev.data["attempt"]), S_GC, -5)))),
                  (0.05, "Preparing %s dataset" % cfg.dataset),
                  (0.12, "CUDA capacity: %s with %.2fGiB memory" % (cfg.gpu.name, cap)),
                  (0.2, "Model {} size: {:,} total parameters".format(cfg.model, cfg.params))]
@@ -3421,7 +3684,7 @@ class Torchtitan(Dialect):
         cfg = ctx.cfg
         seconds = 0.95 * (cfg.load_seconds or 4.0)
         return [("INFO", titan_prefix(ctx, ev.t + 0.002) + "Loading the checkpoint from %s."
-                 % load_path(cfg, ev.data["step"])),
+                 % self.load_path(cfg, ev.data["step"])),
                 ("INFO", titan_prefix(ctx, ev.t + 0.002 + seconds) + "Finished loading the checkpoint in %.2f seconds."
                  % seconds)]
 
@@ -3487,6 +3750,9 @@ class HFTrainer(Dialect):
     def hf(self, ctx, t, where):
         return "[INFO|%s] %s >> " % (where, ctx.clock(t, millis=True))
 
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoint-%d" % (cfg.name, step)        # output_dir / PREFIX_CHECKPOINT_DIR-step
+
     def export_start(self, ctx, ev):
         """The end of training saves the model with save_pretrained (no conversion)."""
         cfg = ctx.cfg
@@ -3530,7 +3796,9 @@ class HFTrainer(Dialect):
         per_epoch = epoch_steps(ctx.cfg)
         return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
                 ("INFO", pre + "  Continuing training from epoch %d" % (step // per_epoch)),
-                ("INFO", pre + "  Continuing training from global step %d" % step)]
+                ("INFO", pre + "  Continuing training from global step %d" % step),
+                ("INFO", pre + "  Will skip the first %d epochs then the first %d batches in the first epoch."
+                 % (step // per_epoch, step % per_epoch * ctx.cfg.grad_accum))]
 
     def step(self, ctx, ev):
         """ProgressCallback's bar after this step (tqdm EMA), then the log dict: the mean
@@ -3576,10 +3844,10 @@ class HFTrainer(Dialect):
     def ckpt_start(self, ctx, ev):
         cfg = ctx.cfg
         shards = int(math.ceil(cfg.params * 2 / HF_MAX_SHARD_BYTES))
-        return self.save_lines(ctx, ev.t, ev.data["path"], shards, ev.data["seconds"])
+        return self.save_lines(ctx, ev.t, self.checkpoint_dir(cfg, ev.data["step"]), shards, ev.data["seconds"])
 
     def ckpt(self, ctx, ev):
-        path = ev.data["path"]
+        path = self.checkpoint_dir(ctx.cfg, ev.data["step"])
         return [("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2641") +
                  "tokenizer config file saved in %s/tokenizer_config.json" % path),
                 ("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2650") +
@@ -3603,6 +3871,9 @@ class HFTrainer(Dialect):
 
 class Lightning(Dialect):
     """PyTorch Lightning: start-up banner, model summary table, epoch progress bars."""
+
+    def checkpoint_dir(self, cfg, step):
+        return "/outputs/%s/checkpoints/epoch=%d-step=%d.ckpt" % (cfg.name, epoch_of(cfg, step), step)  # "{epoch}-{step}"
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
@@ -3631,7 +3902,9 @@ class Lightning(Dialect):
         """Only a resume restores Lightning states (a .ckpt); a base model is loaded by user code."""
         if ev.data["step"] == 0:
             return []
-        return [("INFO", "Restoring states from the checkpoint path at %s" % load_path(ctx.cfg, ev.data["step"]))]
+        path = self.load_path(ctx.cfg, ev.data["step"])     # _CheckpointConnector.resume_start, resume_end
+        return [("INFO", "Restoring states from the checkpoint path at %s" % path),
+                ("INFO", "Restored all states from the checkpoint at %s" % path)]
 
     def step(self, ctx, ev):
         """TQDMProgressBar: counts batches (micro-batches), rate n/elapsed since the
@@ -3659,12 +3932,11 @@ class Lightning(Dialect):
         cfg, d = ctx.cfg, ev.data
         spikes = ctx.tl.incidents.spikes
         step, current = d["step"], val_loss_at(cfg, d["step"], spikes)
-        before = [val_loss_at(cfg, k, spikes) for k in range(cfg.ckpt_interval, step, cfg.ckpt_interval)]
         head = "Epoch %d, global step %d: 'val_loss' " % (epoch_of(cfg, step), step)
-        if before and min(before) <= current:
+        if not is_saved(cfg, step, spikes):
             return [("INFO", head + "was not in top 1")]
         return [("INFO", head + "reached %.5f (best %.5f), saving model to '%s' as top 1" % (
-            current, current, d["path"]))]
+            current, current, self.checkpoint_dir(cfg, step)))]
 
     def ckpt(self, ctx, ev):
         return []
@@ -3675,6 +3947,11 @@ class Lightning(Dialect):
 
 DIALECTS = {"megatron": Megatron(), "deepspeed": MegatronDeepSpeed(), "torchtitan": Torchtitan(),
             "hf": HFTrainer(), "lightning": Lightning()}
+
+
+def checkpoint_path(cfg, step):
+    """The checkpoint of step `step` as the run's framework names it."""
+    return DIALECTS[cfg.framework].checkpoint_dir(cfg, step)
 
 
 def phase_lines(ctx, ev):
@@ -4019,6 +4296,8 @@ class LogWriter(object):
                         kind = "step_redone"
                     rec = collections.OrderedDict([("event", kind), ("run", cfg.run), ("t", round(ev.t, 6))])
                     rec.update(event_record(ev))
+                    if ev.kind == "checkpoint":      # where the framework wrote it
+                        rec["path"] = checkpoint_path(cfg, ev.data["step"])
                     self._emit(rec)
                 self._log(ctx, rs, ev)
                 if ev.kind == "summary":
@@ -5442,10 +5721,16 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def one_line(text):
+    """`text` with its line breaks and other control characters escaped (an argument or
+    a path holding a newline still makes one line of error)."""
+    return CONTROL_CHARACTER.sub(lambda m: repr(m.group())[1:-1].lstrip("u"), "%s" % (text,))
+
+
 def fail_usage(prog, message):
     """The short usage, one error line and where to find more; exit status 2."""
     sys.stderr.write("usage: %s [options]   (%s --help lists them)\n%s: error: %s\n"
-                     % (prog, prog, prog, message))
+                     % (prog, prog, prog, one_line(message)))
     return 2
 
 
@@ -5464,25 +5749,34 @@ def parse_duration(text):
     return value
 
 
+START_AT_SKEW_S = 60.0     # --start-at may lie this far in the future: the clocks of panes and hosts differ a little
+
+
 def parse_start_at(text):
-    """ISO 8601 (UTC unless it says otherwise) or Unix seconds -> Unix seconds."""
+    """ISO 8601 (UTC unless it says otherwise) or Unix seconds -> Unix seconds.
+    A date must exist (2026-02-30 does not) and lie in the past."""
     import calendar
+    import datetime
     text = text.strip()
-    if re.match(r"^\d+(\.\d+)?$", text):
-        return float(text)
-    match = re.match(r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?)?(Z|[+-]\d\d:?\d\d)?$", text)
-    if not match:
-        raise UsageError("bad --start-at %r (use ISO 8601 like 2026-11-29T09:00:00Z, or Unix seconds)" % text)
-    y, mo, d, h, mi, s, zone = match.groups()
-    try:
-        value = calendar.timegm((int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), 0, 0, 0))
-        time.gmtime(value)
-    except (ValueError, OverflowError):
-        raise UsageError("bad --start-at %r" % text)
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        digits = zone[1:].replace(":", "")
-        value -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    if re.match(r"^\d{1,12}(\.\d+)?$", text):
+        value = float(text)
+    else:
+        match = re.match(r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?)?"
+                         r"(Z|[+-]\d\d:?\d\d)?$", text)
+        if not match:
+            raise UsageError("bad --start-at %r (use ISO 8601 like 2026-11-29T09:00:00Z, or Unix seconds)" % text)
+        y, mo, d, h, mi, s, zone = match.groups()
+        try:
+            when = datetime.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0))
+        except ValueError as exc:
+            raise UsageError("bad --start-at %r: %s" % (text, exc))
+        value = calendar.timegm(when.timetuple())
+        if zone and zone != "Z":
+            sign = 1 if zone[0] == "+" else -1
+            digits = zone[1:].replace(":", "")
+            value -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    if value > time.time() + START_AT_SKEW_S:
+        raise UsageError("--start-at %r is in the future: a session can only have started already" % text)
     return float(value)
 
 
@@ -5569,10 +5863,10 @@ def resolve_name(text, names, flag, listing):
 def resolve_pins(args, catalog):
     """The run pins the options ask for: model, GPU type and count, kind, framework."""
     pins = {}
-    if args.model:
+    if args.model is not None:
         pins["model"] = resolve_name(args.model, {n.lower(): n for n in catalog.models}, "--model",
                                      "--list-models")
-    if args.gpu_type:
+    if args.gpu_type is not None:
         keys = {}
         for key, g in catalog.gpus.items():
             keys[key.lower()] = keys[g.name.lower()] = key
@@ -5589,6 +5883,19 @@ def resolve_pins(args, catalog):
     return pins
 
 
+# Options whose value may not be empty (an empty --model is a mistake, not "no pin")
+NON_EMPTY_OPTIONS = ("--seed", "--model", "--gpu-type", "--gpus", "--exit-after", "--exit-after-sim",
+                     "--exit-after-runs", "--start-at", "--data-dir", "--rank", "--speed")
+SPEED_RANGE = (1e-3, 1e9)    # from a simulated second every 17 minutes to 30 simulated years a second
+
+
+def check_non_empty(args):
+    for flag in NON_EMPTY_OPTIONS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None and not value.strip():
+            raise UsageError("%s needs a value, got %r" % (flag, value))
+
+
 def resolve_args(args, catalog):
     """Validate and convert every option; raise UsageError with one line."""
     if args.seed is None:
@@ -5599,22 +5906,24 @@ def resolve_args(args, catalog):
         args.speed = float(args.speed)
     except ValueError:
         raise UsageError("--speed must be a number, got %r" % args.speed)
-    if not (0 < args.speed <= 1e9) or args.speed != args.speed:
-        raise UsageError("--speed must be above 0 and at most 1e9")
-    args.exit_after = parse_duration(args.exit_after) if args.exit_after else None
+    if not SPEED_RANGE[0] <= args.speed <= SPEED_RANGE[1]:
+        raise UsageError("--speed must be from %g to %g, got %r" % (SPEED_RANGE + (args.speed,)))
+    args.exit_after = parse_duration(args.exit_after) if args.exit_after is not None else None
     sim = getattr(args, "exit_after_sim", None)
-    args.exit_after_sim = parse_duration(sim) if sim else None
+    args.exit_after_sim = parse_duration(sim) if sim is not None else None
     runs = getattr(args, "exit_after_runs", None)
-    args.exit_after_runs = _positive_int(runs, "--exit-after-runs", 1, 10 ** 6) if runs else None
+    args.exit_after_runs = _positive_int(runs, "--exit-after-runs", 1, 10 ** 6) if runs is not None else None
     rank = getattr(args, "rank", None)
     args.rank = _positive_int(rank, "--rank", 0, 4095) if rank is not None else None
-    args.start_at = parse_start_at(args.start_at) if args.start_at else None
+    args.start_at = parse_start_at(args.start_at) if args.start_at is not None else None
     if args.start_at is not None and (time.time() - args.start_at) * args.speed > MAX_SESSION_SECONDS:
         raise UsageError("--start-at is too far in the past at this speed: the session would be over "
                          "%d simulated days old" % (MAX_SESSION_SECONDS // 86400))
     args.pins = resolve_pins(args, catalog)
     if args.rank is not None and "gpus" in args.pins and args.rank >= args.pins["gpus"]:
         raise UsageError("--rank %d is not below --gpus %d" % (args.rank, args.pins["gpus"]))
+    if args.rank is not None:
+        args.pins["min_gpus"] = args.rank + 1       # every run of the session has that rank
     args.epoch0 = args.start_at if args.start_at is not None else time.time()
     return args
 
@@ -5665,9 +5974,13 @@ def choose_format(args, out, prog):
 def open_session(args, prog, smi=False):
     """(session, None) from parsed options, or (None, exit status) after saying why."""
     try:
+        check_non_empty(args)
+    except UsageError as exc:
+        return None, fail_usage(prog, exc)
+    try:
         catalog = load_catalog(args.data_dir or DATA_DIR)
     except DataError as exc:
-        sys.stderr.write("%s: %s\n" % (prog, exc))
+        sys.stderr.write("%s: %s\n" % (prog, one_line(exc)))
         return None, 1
     if not smi and (args.list_models or args.list_gpus):
         (list_models if args.list_models else list_gpus)(catalog, sys.stdout)
@@ -5683,9 +5996,14 @@ def nvidia_smi_main(argv, prog):
     """`PROG nvidia-smi [-l SECONDS] [--node K]`: the GPUs of one node, now."""
     try:
         args = build_smi_parser(prog).parse_args(argv)
-        every = float(args.loop) if args.loop is not None else None
-        if every is not None and not 0 < every <= 86400:
-            raise UsageError("-l must be above 0 seconds")
+        every = None
+        if args.loop is not None:
+            try:
+                every = float(args.loop)
+            except ValueError:
+                raise UsageError("-l must be a number of seconds, got %r" % args.loop)
+            if not 0.1 <= every <= 86400:
+                raise UsageError("-l must be from 0.1 to 86400 seconds, got %r" % args.loop)
         node = _positive_int(args.node, "--node", 0, 511)
     except (UsageError, ValueError) as exc:
         return fail_usage(prog + " nvidia-smi", exc)
@@ -5704,9 +6022,14 @@ def nvidia_smi_main(argv, prog):
         readings, pids = node_readings(rs, node, rs.local(tau))
         sys.stdout.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
         sys.stdout.flush()
-        if every is None or (args.exit_after is not None and time.monotonic() - start >= args.exit_after):
+        if every is None:
             return 0
-        time.sleep(every)
+        wake = time.monotonic() + every
+        if args.exit_after is not None:
+            wake = min(wake, start + args.exit_after)
+        time.sleep(max(0.0, wake - time.monotonic()))
+        if args.exit_after is not None and time.monotonic() - start >= args.exit_after:
+            return 0
 
 
 # Options a --tmux layout sets for each pane itself, and whether they take a value.
@@ -5810,7 +6133,7 @@ def entry_point():
         if debug:
             raise
         sys.stderr.write("%s: internal error: %s: %s (run with --debug for details)\n"
-                         % (program_name(), type(exc).__name__, exc))
+                         % (program_name(), type(exc).__name__, one_line(exc)))
         status = 70
     sys.exit(status)
 

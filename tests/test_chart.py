@@ -4,17 +4,13 @@ Golden files pin the chart's exact text (ASCII and braille) at three sizes; the 
 assert what an engineer checks on a chart: a line in every column, labelled axes, and a
 legend whose numbers are the ones the JSON-lines stream prints for that step."""
 import json
-import os
 import re
 
 import pytest
 
 import fake_llm_training as flt
-from conftest import run_program
+from conftest import CATALOG, EPOCH, assert_golden, run_program, text_of
 
-CATALOG = flt.load_catalog()
-EPOCH = 1790000000.0          # a fixed wall clock: 2026-09-21 14:13:20 UTC
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 SMOOTH_LINE = set("-/\\|^o")  # what the ASCII chart draws its smoothed line (and markers) with
 
 
@@ -29,10 +25,6 @@ def state_at(seed, tau=0.0, pins=None, from_start=False, unicode=False, **ui_opt
 
 def chart_at(seed, width, height, tau=0.0, unicode=False, **options):
     return flt.chart_lines(state_at(seed, tau, unicode=unicode, **options), width, height)
-
-
-def text_of(lines):
-    return "\n".join(line.text for line in lines) + "\n"
 
 
 def plot_rows(lines):
@@ -56,13 +48,8 @@ CASES = [(5, 80, 24, 0.0), (8, 120, 32, 0.0), (12, 200, 60, 600.0)]
 @pytest.mark.parametrize("unicode", [False, True], ids=["ascii", "unicode"])
 @pytest.mark.parametrize("seed,width,height,tau", CASES)
 def test_chart_is_exactly_the_golden_text(seed, width, height, tau, unicode):
-    got = text_of(chart_at(seed, width, height, tau, unicode))
-    path = os.path.join(GOLDEN, "chart_seed%d_%dx%d_%s.txt" % (seed, width, height, "unicode" if unicode else "ascii"))
-    if os.environ.get("UPDATE_GOLDEN"):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(got)
-    with open(path, encoding="utf-8") as f:
-        assert got == f.read()
+    assert_golden("chart_seed%d_%dx%d_%s.txt" % (seed, width, height, "unicode" if unicode else "ascii"),
+                  text_of(chart_at(seed, width, height, tau, unicode)))
 
 
 @pytest.mark.parametrize("unicode", [False, True], ids=["ascii", "unicode"])
@@ -104,6 +91,7 @@ def test_ascii_and_unicode_charts_show_the_same_data():
     assert all(ord(c) < 128 for l in ascii_lines for c in l.text)
 
 
+@pytest.mark.slow
 def test_the_legend_has_the_values_the_jsonl_stream_prints():
     seed = 11
     out = run_program(["--format", "jsonl", "--seed", str(seed), "--speed", "1000000", "--from-start",
@@ -214,14 +202,8 @@ VIEW_CASES = [("wall", 5, 120, 40, {}, False), ("wall", 8, 80, 24, {}, True),
 
 @pytest.mark.parametrize("view,seed,width,height,pins,unicode", VIEW_CASES)
 def test_wall_and_gpus_views_are_exactly_the_golden_text(view, seed, width, height, pins, unicode):
-    got = text_of(frame(seed, width, height, 0.0, pins, unicode, view=view))
-    path = os.path.join(GOLDEN, "%s_seed%d_%dx%d_%s.txt" % (view, seed, width, height,
-                                                           "unicode" if unicode else "ascii"))
-    if os.environ.get("UPDATE_GOLDEN"):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(got)
-    with open(path, encoding="utf-8") as f:
-        assert got == f.read()
+    assert_golden("%s_seed%d_%dx%d_%s.txt" % (view, seed, width, height, "unicode" if unicode else "ascii"),
+                  text_of(frame(seed, width, height, 0.0, pins, unicode, view=view)))
 
 
 def test_legend_and_lines_carry_their_styles():

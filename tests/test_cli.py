@@ -1,4 +1,4 @@
-"""The command line as a user meets it: flags, data files, formats, packaging."""
+"""The command line as a user meets it: flags, data files, formats (packaging: test_packaging.py)."""
 import os
 import re
 import shutil
@@ -12,8 +12,8 @@ from conftest import ROOT, run_program
 
 BAD_FLAGS = [
     (["--speed", "fast"], "--speed must be a number"),
-    (["--speed", "0"], "--speed must be above 0"),
-    (["--speed", "-3"], "--speed must be above 0"),
+    (["--speed", "0"], "--speed must be from 0.001 to 1e+09"),
+    (["--speed", "-3"], "--speed must be from 0.001 to 1e+09"),
     (["--gpus", "0"], "--gpus must be between 1 and 4096"),
     (["--gpus", "1000000"], "--gpus must be between 1 and 4096"),
     (["--gpus", "12"], "multiple of 8"),
@@ -103,6 +103,7 @@ def test_lists_and_version():
     assert re.match(r"fake_llm_training \d+\.\d+\.\d+", version.stdout)
 
 
+@pytest.mark.slow
 def test_plain_output_to_a_file_has_no_escape_sequences():
     out = run_program(["--format", "plain", "--seed", "4", "--speed", "2000", "--exit-after", "3s"])
     assert out.returncode == 0
@@ -114,6 +115,7 @@ def test_plain_output_to_a_file_has_no_escape_sequences():
     assert not any(line.startswith('{"event"') for line in auto.stdout.splitlines())     # log lines, not JSON
 
 
+@pytest.mark.slow
 def test_exit_after_ends_on_time_at_speed_one():
     started = time.monotonic()
     out = run_program(["--format", "plain", "--seed", "8", "--exit-after", "3s"])
@@ -131,30 +133,9 @@ def test_closed_stdout_ends_quietly():
     assert "Traceback" not in err and "BrokenPipe" not in err
 
 
-def test_pip_install_in_a_venv_runs_from_anywhere(tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.check_call([sys.executable, "-m", "venv", str(venv)])
-    py = str(venv / "bin" / "python")
-    subprocess.check_call([py, "-m", "pip", "install", "-q", ROOT], cwd=str(tmp_path))
-    version = subprocess.run([str(venv / "bin" / "fake-llm-training"), "--version"], cwd="/tmp",
-                             stdout=subprocess.PIPE, universal_newlines=True)
-    assert version.stdout.startswith("fake_llm_training ")
-    run = subprocess.run([py, "-m", "fake_llm_training", "--format", "plain", "--seed", "2", "--speed", "1000",
-                          "--exit-after", "2s"], cwd="/tmp", stdout=subprocess.PIPE, universal_newlines=True)
-    assert run.returncode == 0 and len(run.stdout.splitlines()) > 5
-
-
 def test_start_at_too_far_back_for_the_speed_is_refused():
     out = run_program(["--start-at", "2020-01-01T00:00:00Z", "--speed", "5", "--format", "plain"], timeout=30)
     assert out.returncode == 2 and "too far in the past" in out.stderr
-
-
-def test_benchmark_quick_smoke():
-    """The benchmark runs and prints its table (figures are for the README, not asserted)."""
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench.py"), "--quick"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "| Measurement | Result | Target |" in out.stdout and "first frame" in out.stdout
 
 
 def test_a_mistyped_flag_prints_the_short_usage_and_the_name_it_was_run_as():
@@ -180,48 +161,3 @@ def test_nvidia_smi_help_lists_only_its_own_flags():
     assert {"--seed", "--start-at", "--node", "--loop", "--model"} <= listed, listed
     assert not listed & {"--view", "--format", "--tmux", "--unicode", "--rank", "--list-models",
                          "--exit-after-runs", "--no-color"}, listed
-
-
-def test_pip_install_user_finds_its_data(tmp_path):
-    """`pip install --user .` puts data/ under the user base, not sys.prefix."""
-    env = dict(os.environ, PYTHONUSERBASE=str(tmp_path / "userbase"), PIP_DISABLE_PIP_VERSION_CHECK="1")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--user", "--no-warn-script-location",
-                           ROOT], cwd=str(tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    script = str(tmp_path / "userbase" / "bin" / "fake-llm-training")
-    run = subprocess.run([script, "--format", "plain", "--seed", "2", "--speed", "1000", "--exit-after", "2s"],
-                         cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         universal_newlines=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert len(run.stdout.splitlines()) > 5
-
-
-MEASURE_CHILD = """\
-import resource, subprocess, sys, time
-start = time.monotonic()
-subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
-use = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(use.ru_utime + use.ru_stime, time.monotonic() - start, use.ru_maxrss)
-"""
-
-
-def measure(args):
-    """(CPU seconds, wall seconds, peak resident KiB) of one run of the program."""
-    out = subprocess.run([sys.executable, "-c", MEASURE_CHILD, sys.executable, "-m", "fake_llm_training"] + args,
-                         cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True, timeout=120, check=True)
-    cpu, wall, rss = out.stdout.split()
-    return float(cpu), float(wall), int(rss)
-
-
-@pytest.mark.parametrize("fmt", ["plain", "jsonl"])
-def test_stream_output_at_speed_one_sleeps_between_events(fmt):
-    """Piped into tee or left in a container, it must not pin a core."""
-    cpu, wall, _ = measure(["--format", fmt, "--seed", "3", "--exit-after", "4s"])
-    assert cpu < 0.4 * wall, (cpu, wall)
-
-
-@pytest.mark.parametrize("gpus", ["64", "1024"])
-def test_fast_forward_streams_instead_of_building_a_whole_run(gpus):
-    """Memory bounded by a slice of steps, not by the run (the screen stays near 26 MiB)."""
-    _, _, rss = measure(["--format", "jsonl", "--seed", "3", "--gpus", gpus, "--speed", "1000000",
-                         "--exit-after", "8s"])
-    assert rss < 40 * 1024, "peak resident %d KiB" % rss

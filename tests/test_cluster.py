@@ -162,6 +162,7 @@ def test_405b_trains_on_hundreds_of_h100(gpus):
     assert cfg.mfu > 0.2
 
 
+@pytest.mark.slow
 def test_405b_on_1024_h100_from_the_command_line():
     out = run_program(["--model", "Llama-3.1-405B", "--gpu-type", "H100", "--gpus", "1024", "--format", "plain",
                        "--exit-after", "3s"])

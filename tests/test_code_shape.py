@@ -1,6 +1,8 @@
 """The program file reads top to bottom: each section uses only the sections
-above it, curses stays in the Terminal section, functions stay short, and the
-module docstring's map names the sections in the order they come."""
+above it, helpers come before their users inside a section, curses stays in
+the Terminal section, frames write nothing into the model, functions stay
+short, and the module docstring's map names the sections in the order they
+come."""
 import ast
 import os
 import re
@@ -108,3 +110,143 @@ def test_the_docstring_map_names_the_sections_in_order():
         found = map_text.lower().find(short, at)
         assert found >= 0, "the docstring's map does not name %r (after position %d)" % (short, at)
         at = found + len(short)
+
+
+def top_level_callables(tree):
+    """{name: line} of every top-level def and class."""
+    return {node.name: node.lineno for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+# Helpers defined after their users inside a section: (user, helper) pairs the
+# file has today, to be emptied by moving each helper above its user (the lead
+# does this once the helpers editing those functions have merged).  A pair
+# not listed here fails the test; a listed pair that is gone fails it too, so
+# the list only ever shrinks.
+KNOWN_ORDER_DEBT = {
+    ("load_catalog", "_hardware_tables"), ("load_catalog", "_stacks"), ("load_catalog", "model_problem"),
+    ("draw_schedule", "draw_lr_schedule"),
+    ("expected_loss", "_expected_loss"),
+    ("plan_incidents", "crash_incident"), ("plan_incidents", "straggler_incident"),
+    ("run_events", "run_summary"), ("run_events", "_train_events"),
+    ("Session", "attach_time"),
+    ("_incident_lines", "_teardown"), ("_teardown", "_torchrun_teardown"), ("_teardown", "_deepspeed_teardown"),
+    ("event_lines", "dialect_lines"),
+    ("run_screen", "_screen_loop"),
+}
+
+
+def helpers_after_users(tree):
+    """{(user, helper)}: a top-level def or class that uses a top-level def or
+    class defined further down the file (module-level code aside: it runs
+    after every definition above it)."""
+    defined = top_level_callables(tree)
+    pairs = set()
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            continue
+        own = local_names(node)
+        for leaf in ast.walk(node):
+            if isinstance(leaf, ast.Name) and leaf.id not in own and defined.get(leaf.id, 0) > node.lineno:
+                pairs.add((node.name, leaf.id))
+    return pairs
+
+
+def test_helpers_come_before_their_users():
+    pairs = helpers_after_users(ast.parse(source()))
+    new = ["%s uses %s, defined below it" % pair for pair in sorted(pairs - KNOWN_ORDER_DEBT)]
+    assert not new, "\n".join(new)
+    paid = ["%s no longer uses %s before it: remove the pair from KNOWN_ORDER_DEBT" % pair
+            for pair in sorted(KNOWN_ORDER_DEBT - pairs)]
+    assert not paid, "\n".join(paid)
+
+
+def test_the_order_check_finds_a_helper_below_its_user():
+    tree = ast.parse("def user(x):\n    return helper(x) + early(x)\n\n\ndef helper(x):\n    return x\n\n\n"
+                     "def early(x):\n    return user(x)\n\n\nVALUE = helper(1)\n")
+    assert helpers_after_users(tree) == {("user", "helper"), ("user", "early")}
+
+
+# What a frame must not write into: the model's objects, by the names the
+# Frames section gives them (a parameter or local called so, or reached
+# through the ScreenState as state.rs, state.tl, state.cfg).
+MODEL_NAMES = {"rs", "session", "tl", "timeline", "cfg"}
+MODEL_VIA_STATE = {"rs", "tl", "cfg", "moment"}
+MUTATING_METHODS = {"append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "remove",
+                    "add", "discard", "sort", "reverse"}
+# Frame writes into the model the file has today, (function, target): the memos
+# frame_memo keeps in RunState.chart_cache (issue 20 moves them to the screen
+# loop).  The list only shrinks: a pair that is gone fails the test.
+KNOWN_FRAME_WRITES = {("frame_memo", "rs.chart_cache")}
+
+
+def model_object(node):
+    """'rs', 'state.tl', ... when the expression is a model object or inside one
+    (rs.chart_cache[k], state.rs.x), else None."""
+    chain = []
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        chain.append(node.attr if isinstance(node, ast.Attribute) else "[]")
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    chain.reverse()
+    if node.id in MODEL_NAMES:
+        return ".".join([node.id] + [c for c in chain[:1] if c != "[]"])
+    if node.id == "state" and chain and chain[0] in MODEL_VIA_STATE and len(chain) > 1:
+        return ".".join([node.id] + [c for c in chain[:2] if c != "[]"])
+    return None
+
+
+def writes_into_the_model(function):
+    """{(function name, target)}: assignments, deletions, augmented assignments,
+    setattr and mutating method calls whose target is a model object."""
+    found = set()
+    for node in ast.walk(function):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = node.targets
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
+            name = getattr(node.args[1], "value", getattr(node.args[1], "s", "?"))
+            targets = [ast.Attribute(value=node.args[0], attr=str(name), ctx=ast.Store())]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in MUTATING_METHODS:
+            targets = [ast.Subscript(value=node.func.value, slice=None, ctx=ast.Store())]
+        for target in targets:
+            for leaf in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                if isinstance(leaf, (ast.Attribute, ast.Subscript)) and model_object(leaf):
+                    found.add((function.name, model_object(leaf)))
+    return found
+
+
+def frame_writes(text):
+    tree, banners = ast.parse(text), sections(text)
+    frames = [i for i, (_, title) in enumerate(banners) if title.startswith("Frames")]
+    assert len(frames) == 1, banners
+    found = set()
+    for node in tree.body:
+        if section_of(node.lineno, banners) == frames[0] and isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            for function in ast.walk(node):
+                if isinstance(function, ast.FunctionDef):
+                    found |= writes_into_the_model(function)
+    return found
+
+
+def test_no_frame_writes_into_the_model():
+    found = frame_writes(source())
+    new = ["%s writes into %s" % pair for pair in sorted(found - KNOWN_FRAME_WRITES)]
+    assert not new, "\n".join(new)
+    gone = ["%s no longer writes into %s: remove it from KNOWN_FRAME_WRITES" % pair
+            for pair in sorted(KNOWN_FRAME_WRITES - found)]
+    assert not gone, "\n".join(gone)
+
+
+def test_the_frame_write_check_sees_each_kind_of_write():
+    text = ("#" * 30 + "\n# Frames (pure)\n" + "#" * 30 + "\n\n"
+            "def a(state, rs, width):\n    rs.cache = {}\n    state.rs.memo[1] = 2\n    state.tl.seen += 1\n"
+            "    setattr(state.cfg, 'x', 1)\n    rs.log.append(width)\n    rows = []\n    rows[0:] = [1]\n"
+            "    state.width = width\n    return state.tl.moment(width)\n")
+    assert frame_writes(text) == {("a", "rs.cache"), ("a", "state.rs.memo"), ("a", "state.tl.seen"),
+                                  ("a", "state.cfg.x"), ("a", "rs.log")}

@@ -13,7 +13,7 @@ import re
 import pytest
 
 import fake_llm_training as flt
-from conftest import printed_flops_per_token, run_program
+from conftest import HF_STEP_DICT, LIGHTNING_BAR, TQDM_BAR, printed_flops_per_token, run_program
 
 TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 NCCL = r"^[\w.-]+:\d+:\d+ \[\d\] NCCL INFO .+$"            # host:pid:tid [localrank] NCCL INFO ...
@@ -104,10 +104,6 @@ TORCHTITAN_OTHER = [TITAN + r"(Starting job: .+ training|Building \d-D device me
                             r"|Finished saving the checkpoint \(or staging if async is enabled\)in [\d.]+ seconds\."
                             r"|Sleeping 2 seconds for other ranks to complete|Training completed)$"]
 HF = r"^\[INFO\|[\w.]+:\d+\] " + TS + r",\d{3} >> "
-HF_STEP = (r"^\{'loss': (?P<loss>[\d.]+), 'grad_norm': (?P<gn>[\d.e+-]+), 'learning_rate': (?P<lr>[\d.e+-]+), "
-           r"'epoch': (?P<epoch>[\d.]+)\}$")
-TQDM = (r"^\s*(?P<pct>\d{1,3})%\|(?P<bar>[# 0-9]{10})\| (?P<n>\d+)/(?P<total>\d+) \[(?P<el>[\d:]+)<(?P<rem>[\d:?]+), "
-        r"+(?P<rate>[\d.]+)(?P<unit>it/s|s/it)\]$")
 HF_OTHER = [HF + r"(loading weights file \S+/model\.safetensors(\.index\.json)?|\*\*\*\*\* Running training \*\*\*\*\*"
                  r"|All model checkpoint weights were used when initializing \w+\.|  Continuing training from epoch \d+"
                  r"|  Num examples = [\d,]+|  Num Epochs = [\d,]+|  Instantaneous batch size per device = [\d,]+"
@@ -129,8 +125,6 @@ HF_OTHER = [HF + r"(loading weights file \S+/model\.safetensors(\.index\.json)?|
             r"'eval_steps_per_second': [\d.]+, 'epoch': [\d.]+\}$",
             r"^\{'train_runtime': [\d.]+, 'train_samples_per_second': [\d.]+, 'train_steps_per_second': [\d.]+, "
             r"'train_loss': [\d.]+, 'epoch': [\d.]+\}$"]
-LIGHTNING_STEP = (r"^Epoch (?P<ep>\d+):\s+(?P<pct>\d+)%\|[# 0-9]{10}\| (?P<n>\d+)/(?P<tot>\d+) \[(?P<el>[\d:]+)<"
-                  r"(?P<rem>[\d:?]+), +(?P<rate>[\d.]+)it/s, v_num=\d+, train_loss=(?P<loss>[\d.e+-]+)\]$")
 LIGHTNING_OTHER = [r"^(GPU available: True \(cuda\), used: True|TPU available: False, using: 0 TPU cores"
                    r"|HPU available: False, using: 0 HPUs|distributed_backend=nccl|-{100}|-{40,80}|"
                    r"|All distributed processes registered\. Starting with \d+ processes)$",
@@ -150,8 +144,8 @@ DIALECTS = {
     "megatron": ([MEGATRON_STEP], MEGATRON_OTHER),
     "deepspeed": ([MDS_STEP], MEGATRON_OTHER + DEEPSPEED_OTHER),
     "torchtitan": ([TORCHTITAN_STEP], TORCHTITAN_OTHER),
-    "hf": ([HF_STEP, TQDM], HF_OTHER),
-    "lightning": ([LIGHTNING_STEP], LIGHTNING_OTHER),
+    "hf": ([HF_STEP_DICT, TQDM_BAR], HF_OTHER),
+    "lightning": ([LIGHTNING_BAR], LIGHTNING_OTHER),
 }
 
 
@@ -182,7 +176,7 @@ def test_every_line_is_in_the_frameworks_format(style, seed):
     assert not strays, "lines in no %s format:\n%s" % (style, "\n".join(strays[:10]))
     step_lines, last_bar = [], None
     for l in logs:
-        bar = re.match(TQDM, l["text"])
+        bar = re.match(TQDM_BAR, l["text"])
         if bar:
             last_bar = int(bar.group("n"))       # the HF dict follows the bar of its step
         m = re.match(step_res[0], l["text"])
@@ -229,7 +223,7 @@ def check_step_line(style, config, steps, d, bar_step):
 def test_tqdm_remaining_is_the_rest_at_the_shown_rate():
     """tqdm computes the remaining time from the rate it shows."""
     config, steps, logs = run_style("hf", 6)
-    bars = [m for m in (re.match(TQDM, l["text"]) for l in logs) if m]
+    bars = [m for m in (re.match(TQDM_BAR, l["text"]) for l in logs) if m]
     assert len(bars) >= 10
     for m in bars:
         n, total, rate = int(m.group("n")), int(m.group("total")), float(m.group("rate"))

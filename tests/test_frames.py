@@ -1,42 +1,12 @@
 """Frames are pure: the same seed and clock give the same text, at every size."""
-import os
-
 import pytest
 
 import fake_llm_training as flt
-
-CATALOG = flt.load_catalog()
-EPOCH = 1790000000.0          # a fixed wall clock: 2026-09-21 14:13:20 UTC
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
-
-
-def frame_at(seed, width, height, tau=0.0, **ui_options):
-    session = flt.Session(CATALOG, seed, {}, "rare")
-    sink = flt.LogSink()
-    writer = flt.LogWriter(session, sink, "screen", EPOCH)
-    flt.prefill(session, writer)
-    if tau:
-        writer.advance(0.0, tau)
-    ui = flt.Ui()
-    for key, value in ui_options.items():
-        setattr(ui, key, value)
-    rs = session.run_at(tau)
-    state = flt.ScreenState(rs, rs.local(tau), EPOCH + rs.start_tau - rs.offset, sink.lines, ui)
-    return flt.render_frame(state, width, height)
-
-
-def text_of(lines):
-    return "\n".join(line.text for line in lines) + "\n"
+from conftest import CATALOG, assert_golden, frame_at, text_of
 
 
 def test_80x24_frame_is_exactly_the_golden_text():
-    got = text_of(frame_at(5, 80, 24, tau=30.0))
-    path = os.path.join(GOLDEN, "frame_seed5_80x24.txt")
-    if os.environ.get("UPDATE_GOLDEN"):
-        with open(path, "w") as f:
-            f.write(got)
-    with open(path) as f:
-        assert got == f.read()
+    assert_golden("frame_seed5_80x24.txt", text_of(frame_at(5, 80, 24, tau=30.0)))
 
 
 SIZES = [(1, 1), (2, 1), (10, 2), (19, 3), (20, 3), (20, 5), (40, 10), (60, 15), (80, 24), (100, 30),

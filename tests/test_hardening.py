@@ -35,6 +35,7 @@ MACHINE_FILES = re.compile(r'"/(etc/(hostname|passwd|group|machine-id|hosts)|pro
                            r'sys/(class|devices|bus)|dev/nvidia|var/run/utmp|run/utmp)')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("strace"), reason="strace is not installed")
 @pytest.mark.parametrize("args", [
     ["--format", "plain", "--seed", "3", "--speed", "100000", "--exit-after", "2s"],
@@ -59,6 +60,7 @@ def test_strace_shows_no_writes_sockets_or_machine_reads(tmp_path, args):
     assert not problems, "".join(problems[:10])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.version_info < (3, 8), reason="audit hooks need Python 3.8")
 def test_audit_hooks_see_no_writes_sockets_or_processes():
     driver = textwrap.dedent("""
@@ -88,6 +90,7 @@ def test_audit_hooks_see_no_writes_sockets_or_processes():
 
 # ---- Days of running -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_four_simulated_days_with_flat_memory():
     """Days of runs (incidents often: crashes, restarts, new jobs) in fast-forward; the
     resident size after the first seconds stays within a few MiB to the end."""
@@ -145,6 +148,7 @@ def test_source_needs_nothing_newer_than_python_3_6():
 
 # ---- Every Python ------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(not PYTHONS, reason="no pyenv Pythons on this machine")
 @pytest.mark.parametrize("python", PYTHONS, ids=lambda p: p.split("/")[-3])
 def test_plain_and_jsonl_on_every_python(python):
@@ -159,6 +163,7 @@ def test_plain_and_jsonl_on_every_python(python):
     assert steps and steps == [l for l in reference.stdout.splitlines() if '"event": "step"' in l]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not PYTHONS or not shutil.which("tmux"), reason="needs pyenv Pythons and tmux")
 @pytest.mark.parametrize("python", PYTHONS, ids=lambda p: p.split("/")[-3])
 def test_screen_and_q_on_every_python(python, tmp_path):

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tmuxutil import Tmux, alive, children, wait_until  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow          # seconds each, in tmux: the full suite only (sh tests/run.sh)
 
 GPU_ROW = re.compile(r"^\s+\d+ \[[#.]+\]\s+\d+%\s+\d+/\s*\d+MiB\s+\d+C\s+\d+/\s*\d+W")
 GPU_ROW_ANY_WIDTH = re.compile(r"^\s+\d+ \[[#.]+\]\s+\d+%")     # narrow panes use a compact cell
@@ -241,8 +242,8 @@ def test_pause_freezes_and_resume_advances(prog):
     lines = prog.tmux.wait_for(lambda ls: footer(ls) and footer(ls)[0] != paused_bar, 5, "the footer to move again")
     assert "PAUSED" not in footer(lines)[1]
     step = STEP.search(footer(lines)[0])
-    if paused_step and step:
-        assert step.group(1) != paused_step.group(1)
+    assert paused_step and step, (paused_bar, footer(lines)[0])
+    assert step.group(1) != paused_step.group(1)
 
 
 def test_space_also_pauses(prog):

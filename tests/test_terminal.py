@@ -4,7 +4,7 @@ the right edge raises, and attributes are kept per cell."""
 import pytest
 
 import fake_llm_training as flt
-from test_frames import frame_at
+from conftest import frame_at
 
 
 class Error(Exception):
