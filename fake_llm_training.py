@@ -290,6 +290,39 @@ def read_table(path, columns, key=1):
 HOSTNAME_PATTERN = re.compile(r"^[A-Za-z0-9.-]*\{n(:0?[1-9]?d)?\}[A-Za-z0-9.-]*$")
 
 
+def _machine_room(tables, data_dir, gpus, fabrics):
+    """Node types and host name schemes, checked: each names known cards and fabrics of its
+    platform, every card has a node type on a fabric in use, every node type a name scheme."""
+    def where(name, number):
+        return "%s:%d" % (os.path.join(data_dir, name), number)
+    by_key = dict((f.key, f) for f in fabrics)
+    node_types = [NodeType(*v) for _, v in tables["platforms.txt"]]
+    for (number, _), nt in zip(tables["platforms.txt"], node_types):
+        for g in nt.gpus:
+            if g not in gpus or any(f not in by_key or by_key[f].platform != platform(gpus[g]) for f in nt.fabrics):
+                raise DataError("%s: gpus must be in gpus.txt and fabrics in fabrics.txt, of the cards' platform"
+                                % where("platforms.txt", number))
+            if sum(1 for other in node_types if g in other.gpus and set(nt.fabrics) & set(other.fabrics)) > 1:
+                raise DataError("%s: %s on %s is already another node type" % (
+                    where("platforms.txt", number), g, ",".join(nt.fabrics)))
+    for number, g in enumerate(gpus.values(), 1):
+        if not any(g.key in nt.gpus and by_key[f].weight > 0 for nt in node_types for f in nt.fabrics):
+            raise DataError("%s: no node type in platforms.txt carries %s on a fabric in use"
+                            % (where("platforms.txt", 1), g.key))
+    clusters = []
+    for number, (pattern, first, types) in tables["clusters.txt"]:
+        if not HOSTNAME_PATTERN.match(pattern):
+            raise DataError("%s: hostname pattern %r must be letters, digits, '-' and '.' around one {n} "
+                            "or {n:03d}" % (where("clusters.txt", number), pattern))
+        if any(t not in [nt.key for nt in node_types] for t in types):
+            raise DataError("%s: platforms must be keys of platforms.txt" % where("clusters.txt", number))
+        clusters.append((pattern, first, types))
+    for nt in node_types:
+        if not any(nt.key in types for _, _, types in clusters):
+            raise DataError("%s: node type %s has no host name scheme" % (where("clusters.txt", 1), nt.key))
+    return node_types, clusters
+
+
 def load_catalog(data_dir=DATA_DIR):
     """Read every data file; raise DataError naming the first problem."""
     if data_dir is None:
@@ -363,39 +396,6 @@ def _hardware_tables(tables, data_dir):
     if not any(fs[4] > 0 for _, fs in tables["filesystems.txt"]):
         raise DataError("%s: every weight is 0" % where("filesystems.txt", 1))
     return gpus
-
-
-def _machine_room(tables, data_dir, gpus, fabrics):
-    """Node types and host name schemes, checked: each names known cards and fabrics of its
-    platform, every card has a node type on a fabric in use, every node type a name scheme."""
-    def where(name, number):
-        return "%s:%d" % (os.path.join(data_dir, name), number)
-    by_key = dict((f.key, f) for f in fabrics)
-    node_types = [NodeType(*v) for _, v in tables["platforms.txt"]]
-    for (number, _), nt in zip(tables["platforms.txt"], node_types):
-        for g in nt.gpus:
-            if g not in gpus or any(f not in by_key or by_key[f].platform != platform(gpus[g]) for f in nt.fabrics):
-                raise DataError("%s: gpus must be in gpus.txt and fabrics in fabrics.txt, of the cards' platform"
-                                % where("platforms.txt", number))
-            if sum(1 for other in node_types if g in other.gpus and set(nt.fabrics) & set(other.fabrics)) > 1:
-                raise DataError("%s: %s on %s is already another node type" % (
-                    where("platforms.txt", number), g, ",".join(nt.fabrics)))
-    for number, g in enumerate(gpus.values(), 1):
-        if not any(g.key in nt.gpus and by_key[f].weight > 0 for nt in node_types for f in nt.fabrics):
-            raise DataError("%s: no node type in platforms.txt carries %s on a fabric in use"
-                            % (where("platforms.txt", 1), g.key))
-    clusters = []
-    for number, (pattern, first, types) in tables["clusters.txt"]:
-        if not HOSTNAME_PATTERN.match(pattern):
-            raise DataError("%s: hostname pattern %r must be letters, digits, '-' and '.' around one {n} "
-                            "or {n:03d}" % (where("clusters.txt", number), pattern))
-        if any(t not in [nt.key for nt in node_types] for t in types):
-            raise DataError("%s: platforms must be keys of platforms.txt" % where("clusters.txt", number))
-        clusters.append((pattern, first, types))
-    for nt in node_types:
-        if not any(nt.key in types for _, _, types in clusters):
-            raise DataError("%s: node type %s has no host name scheme" % (where("clusters.txt", 1), nt.key))
-    return node_types, clusters
 
 
 class Printed(dict):
@@ -3970,36 +3970,6 @@ def phase_lines(ctx, ev):
     return []
 
 
-def _incident_lines(ctx, ev):
-    """A dying GPU's lines: the CUDA error its rank raises, and its node's launcher (torchrun,
-    or DeepSpeed's launch.py) stopping the node, then srun or pdsh reporting it.  Across
-    nodes the ranks elsewhere wait in their collective until the watchdog's timeout, each
-    reporting in its own time.  (A slow node or a loss spike prints nothing: no framework
-    announces them; they show in the step times and the loss.)"""
-    cfg, d = ctx.cfg, ev.data
-    rank = d["gpu"]
-    node, local = divmod(rank, cfg.gpus_per_node)
-    if ev.kind == "xid":
-        warn = [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
-            d["host"], worker_pid(cfg, node, d["attempt"], local), nccl_tid(cfg, node, d["attempt"], local),
-            local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
-        error = [("ERROR", "[rank%d]: %s" % (rank, text)) for text in (      # c10's CUDA error, torch >= 2.1
-            "RuntimeError: CUDA error: uncorrectable ECC error encountered",
-            "CUDA kernel errors might be asynchronously reported at some other API call, "
-            "so the stacktrace below might be incorrect.",
-            "For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
-            "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.")]
-        return warn + error + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
-    if cfg.nodes == 1:
-        return []                              # the launcher already stopped the job
-    other = (node + 1) % cfg.nodes             # the first node left waiting: every rank on it reports
-    waiting = [other * cfg.gpus_per_node + i for i in range(cfg.gpus_per_node)]
-    if ctx.rank is not None and ctx.rank // cfg.gpus_per_node != node:
-        waiting = [ctx.rank]
-    reports = sorted((watchdog_lines(ctx, ev, r) for r in waiting), key=lambda report: report[0])
-    return [line for _, lines in reports for line in lines] + _teardown(ctx, ev.t, waiting[0], d["attempt"], -6)
-
-
 def hung_collective(cfg):
     """(OpType, NumelIn, NumelOut, group) of the collective a rank waits in when a peer dies
     mid-step: DDP all-reduces a gradient bucket (torch DDP: 25 MiB of fp32; Megatron's own
@@ -4049,6 +4019,36 @@ def watchdog_lines(ctx, ev, rank):
                  "data."),
                 ("ERROR", head(avoid, 0.0005) + who + "To avoid data inconsistency, we are taking the entire process down.")]
     return t, out
+
+
+def _incident_lines(ctx, ev):
+    """A dying GPU's lines: the CUDA error its rank raises, and its node's launcher (torchrun,
+    or DeepSpeed's launch.py) stopping the node, then srun or pdsh reporting it.  Across
+    nodes the ranks elsewhere wait in their collective until the watchdog's timeout, each
+    reporting in its own time.  (A slow node or a loss spike prints nothing: no framework
+    announces them; they show in the step times and the loss.)"""
+    cfg, d = ctx.cfg, ev.data
+    rank = d["gpu"]
+    node, local = divmod(rank, cfg.gpus_per_node)
+    if ev.kind == "xid":
+        warn = [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
+            d["host"], worker_pid(cfg, node, d["attempt"], local), nccl_tid(cfg, node, d["attempt"], local),
+            local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
+        error = [("ERROR", "[rank%d]: %s" % (rank, text)) for text in (      # c10's CUDA error, torch >= 2.1
+            "RuntimeError: CUDA error: uncorrectable ECC error encountered",
+            "CUDA kernel errors might be asynchronously reported at some other API call, "
+            "so the stacktrace below might be incorrect.",
+            "For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+            "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.")]
+        return warn + error + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
+    if cfg.nodes == 1:
+        return []                              # the launcher already stopped the job
+    other = (node + 1) % cfg.nodes             # the first node left waiting: every rank on it reports
+    waiting = [other * cfg.gpus_per_node + i for i in range(cfg.gpus_per_node)]
+    if ctx.rank is not None and ctx.rank // cfg.gpus_per_node != node:
+        waiting = [ctx.rank]
+    reports = sorted((watchdog_lines(ctx, ev, r) for r in waiting), key=lambda report: report[0])
+    return [line for _, lines in reports for line in lines] + _teardown(ctx, ev.t, waiting[0], d["attempt"], -6)
 
 
 def _teardown(ctx, t, rank, attempt, code):

@@ -120,8 +120,11 @@ def test_nccl_lines_follow_the_platform_and_the_release():
         assert complete and all((r[1] == r[2]) == (prints["nccl.complete_thread"] == "main") for r in complete)
         assert any("Init START" in t for t in texts) == (prints["nccl.init_start"] != "-")
         assert any(" MNNVL 0" in t for t in texts) == (prints["nccl.rank_layout"] != "-")
-        p2p = [t for t in texts if " via P2P/" in t]
-        assert p2p and all(" via %s" % prints["nccl.p2p"] in t for t in p2p)
+        p2p = [t for t in texts if " via P2P/" in t or " via SHM/" in t]
+        if cfg.gpu.arch == "ada":                  # no PCIe peer-to-peer on Ada: through host memory
+            assert p2p and all(" via SHM/direct/direct" in t for t in p2p)
+        else:
+            assert p2p and all(" via %s" % prints["nccl.p2p"] in t for t in p2p)
     assert len(seen_nets) >= 3 and len(seen_types) >= 4, (seen_nets, seen_types)
 
 
