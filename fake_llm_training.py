@@ -6,10 +6,10 @@ the cluster give FLOPs, throughput, step time and ETA, the sharding gives the
 memory on each card, and so on.  Nothing is read from the real machine and
 nothing is written anywhere but the terminal.
 
-Keys on the full screen: q quit, p or space pause, + and - double or halve the
-speed, g cycle the GPU panel, l toggle the loss chart, L its log scale, !
-trigger an incident, ? help (Esc or Enter closes it).  Environment: NO_COLOR
-(any non-empty value) turns colour off.
+Keys on the full screen: q or Q quit, p or space pause, + and - double or halve
+the speed, g cycle the GPU panel, l toggle the loss chart, L its log scale, t
+its x axis in steps or tokens, ! trigger an incident, ? help (Esc or Enter
+closes it).  Environment: NO_COLOR (any non-empty value) turns colour off.
 
 The file reads top to bottom in the order data flows, each section using only
 those above it: data files -> counter-based randomness -> cluster and
@@ -34,6 +34,11 @@ import re
 import signal
 import sys
 import time
+
+if sys.version_info < (3, 6):     # old servers answer `python` with 2.7: one line, not a traceback
+    sys.stderr.write("fake_llm_training needs Python 3.6 or newer (this is Python %d.%d); "
+                     "run it with python3\n" % sys.version_info[:2])
+    sys.exit(1)
 
 __version__ = "1.0.0"
 
@@ -100,6 +105,7 @@ FRAME_SECONDS = 1.0          # a frame a second, as nvidia-smi -l 1 (keys redraw
 MAX_FRAME_STEP = 1.0         # wall seconds one frame may advance (suspend, debugger)
 LOG_KEEP = 2000              # log lines kept for the screen
 MAX_SESSION_SECONDS = 400 * 86400   # --start-at may reach this far back (in simulated time)
+START_AT_END = 32535216000.0        # 3001-01-01T00:00:00Z: Windows' _gmtime64 stops at 3000-12-31 23:59:59 UTC
 
 
 ########################################################################
@@ -2620,10 +2626,10 @@ def run_summary(tl):
 class RunState(object):
     """One run of a session: its config, timeline and telemetry."""
 
-    def __init__(self, cfg, incident_rate, start_tau, offset):
+    def __init__(self, cfg, incident_rate, start_tau, offset, forced=()):
         self.base_cfg = cfg
         self.incident_rate = incident_rate
-        self.forced = []
+        self.forced = list(forced)        # (kind, step) incidents the viewer asked for with `!`
         self.chart_cache = None           # the loss chart of the last frame: redrawn when the step moves
         self.start_tau = start_tau        # session time at which this run's t == offset
         self.offset = offset              # run time at which the session met this run
@@ -4225,12 +4231,15 @@ class LogWriter(object):
         self.run, self.done_t = None, 0.0     # the run being written and how far, in its own time
         self.gpu_t = 0.0                      # how far GPU readings are written (jsonl)
         self.runs_done = 0
+        self.saved = {}                       # run -> path of the newest checkpoint its log reported
 
     def _emit(self, obj):
         self.out.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
 
     def _log(self, ctx, rs, ev):
         lines = event_lines(ctx, ev)
+        if ev.kind == "checkpoint":
+            self.saved[rs.cfg.run] = checkpoint_path(rs.cfg, ev.data["step"])
         if self.fmt == "screen":
             for level, text in lines:
                 self.out.add(level, text)
@@ -4353,6 +4362,31 @@ def session_now(args, start):
     return max(0.0, (time.time() - args.start_at) * args.speed)
 
 
+def windows_console_colours(out):
+    """Whether a Windows console shows ANSI colours: it does once virtual-terminal
+    processing is on, so switch it on (SetConsoleMode with
+    ENABLE_VIRTUAL_TERMINAL_PROCESSING, 0x0004); where that fails (an old console)
+    the plain log goes without colour rather than as raw escape codes."""
+    try:
+        import ctypes
+        import msvcrt
+        kernel32 = ctypes.windll.kernel32
+        handle = msvcrt.get_osfhandle(out.fileno())
+        mode = ctypes.c_uint32()
+        if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+            return False
+        return bool(mode.value & 0x0004 or kernel32.SetConsoleMode(handle, mode.value | 0x0004))
+    except (ImportError, AttributeError, OSError, ValueError):
+        return False
+
+
+def colour_output(args, out):
+    """Colour in plain log lines: on a terminal that shows it, unless asked not to."""
+    if args.no_color or os.environ.get("NO_COLOR") or not out.isatty():
+        return False
+    return sys.platform != "win32" or windows_console_colours(out)
+
+
 STREAM_TICK = 0.2          # wall seconds between writes of plain and JSON-lines output
 STREAM_CHUNK_STEPS = 200   # optimizer steps written per slice in fast-forward (bounds memory)
 
@@ -4364,7 +4398,7 @@ def run_stream(session, args, out):
     fast-forward it writes the backlog in slices of a few hundred steps, so
     memory stays flat and --exit-after is checked between slices."""
     fmt = "jsonl" if args.format == "jsonl" else "plain"      # plain also when the screen fell back
-    color = fmt == "plain" and out.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
+    color = fmt == "plain" and colour_output(args, out)
     writer = LogWriter(session, out, fmt, args.epoch0, color, args.rank)
     start = time.monotonic()
     tau = session_now(args, start) if args.start_at is not None else 0.0
@@ -4418,6 +4452,7 @@ class Ui(object):
         self.seed = seed
         self.notice, self.notice_frames = "", 0
         self.touched = False          # a key was pressed: the footer then shows the help hint
+        self.shared = False           # other panes show this session (--start-at): `!` leaves it
 
     def set_notice(self, text):
         self.notice, self.notice_frames = text, NOTICE_FRAMES if text else 0
@@ -4429,6 +4464,8 @@ class Ui(object):
             self.notice = ""
 
 
+# Keys that change only some views (the others do nothing there, so --view's help leaves them out).
+KEY_VIEWS = {"g": ("all", "gpus"), "l": ("all",), "L": ("all", "chart", "wall"), "t": ("all", "chart", "wall")}
 KEY_SPEEDS = (1.0 / 8, 4096.0)   # + and - stop here: slower is a still frame, faster a blur
 KEY_ESCAPE, KEY_ENTERS = 27, (10, 13, 343)    # 343 is curses.KEY_ENTER (the keypad's Enter)
 def handle_key(key, ui, rs, t):
@@ -4460,7 +4497,8 @@ def handle_key(key, ui, rs, t):
         ui.help = not ui.help
     elif ch == "!":
         kind = rs.trigger(t)
-        ui.set_notice(("incident: %s" % kind) if kind else "no incident outside training")
+        left = " (this pane only: it has left the shared session)" if ui.shared else ""
+        ui.set_notice(("incident: %s%s" % (kind, left)) if kind else "no incident outside training")
 
 
 ########################################################################
@@ -5327,7 +5365,7 @@ def footer_lines(state, width):
     return [Line(line1, [(0, width, "bar" if moment.phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
 
-HELP_KEYS = ("q      quit", "p spc  pause / resume", "+ -    double / halve speed",
+HELP_KEYS = ("q Q    quit", "p spc  pause / resume", "+ -    double / halve speed",
              "g      GPU panel: per GPU / per node / hidden", "l      loss chart on / off",
              "L      loss chart: log / linear scale",
              "t      loss chart: x axis in steps / tokens",
@@ -5348,9 +5386,10 @@ def overlay_box(lines, width, height, text):
     return lines
 
 
-def overlay_help(lines, width, height, seed):
-    """The keys, with the session's seed."""
-    text = ("keys   (session --seed %d)" % seed,) + HELP_KEYS + ("", "Esc, Enter or ? closes this box")
+def overlay_help(lines, width, height, seed, view="all"):
+    """The keys that do something in this view, with the session's seed."""
+    keys = tuple(k for k in HELP_KEYS if view in KEY_VIEWS.get(k.split()[0], VIEWS))
+    text = ("keys   (session --seed %d)" % seed,) + keys + ("", "Esc, Enter or ? closes this box")
     return overlay_box(lines, width, height, text)
 
 
@@ -5446,7 +5485,7 @@ def render_frame(state, width, height):
     if state.moment.phase == "summary":
         lines = overlay_summary(lines, width, height, state.cfg, run_summary(state.tl))
     if ui.help:
-        lines = overlay_help(lines, width, height, ui.seed)
+        lines = overlay_help(lines, width, height, ui.seed, ui.view)
     return lines
 
 
@@ -5559,27 +5598,60 @@ class Terminal(object):
         self.attrs = self._palette(color)
 
     def _palette(self, color):
+        """Style -> curses attribute.  Both modes keep the terminal's own
+        foreground and background (use_default_colors): curses.wrapper has
+        already called start_color, which would otherwise paint every cell
+        white on black, a black block on a light terminal."""
         curses = self.curses
         names = {"bold": curses.A_BOLD, "dim": curses.A_DIM, "reverse": curses.A_REVERSE,
                  "standout": curses.A_STANDOUT, None: 0}
-        use_color = color and curses.has_colors()
-        if use_color:
-            curses.start_color()
-            background = -1
+        background = -1
+        if curses.has_colors():
             try:
                 curses.use_default_colors()
             except curses.error:
                 background = curses.COLOR_BLACK
-        attrs, pairs = {}, {}
+        use_color = color and curses.has_colors()
+        pairs = {}
+
+        def pair(colour):
+            if colour not in pairs:
+                pairs[colour] = len(pairs) + 1
+                curses.init_pair(pairs[colour], getattr(curses, "COLOR_" + colour.upper()), background)
+            return curses.color_pair(pairs[colour])
+        if not names["dim"] and use_color:
+            # PDCurses (windows-curses) has no dim: A_DIM is A_NORMAL (PDCurses curses.h, at the
+            # commit windows-curses v2.4.1 builds, line 458).  Its bold black is the console's grey.
+            names["dim"] = pair("black") | curses.A_BOLD
+        attrs = {}
         for style, (colour, with_color, mono) in PALETTE.items():
             if use_color and colour:
-                if colour not in pairs:
-                    pairs[colour] = len(pairs) + 1
-                    curses.init_pair(pairs[colour], getattr(curses, "COLOR_" + colour.upper()), background)
-                attrs[style] = curses.color_pair(pairs[colour]) | names[with_color]
+                attrs[style] = pair(colour) | names[with_color]
             else:
                 attrs[style] = names[with_color if use_color else mono]
         return attrs
+
+    def key(self):
+        """The next key press (-1: none within the frame's time); the keypad's
+        +, - and Enter as the main keys (PDCurses reports them as PADPLUS,
+        PADMINUS and PADENTER, which ncurses does not have)."""
+        key = self.scr.getch()
+        for name, same in (("PADPLUS", "+"), ("PADMINUS", "-"), ("PADENTER", "\n")):
+            if key == getattr(self.curses, name, None):
+                return ord(same)
+        return key
+
+    def leave(self):
+        """Blank the bottom row, where the cursor rests after endwin: on terminals
+        without an alternate screen (vt100, linux) the exit lines go there, and
+        would otherwise be written over the last footer."""
+        height = self.scr.getmaxyx()[0]
+        try:
+            self.scr.move(height - 1, 0)
+            self.scr.clrtoeol()
+            self.scr.refresh()
+        except self.curses.error:
+            pass
 
     def draw(self, lines):
         scr, curses = self.scr, self.curses
@@ -5603,6 +5675,15 @@ class Terminal(object):
         curses.doupdate()
 
 
+def curses_imports():
+    """Whether curses is here (on Windows: whether windows-curses is installed)."""
+    try:
+        import curses  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def known_terminal(term, fd):
     """`term`, or the entry an xterm-like terminal falls back to, if this
     machine's terminfo knows it; else None."""
@@ -5620,15 +5701,41 @@ def known_terminal(term, fd):
     return None
 
 
-def run_screen(session, args, prog):
-    """The full-screen curses program; returns the exit status.  On the way
-    out it names the session, so another pane or nvidia-smi can rejoin it."""
+def unicode_screen(stdscr):
+    """Whether curses itself encodes what block glyphs need: UTF-8 (under LC_ALL=C
+    they draw blank), or a Windows console on code page 65001, which is UTF-8 there
+    (windows-curses names a window's encoding "cp" + the console's output code page:
+    py313/_cursesmodule.c, PyCursesWindow_New, at windows-curses v2.4.1)."""
+    encoding = (getattr(stdscr, "encoding", "") or "").lower().replace("-", "")
+    return encoding in ("utf8", "cp65001")
+
+
+def say_session(prog, args, status):
+    """The exit lines: after Ctrl-C the step and the newest checkpoint the log
+    reported, then always the session, so another pane or nvidia-smi can rejoin it."""
+    lines = []
+    if status["code"] == 130 and status["last"] is not None:
+        cfg, step, saved = status["last"]
+        lines.append("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s"
+                     % (step, cfg.total_steps, saved or "(none saved this run)"))
+    lines.append("%s: session --seed %d --start-at %s"
+                 % (prog, args.seed, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(args.epoch0))))
+    try:
+        sys.stderr.write("".join(line + "\n" for line in lines))
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass                     # SIGHUP: the terminal is gone, and stderr with it
+
+
+def run_screen(session, args, prog, out=None):
+    """The full-screen curses program; returns the exit status.  Every way out
+    (q, Ctrl-C, --exit-after, SIGTERM, SIGHUP, Ctrl+Break) names the session."""
     try:
         import curses
     except ImportError:
         sys.stderr.write("%s: curses is not available here (on Windows: pip install "
                          "windows-curses); writing plain log lines\n" % prog)
-        return run_stream(session, args, sys.stdout)
+        return run_stream(session, args, out or sys.stdout)
     for name in ("LINES", "COLUMNS"):      # exported sizes would freeze the screen size
         os.environ.pop(name, None)
     color = not args.no_color and not os.environ.get("NO_COLOR")
@@ -5637,24 +5744,16 @@ def run_screen(session, args, prog):
         curses.wrapper(lambda scr: _screen_loop(scr, session, args, color, status))
     except KeyboardInterrupt:
         status["code"] = 130
-    last = status["last"]
-    if status["code"] == 130 and last is not None:
-        cfg, step = last
-        saved = last_checkpoint_step(cfg, step)
-        sys.stderr.write("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s\n"
-                         % (step, cfg.total_steps, checkpoint_path(cfg, saved) if saved > cfg.start_step
-                            else "(none saved this run)"))
-    sys.stderr.write("%s: session --seed %d --start-at %s\n"
-                     % (prog, args.seed, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(args.epoch0))))
+    except SystemExit as exc:          # a signal (install_signal_handlers): 128 + its number
+        status["code"] = exc.code
+    say_session(prog, args, status)
     return status["code"]
 
 
-def _screen_loop(stdscr, session, args, color, status):
+def _frames(term, session, args, ui, status):
+    """Draw a frame a second (at once after a key) until a way out."""
     import curses
-    term = Terminal(stdscr, color)
-    # Block glyphs only where curses itself encodes UTF-8 (under LC_ALL=C they draw blank).
-    encoding = (getattr(stdscr, "encoding", "") or "").lower().replace("-", "")
-    ui = Ui(args.speed, args.view, args.unicode and encoding == "utf8", args.seed)
+    stdscr = term.scr
     sink = LogSink()
     writer = LogWriter(session, sink, "screen", args.epoch0, rank=args.rank)
     prefill(session, writer)
@@ -5674,7 +5773,6 @@ def _screen_loop(stdscr, session, args, color, status):
         if args.exit_after_sim and tau >= args.exit_after_sim:
             return
         ended = False
-        rs = session.run_at(tau)
         if session.previous is not None and fed < session.previous.start_tau:
             fed = session.previous.start_tau          # runs behind at absurd speeds: skip to the recent past
         if tau > fed:
@@ -5683,11 +5781,11 @@ def _screen_loop(stdscr, session, args, color, status):
             return
         rs = session.run_at(tau)
         state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui)
-        status["last"] = (rs.cfg, state.step)
+        status["last"] = (rs.cfg, state.step, writer.saved.get(rs.cfg.run))
         height, width = stdscr.getmaxyx()
         term.draw(render_frame(state, width, height))
         stdscr.timeout(int(FRAME_SECONDS * 1000))
-        key = stdscr.getch()
+        key = term.key()
         if key == curses.KEY_RESIZE:
             if sys.platform == "win32":
                 curses.resize_term(0, 0)
@@ -5697,6 +5795,16 @@ def _screen_loop(stdscr, session, args, color, status):
             return
         ui.next_frame()
         handle_key(key, ui, rs, rs.local(tau))
+
+
+def _screen_loop(stdscr, session, args, color, status):
+    term = Terminal(stdscr, color)
+    ui = Ui(args.speed, args.view, args.unicode and unicode_screen(stdscr), args.seed)
+    ui.shared = args.start_at is not None        # other panes or nvidia-smi may show this session
+    try:
+        _frames(term, session, args, ui, status)
+    finally:
+        term.leave()
 
 
 ########################################################################
@@ -5803,7 +5911,8 @@ def add_session_options(p):
 def build_parser(prog):
     p = Parser(prog=prog,
                description="Make this terminal look as if it trains a large language model on a GPU cluster.",
-               epilog="Keys: q quit, p/space pause, +/- speed, g GPU panel, l loss chart, L log scale, ! incident, ? help. "
+               epilog="Keys: q/Q quit, p/space pause, +/- speed, g GPU panel, l loss chart, L log scale, "
+                      "t chart x axis, ! incident, ? help. "
                       "Subcommand: '%s nvidia-smi --help'." % prog)
     add_session_options(p)
     p.add_argument("--exit-after-runs", metavar="N", help="quit after N runs have finished")
@@ -5815,7 +5924,7 @@ def build_parser(prog):
                    help="draw one region full-screen (wall: big figures and the chart, for a far screen)")
     p.add_argument("--rank", help="show the log as this rank writes it")
     p.add_argument("--tmux", action="store_true", help="split this tmux window into log, GPU and chart panes")
-    p.add_argument("--tmux-layout", action="store_true", help=argparse.SUPPRESS)   # a pane of --tmux
+    p.add_argument("--tmux-leader", metavar="PID", help=argparse.SUPPRESS)   # a side pane of --tmux: its leader
     p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR=1)")
     p.add_argument("--unicode", action="store_true", help="block-character bars (UTF-8 terminals)")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
@@ -5943,35 +6052,91 @@ def list_gpus(catalog, out):
         out.write("%-10s %-24s %7dMiB %8.0f %5dW\n" % (key, g.name, g.memory_mib, g.tflops, g.power_cap_w))
 
 
+END_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGBREAK")   # SIGBREAK: Ctrl+Break in a Windows console
+
+
 def install_signal_handlers():
-    """SIGTERM, SIGHUP and SIGQUIT end through the same clean exit path as q."""
+    """SIGTERM, SIGHUP, SIGQUIT and Ctrl+Break end through the same clean exit
+    path as q (the terminal restored, the session named), with status 128 + N."""
     def on_signal(signum, frame):
         raise SystemExit(128 + signum)
-    for name in ("SIGTERM", "SIGHUP", "SIGQUIT"):
+    for name in END_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
 
 
 def choose_format(args, out, prog):
-    """screen on a capable terminal, else plain (with a note when TERM is the reason).
+    """(format, terminal type to use or None): screen on a capable terminal, else
+    plain, with a note when the user expected the screen.
 
-    A terminal type this machine has no entry for (a new emulator's name
-    over ssh) falls back to its family's common entry first, as users expect."""
+    A terminal type this machine has no entry for (a new emulator's name over
+    ssh) falls back to its family's common entry first, as users expect.  On
+    Windows curses (windows-curses) draws on the console without terminfo, so
+    TERM, which consoles do not set, says nothing there."""
     if args.format in ("plain", "jsonl"):
-        return args.format
+        return args.format, None
     if not (out.isatty() and sys.stdin.isatty()):
-        return "plain"
+        if args.format == "screen":
+            sys.stderr.write("%s: --format screen needs a terminal on stdin and stdout; writing plain "
+                             "log lines\n" % prog)
+        return "plain", None
+    if sys.platform == "win32":
+        if curses_imports():
+            return "screen", None
+        sys.stderr.write("%s: the screen needs windows-curses (pip install windows-curses); writing plain "
+                         "log lines\n" % prog)
+        return "plain", None
     term = os.environ.get("TERM", "")
     usable = known_terminal(term, out.fileno()) if term not in ("", "dumb", "unknown") else None
     if usable is None:
         sys.stderr.write("%s: TERM=%s cannot draw a screen here; writing plain log lines\n"
                          % (prog, term or "(unset)"))
-        return "plain"
-    os.environ["TERM"] = usable
-    return "screen"
+        return "plain", None
+    return "screen", usable
 
 
-def open_session(args, prog, smi=False):
+class OutputError(Exception):
+    """stdout failed: the reader went away (quiet, exit 0) or the disk is full (one line, exit 1)."""
+
+    def __init__(self, error):
+        Exception.__init__(self, error.strerror or str(error))
+        self.errno = error.errno
+
+
+class CheckedOutput(object):
+    """stdout, whose failures are told apart from every other OSError."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            raise OutputError(exc)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise OutputError(exc)
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+
+def check_start_at_bound(args):
+    """--start-at within 1970-3000: Windows' C library refuses times outside it
+    (time.gmtime raises OSError there), so every platform refuses them up front."""
+    if args.start_at is not None and not 0 <= args.start_at < START_AT_END:
+        raise UsageError("--start-at must be from 1970-01-01 to 3000-12-31 (UTC), got Unix time %.0f"
+                         % args.start_at)
+
+
+def open_session(args, prog, out, smi=False):
     """(session, None) from parsed options, or (None, exit status) after saying why."""
     try:
         check_non_empty(args)
@@ -5983,16 +6148,18 @@ def open_session(args, prog, smi=False):
         sys.stderr.write("%s: %s\n" % (prog, one_line(exc)))
         return None, 1
     if not smi and (args.list_models or args.list_gpus):
-        (list_models if args.list_models else list_gpus)(catalog, sys.stdout)
+        (list_models if args.list_models else list_gpus)(catalog, out)
+        out.flush()
         return None, 0
     try:
         resolve_args(args, catalog)
+        check_start_at_bound(args)
         return Session(catalog, args.seed, args.pins, args.incidents, args.from_start), None
     except (UsageError, ConfigError) as exc:
         return None, fail_usage(prog, exc)
 
 
-def nvidia_smi_main(argv, prog):
+def nvidia_smi_main(argv, prog, out):
     """`PROG nvidia-smi [-l SECONDS] [--node K]`: the GPUs of one node, now."""
     try:
         args = build_smi_parser(prog).parse_args(argv)
@@ -6005,10 +6172,10 @@ def nvidia_smi_main(argv, prog):
             if not 0.1 <= every <= 86400:
                 raise UsageError("-l must be from 0.1 to 86400 seconds, got %r" % args.loop)
         node = _positive_int(args.node, "--node", 0, 511)
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         return fail_usage(prog + " nvidia-smi", exc)
     install_signal_handlers()
-    session, status = open_session(args, prog + " nvidia-smi", smi=True)
+    session, status = open_session(args, prog + " nvidia-smi", out, smi=True)
     if session is None:
         return status
     start = time.monotonic()
@@ -6020,8 +6187,8 @@ def nvidia_smi_main(argv, prog):
                              % (prog, plural(rs.cfg.nodes, "node"), node))
             return 2
         readings, pids = node_readings(rs, node, rs.local(tau))
-        sys.stdout.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
-        sys.stdout.flush()
+        out.write(nvidia_smi_table(rs.cfg, readings, pids, args.epoch0 + tau / args.speed))
+        out.flush()
         if every is None:
             return 0
         wake = time.monotonic() + every
@@ -6033,8 +6200,10 @@ def nvidia_smi_main(argv, prog):
 
 
 # Options a --tmux layout sets for each pane itself, and whether they take a value.
-LAYOUT_OWN_OPTIONS = {"--tmux": False, "--view": True, "--start-at": True, "--seed": True}
-LAYOUT_PANES_OPTION = "@fake_llm_training_panes"     # tmux window option: the layout's pane ids
+LAYOUT_OWN_OPTIONS = {"--tmux": False, "--view": True, "--start-at": True, "--seed": True, "--tmux-leader": True}
+# How a side pane's way out reaches the layout's leader (the log pane, the launching
+# shell's program): q ends it as q does, Ctrl-C as Ctrl-C does.
+LAYOUT_ENDINGS = {0: "SIGUSR1", 130: "SIGINT"}
 
 
 def pane_arguments(argv):
@@ -6052,71 +6221,148 @@ def pane_arguments(argv):
     return out
 
 
-def tmux_layout(args, argv, prog):
-    """Split the current tmux window into log, GPU and chart panes of one session;
-    q in any of them ends all three (they share the session's seed and start)."""
-    import shlex
-    import subprocess
-    if not os.environ.get("TMUX"):
-        sys.stderr.write("%s: error: --tmux works only inside a tmux session\n" % prog)
-        return 2
-    start_at = args.start_at if args.start_at is not None else time.time()
-    base = [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed), "--start-at", "%.3f" % start_at,
-            "--tmux-layout"] + pane_arguments(argv)
-
-    def split(flags, view):
-        command = " ".join(shlex.quote(x) for x in base + ["--view", view])
-        out = subprocess.check_output(["tmux", "split-window"] + flags + ["-P", "-F", "#{pane_id}", command])
-        return out.decode().strip()
-    panes = [os.environ.get("TMUX_PANE", ""), split(["-v", "-p", "45"], "gpus")]
-    panes.append(split(["-h", "-p", "40"], "chart"))
-    subprocess.check_call(["tmux", "set-option", "-w", LAYOUT_PANES_OPTION, " ".join(panes)])
-    subprocess.check_call(["tmux", "select-pane", "-t", panes[0]])
-    os.execv(sys.executable, base + ["--view", "log"])
+class TmuxError(Exception):
+    """tmux refused (or could not be run): its own message, one line."""
 
 
-def end_tmux_layout():
-    """Close the other panes of this --tmux layout (the viewer pressed q in one)."""
+def tmux(*words):
+    """Run one tmux command; its output, or TmuxError with tmux's message."""
     import subprocess
     try:
-        panes = subprocess.check_output(["tmux", "show-options", "-w", "-v", LAYOUT_PANES_OPTION],
-                                        stderr=subprocess.DEVNULL).decode().split()
-        for pane in panes:
-            if pane != os.environ.get("TMUX_PANE"):
-                subprocess.call(["tmux", "kill-pane", "-t", pane], stderr=subprocess.DEVNULL)
-    except (OSError, subprocess.CalledProcessError):
-        pass                     # tmux is gone or the layout was already closed
+        proc = subprocess.Popen(("tmux",) + words, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise TmuxError("cannot run tmux: %s" % (exc.strerror or exc))
+    output, error = proc.communicate()
+    if proc.returncode:
+        lines = error.decode("utf-8", "replace").strip().splitlines()
+        raise TmuxError("tmux: %s" % (lines[-1] if lines else "exit status %d" % proc.returncode))
+    return output.decode("utf-8", "replace").strip()
+
+
+def layout_refusal(args):
+    """Why a --tmux layout cannot start here, or None."""
+    if sys.platform == "win32":
+        return "--tmux is not available on Windows (open panes in your terminal and give each --seed and --start-at)"
+    if args.format in ("plain", "jsonl"):
+        return ("--tmux draws full-screen panes; --format %s writes log lines (run it without --tmux)"
+                % args.format)
+    if not os.environ.get("TMUX"):
+        return "--tmux works only inside a tmux session"
+    return None
+
+
+def end_layout(panes):
+    """Close the layout's own side panes (never the launching shell's pane)."""
+    for pane in panes:
+        try:
+            tmux("kill-pane", "-t", pane)
+        except TmuxError:
+            pass                 # already closed, or tmux is gone
+
+
+def split_layout(args, argv):
+    """Split the launching pane ($TMUX_PANE, not whichever pane is active) into
+    the layout's GPU and chart panes; their pane ids."""
+    import shlex
+    side = [sys.executable, os.path.abspath(__file__), "--seed", str(args.seed), "--start-at",
+            "%.3f" % args.start_at, "--tmux-leader", str(os.getpid())] + pane_arguments(argv)
+
+    def split(target, flags, view):
+        command = " ".join(shlex.quote(x) for x in side + ["--view", view])
+        where = ["-t", target] if target else []
+        return tmux(*(["split-window", "-d"] + where + flags + ["-P", "-F", "#{pane_id}", command]))
+    panes = [split(os.environ.get("TMUX_PANE"), ["-v", "-p", "45"], "gpus")]
+    try:
+        panes.append(split(panes[0], ["-h", "-p", "40"], "chart"))
+    except TmuxError:
+        end_layout(panes)
+        raise
+    return panes
+
+
+def tmux_layout(session, args, argv, prog):
+    """This pane shows the log; two new panes beside it the GPUs and the chart,
+    of one session (one seed and start).  q or Ctrl-C in any of them ends the
+    three, and this program returns to the launching shell with its status."""
+    refusal = layout_refusal(args)
+    if refusal:
+        sys.stderr.write("%s: error: %s\n" % (prog, refusal))
+        return 2
+    args.start_at = args.epoch0 = float("%.3f" % args.epoch0)     # what the side panes are told
+    on_q = getattr(signal, LAYOUT_ENDINGS[0])
+    signal.signal(on_q, lambda signum, frame: sys.exit(0))        # a side pane's q: end as q does
+    try:
+        panes = split_layout(args, argv)
+    except TmuxError as exc:
+        sys.stderr.write("%s: error: %s\n" % (prog, exc))
+        return 2
+    args.view = "log"
+    try:
+        return run_screen(session, args, prog)
+    finally:
+        signal.signal(on_q, signal.SIG_IGN)           # the side panes may report while they close
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        end_layout(panes)
+
+
+def tell_leader(args, status):
+    """A side pane's q or Ctrl-C ends the layout: tell its leader, which closes the panes."""
+    name = LAYOUT_ENDINGS.get(status)
+    if args.tmux_leader is not None and name and hasattr(signal, name):
+        try:
+            os.kill(int(args.tmux_leader), getattr(signal, name))
+        except (OSError, ValueError):
+            pass                 # the leader has gone already
+
+
+def run_main(args, argv, prog, out):
+    """Everything after the options are read; the exit status."""
+    if out.stream is None:
+        return 0                 # stdout closed (>&-): nothing can be read, end quietly
+    install_signal_handlers()
+    session, status = open_session(args, prog, out)
+    if session is None:
+        return status
+    if args.tmux:
+        return tmux_layout(session, args, argv, prog)
+    fmt, terminal = choose_format(args, out, prog)
+    if fmt != "screen":
+        try:
+            return run_stream(session, args, out)
+        except KeyboardInterrupt:
+            return 130
+    if terminal and terminal != os.environ.get("TERM"):
+        os.environ["TERM"] = terminal        # the family's entry that this machine has
+    status = run_screen(session, args, prog, out)
+    tell_leader(args, status)
+    return status
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = program_name()
+    out = CheckedOutput(sys.stdout)
     if argv[:1] == ["nvidia-smi"]:
-        return nvidia_smi_main(argv[1:], prog)
+        return nvidia_smi_main(argv[1:], prog, out) if sys.stdout is not None else 0
     try:
         args = build_parser(prog).parse_args(argv)
     except UsageError as exc:
         return fail_usage(prog, exc)
-    install_signal_handlers()
-    session, status = open_session(args, prog)
-    if session is None:
-        return status
-    if args.tmux:
-        return tmux_layout(args, argv, prog)
-    fmt = choose_format(args, sys.stdout, prog)
-    if fmt != "screen":
-        try:
-            return run_stream(session, args, sys.stdout)
-        except KeyboardInterrupt:
-            return 130
-    status = run_screen(session, args, prog)
-    if args.tmux_layout and status == 0:
-        end_tmux_layout()
-    return status
+    return run_main(args, argv, prog, out)
+
+
+def quiet_stdout():
+    """Point stdout at the null device, so the interpreter's last flush of what
+    could not be written stays quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 def entry_point():
     """Console-script entry: turn unexpected errors into one line unless --debug."""
+    import errno
     debug = "--debug" in sys.argv[1:]
     try:
         status = main()
@@ -6124,11 +6370,14 @@ def entry_point():
         raise
     except KeyboardInterrupt:
         status = 130
-    except BrokenPipeError:
-        # the reader went away (| head): stop quietly, and keep the interpreter's
-        # final flush from complaining about the closed pipe
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OutputError, BrokenPipeError) as exc:
+        # The reader went away (| head; on Windows a closed pipe is EINVAL): stop
+        # quietly.  A full disk is worth one line.
+        quiet_stdout()
         status = 0
+        if getattr(exc, "errno", None) not in (errno.EPIPE, errno.EINVAL):
+            sys.stderr.write("%s: cannot write the output: %s\n" % (program_name(), exc))
+            status = 1
     except Exception as exc:  # a last resort, after the terminal is restored
         if debug:
             raise

@@ -68,8 +68,7 @@ def forced(seed, kind, at_fraction=0.5, pins=None):
     rs = session.current
     cfg = rs.cfg
     step = cfg.start_step + int((cfg.total_steps - cfg.start_step) * at_fraction)
-    rs.forced.append((kind, step))
-    rs._rebuild()
+    rs = flt.RunState(rs.base_cfg, rs.incident_rate, rs.start_tau, rs.offset, [(kind, step)])
     ctx = flt.LogContext(rs, EPOCH)
     events = flt.run_events(rs.timeline, -1, rs.timeline.duration)
     lines = [text for ev in events for _, text in flt.event_lines(ctx, ev)]
@@ -161,8 +160,8 @@ def test_every_failure_drains_its_node_and_the_choice_is_the_seeds():
         rs = session.current
         cfg = rs.cfg
         span = cfg.total_steps - cfg.start_step
-        rs.forced.extend([("crash", cfg.start_step + span // 3), ("crash", cfg.start_step + 2 * span // 3)])
-        rs._rebuild()
+        forced = [("crash", cfg.start_step + span // 3), ("crash", cfg.start_step + 2 * span // 3)]
+        rs = flt.RunState(rs.base_cfg, rs.incident_rate, rs.start_tau, rs.offset, forced)
         return rs, rs.timeline.hosts
     rs, seen = hosts()
     assert seen == hosts()[1] and len(seen) == 3

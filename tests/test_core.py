@@ -121,7 +121,7 @@ def test_lr_is_exactly_on_schedule():
                 assert lrs[mid - w] == pytest.approx(expect)
 
 
-@pytest.mark.parametrize("seed", range(1, 31))
+@pytest.mark.parametrize("seed", range(1, 21))      # every framework and kind of run; each walks a whole run
 def test_validation_checkpoints_export_and_gpus(seed):
     rs = first_run(seed)
     cfg, tl = rs.cfg, rs.timeline
@@ -218,8 +218,8 @@ def test_pinned_options_shape_the_run():
 def test_incidents_restart_from_the_last_checkpoint():
     rs = first_run(11)
     cfg = rs.cfg
-    rs.forced.append(("crash", cfg.start_step + (cfg.total_steps - cfg.start_step) // 2))
-    rs._rebuild()
+    forced = [("crash", cfg.start_step + (cfg.total_steps - cfg.start_step) // 2)]
+    rs = flt.RunState(rs.base_cfg, rs.incident_rate, rs.start_tau, rs.offset, forced)
     tl = rs.timeline
     phases = [s.phase for s in tl.segments]
     assert phases.count("train") == 2 and "crash" in phases

@@ -253,8 +253,7 @@ def test_incident_lines_use_the_real_error_text(seed):
     catalog = flt.load_catalog()
     session = flt.Session(catalog, seed, {}, "off", from_start=True)
     rs = session.current
-    rs.forced.append(("crash", rs.cfg.start_step + 20))
-    rs._rebuild()
+    rs = flt.RunState(rs.base_cfg, rs.incident_rate, rs.start_tau, rs.offset, [("crash", rs.cfg.start_step + 20)])
     ctx = flt.LogContext(rs, 1.7e9)
     lines = [text for ev in flt.run_events(rs.timeline, -1, rs.timeline.duration)
              for _, text in flt.event_lines(ctx, ev)]

@@ -8,6 +8,7 @@ Megatron's training_log windows, DeepSpeed's ThroughputTimer, torchtitan's
 MetricsProcessor, HF Trainer's logging, Lightning's progress bar) and checks
 that it matches to the printed precision.
 """
+import functools
 import json
 import math
 import re
@@ -19,6 +20,12 @@ from conftest import HF_STEP_DICT, LIGHTNING_BAR, TQDM_BAR, printed_flops_per_to
 pytestmark = pytest.mark.slow          # two runs of the program per test: the full suite only
 SEEDS = (6, 17, 23)
 SPAN = "1h"         # simulated time of each run: hundreds of printed lines, and hf/lightning seed 23 ends in it
+
+
+@functools.lru_cache(maxsize=None)
+def plain_text(style, seed, extra=()):
+    """The plain log of a run, kept: the jitter test reads seed 17's again (a few hundred KiB each)."""
+    return run(style, seed, "plain", extra)
 
 
 def run(style, seed, fmt, extra=()):
@@ -93,7 +100,7 @@ def close(a, b, unit):
 
 
 def printed(style, seed, pattern, extra=()):
-    return [m for m in (re.search(pattern, line) for line in run(style, seed, "plain", extra).splitlines()) if m]
+    return [m for m in (re.search(pattern, line) for line in plain_text(style, seed, extra).splitlines()) if m]
 
 
 MEGATRON = (r"iteration\s+(?P<it>\d+)/\s*\d+ \| consumed samples:\s+\d+ \| elapsed time per iteration \(ms\): "
@@ -159,7 +166,7 @@ DS_TIMER = (r"global_step=(?P<count>\d+), RunningAvgSamplesPerSec=(?P<avg>[\d.e+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_deepspeed_throughput_timer_and_megatron_deepspeed_line(seed):
     rec = Record("deepspeed", seed)
-    text = run("deepspeed", seed, "plain").splitlines()
+    text = plain_text("deepspeed", seed).splitlines()
     c = rec.cfg
     gbs = c["global_batch_size"]
     timers, lines = [], []
@@ -252,7 +259,7 @@ def tqdm_ema_rate(rec, a, step):
 @pytest.mark.parametrize("seed,extra", [(s, ()) for s in SEEDS] + [RESTART])
 def test_hf_bar_dict_and_train_loss(seed, extra):
     rec = Record("hf", seed, extra)
-    text = run("hf", seed, "plain", extra).splitlines()
+    text = plain_text("hf", seed, extra).splitlines()
     if extra:
         assert len(rec.trains) > 1
     c = rec.cfg
@@ -329,7 +336,7 @@ def test_printed_loss_jitter_matches_the_tokens_averaged(style):
     averaged), K ~ 6 (12-30 / sqrt(tokens) in public logs), within a factor of two."""
     seed = 17
     c = config_of(style, seed)
-    text = run(style, seed, "plain").splitlines()
+    text = plain_text(style, seed).splitlines()
     pattern, tokens = {
         "megatron": (MEGATRON, None), "deepspeed": (MDS.replace(r" \| .*samples", r" \| .*lm loss: (?P<loss>\S+) \| .*samples"), None),
         "hf": (HF_STEP_DICT, None), "torchtitan": (TITAN, c["tokens_per_step"]),

@@ -287,15 +287,15 @@ def test_help_gpu_panel_and_chart_keys(prog):
     prog.start(["--seed", "5", "--no-color"])
     prog.tmux.wait_for(lambda ls: len(gpu_rows(ls)) >= 8 and any("loss (" in l for l in ls), 10, "GPUs and chart")
     prog.tmux.type("?")
-    lines = prog.tmux.wait_for(lambda ls: any("q      quit" in l for l in ls), 5, "the help box")
+    lines = prog.tmux.wait_for(lambda ls: any("q Q    quit" in l for l in ls), 5, "the help box")
     assert any("session --seed 5" in l for l in lines) and any("Esc, Enter or ? closes" in l for l in lines)
     assert "? help" in footer(lines)[1], "after a key the footer shows the help hint"
     for close in ("?", "Escape", "Enter"):
         if close != "?":
             prog.tmux.type("?")
-            prog.tmux.wait_for(lambda ls: any("q      quit" in l for l in ls), 5, "the help box")
+            prog.tmux.wait_for(lambda ls: any("q Q    quit" in l for l in ls), 5, "the help box")
         prog.tmux.send(close) if close != "?" else prog.tmux.type(close)
-        prog.tmux.wait_for(lambda ls: not any("q      quit" in l for l in ls), 5, "%s to close the help box" % close)
+        prog.tmux.wait_for(lambda ls: not any("q Q    quit" in l for l in ls), 5, "%s to close the help box" % close)
     prog.tmux.type("g")                                     # per node: summaries instead of GPU rows
     prog.tmux.wait_for(lambda ls: not gpu_rows(ls) and any(l.startswith("CLUSTER ") for l in ls), 5, "per-node panel")
     prog.tmux.type("g")                                     # hidden
@@ -555,9 +555,9 @@ def test_tmux_layout_panes_keep_running_and_q_ends_all_of_them(prog):
     assert [dead for _, dead in panes] == ["0", "0", "0"], panes
     gpus_pane = panes[1][0]
     prog.tmux.tmux("send-keys", "-t", gpus_pane, "q")
-    wait_until(lambda: all(dead == "1" for _, dead in layout_panes(prog.tmux)), 10,
-               "every pane of the layout to end")
-    assert len(layout_panes(prog.tmux)) == 1, "the other panes are closed, not left dead"
+    assert prog.exited() == 0               # the log pane's program, in the launching pane, ends too
+    wait_until(lambda: len(layout_panes(prog.tmux)) == 1, 10, "the side panes closed, not left dead")
+    assert layout_panes(prog.tmux)[0][1] == "0", "the launching pane stays"
 
 
 def test_speed_keys_stop_at_their_bounds_and_say_so(prog):
