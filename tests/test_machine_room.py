@@ -20,8 +20,7 @@ def start_lines(seed, style=None, rank=None, forced_crash=False):
     session = flt.Session(CATALOG, seed, pins, "off", from_start=True)
     rs = session.current
     if forced_crash:
-        rs.forced.append(("crash", rs.cfg.start_step + 20))
-        rs._rebuild()
+        rs = flt.RunState(rs.base_cfg, rs.incident_rate, rs.start_tau, rs.offset, [("crash", rs.cfg.start_step + 20)])
     ctx = flt.LogContext(rs, 1.7e9, rank)
     end = rs.timeline.duration if forced_crash else 120.0
     events = flt.run_events(rs.timeline, -1, end)
