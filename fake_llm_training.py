@@ -2491,6 +2491,11 @@ def step_metrics(tl, seg, step, record=False):
         micro_losses(cfg, step, loss) if record else None, step * cfg.global_batch)
 
 
+def train_segment(tl, attempt):
+    """The training segment of a launch (a step's own, even at a crash's last step)."""
+    return [s for s in tl.train_segments() if s.attempt == attempt][0]
+
+
 def is_redone(tl, attempt, step):
     """Whether launch `attempt` runs `step` again: an earlier launch got that far before it failed."""
     return attempt > 0 and any(s.last >= step for s in tl.train_segments() if s.attempt < attempt)
@@ -2630,7 +2635,6 @@ class RunState(object):
         self.base_cfg = cfg
         self.incident_rate = incident_rate
         self.forced = list(forced)        # (kind, step) incidents the viewer asked for with `!`
-        self.chart_cache = None           # the loss chart of the last frame: redrawn when the step moves
         self.start_tau = start_tau        # session time at which this run's t == offset
         self.offset = offset              # run time at which the session met this run
         self._rebuild()
@@ -2639,7 +2643,6 @@ class RunState(object):
         self.cfg, incidents = plan_incidents(self.base_cfg, self.incident_rate, self.forced)
         self.timeline = Timeline(self.cfg, incidents)
         self.telemetry = Telemetry(self.timeline)
-        self.chart_cache = None
         self.end_tau = self.start_tau + self.timeline.duration - self.offset
 
     def local(self, tau):
@@ -2712,6 +2715,14 @@ def fmt_tokens(n):
         if n >= size:
             return "%.2f%s" % (n / size, name) if n < 10 * size else "%.1f%s" % (n / size, name)
     return "%d" % n
+
+
+def fmt_duration(seconds):
+    """tqdm's elapsed format: MM:SS, or H:MM:SS past an hour."""
+    seconds = int(max(0, seconds))
+    minutes, s = divmod(seconds, 60)
+    h, minutes = divmod(minutes, 60)
+    return "%d:%02d:%02d" % (h, minutes, s) if h else "%02d:%02d" % (minutes, s)
 
 
 def fmt_bytes(n):
@@ -2826,14 +2837,6 @@ def titan_prefix(ctx, t):
     return "[rank0]:[titan] %s - root - INFO - " % ctx.clock(t, millis=True)
 
 
-def fmt_duration(seconds):
-    """tqdm's elapsed format: MM:SS, or H:MM:SS past an hour."""
-    seconds = int(max(0, seconds))
-    minutes, s = divmod(seconds, 60)
-    h, minutes = divmod(minutes, 60)
-    return "%d:%02d:%02d" % (h, minutes, s) if h else "%02d:%02d" % (minutes, s)
-
-
 def tqdm_line(n, total, elapsed, rate, prefix="", postfix="", always_its=False):
     """A tqdm progress line with ASCII fill, as tqdm's format_meter writes it:
     remaining = (total - n) / rate, and s/it when the rate is below 1 it/s
@@ -2907,11 +2910,6 @@ def titan_flops_per_token(cfg):
 TQDM_SMOOTHING = 0.3        # tqdm's default EMA weight
 TQDM_EMA_TERMS = 64         # 0.7**64 ~ 1e-10: older display intervals no longer show in 4 digits
 DS_TIMER_START = 2          # DeepSpeed's ThroughputTimer does not time the first 2 steps
-
-
-def train_segment(tl, attempt):
-    """The training segment of a launch (a step's own, even at a crash's last step)."""
-    return [s for s in tl.train_segments() if s.attempt == attempt][0]
 
 
 def tqdm_rate(tl, seg, step):
@@ -4221,6 +4219,13 @@ JSONL_EVENTS = ("phase", "step", "val", "checkpoint", "export", "summary", "stra
                 "spike", "xid", "job_failed")
 
 
+def history_window(rs):
+    """Run-time span of log history to pre-fill a screen joining mid-run: about
+    150 logged steps, more than the tallest log region shows."""
+    cfg = rs.cfg
+    return max(60.0, 150 * cfg.step_time_s * max(1, cfg.log_interval))
+
+
 class LogWriter(object):
     """Writes one session's log in simulated time: as plain lines or JSON lines
     to a stream, or ("screen") into the LogSink of the screen's log region."""
@@ -4282,6 +4287,35 @@ class LogWriter(object):
         self.done_t = self.done_t - 1e-9 if self.done_t > 0 else -1.0
         self.gpu_t = self.done_t
 
+    def _write_run(self, rs, t1, max_steps=None):
+        """Write run `rs` from where the writer is up to its time t1 (or `max_steps` optimizer
+        steps' worth); return (the run ended, run time reached)."""
+        cfg = rs.cfg
+        if max_steps:
+            t1 = min(t1, max(0.0, self.done_t) + max_steps * cfg.step_time_s)
+        ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
+        for ev in run_events(rs.timeline, self.done_t, t1, every_step=self.fmt == "jsonl"):
+            if self.fmt == "jsonl":
+                self._gpu_samples(rs, ev.t)
+            if self.fmt == "jsonl" and ev.kind in JSONL_EVENTS:
+                kind = ev.kind                  # a step run again after a restart: "step" moves only forward
+                if kind == "step" and is_redone(rs.timeline, ev.data.attempt, ev.data.step):
+                    kind = "step_redone"
+                rec = collections.OrderedDict([("event", kind), ("run", cfg.run), ("t", round(ev.t, 6))])
+                rec.update(event_record(ev))
+                if ev.kind == "checkpoint":      # where the framework wrote it
+                    rec["path"] = checkpoint_path(cfg, ev.data["step"])
+                self._emit(rec)
+            self._log(ctx, rs, ev)
+            if ev.kind == "summary":
+                self.done_t = ev.t
+                self.runs_done += 1
+                return True, ev.t
+        if self.fmt == "jsonl":
+            self._gpu_samples(rs, t1)
+        self.done_t = t1
+        return False, t1
+
     def advance(self, tau0, tau1, max_steps=None):
         """Write everything up to session time tau1, or `max_steps` optimizer
         steps' worth of a run if that comes first; return (a run ended,
@@ -4289,70 +4323,68 @@ class LogWriter(object):
         tau = tau0
         while tau < tau1:
             rs = self.session.run_at(tau)
-            cfg = rs.cfg
-            if cfg.run != self.run:
+            if rs.cfg.run != self.run:
                 self._start_run(rs, rs.local(tau))
-            t1 = min(rs.local(tau1), rs.timeline.duration)
-            if max_steps:
-                t1 = min(t1, max(0.0, self.done_t) + max_steps * cfg.step_time_s)
-            ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
-            for ev in run_events(rs.timeline, self.done_t, t1, every_step=self.fmt == "jsonl"):
-                if self.fmt == "jsonl":
-                    self._gpu_samples(rs, ev.t)
-                if self.fmt == "jsonl" and ev.kind in JSONL_EVENTS:
-                    kind = ev.kind                  # a step run again after a restart: "step" moves only forward
-                    if kind == "step" and is_redone(rs.timeline, ev.data.attempt, ev.data.step):
-                        kind = "step_redone"
-                    rec = collections.OrderedDict([("event", kind), ("run", cfg.run), ("t", round(ev.t, 6))])
-                    rec.update(event_record(ev))
-                    if ev.kind == "checkpoint":      # where the framework wrote it
-                        rec["path"] = checkpoint_path(cfg, ev.data["step"])
-                    self._emit(rec)
-                self._log(ctx, rs, ev)
-                if ev.kind == "summary":
-                    self.done_t = ev.t
-                    self.runs_done += 1
-                    return True, rs.start_tau + ev.t - rs.offset
-            if self.fmt == "jsonl":
-                self._gpu_samples(rs, t1)
-            self.done_t = t1
-            if t1 < rs.timeline.duration:
-                return False, rs.start_tau + t1 - rs.offset      # reached tau1 (or max_steps) in this run
+            ended, t = self._write_run(rs, min(rs.local(tau1), rs.timeline.duration), max_steps)
+            if ended or t < rs.timeline.duration:
+                return ended, rs.start_tau + t - rs.offset      # a run ended, or reached tau1 (or max_steps)
             tau = rs.end_tau
         return False, max(tau, tau1)
 
+    def recent_past(self, tau):
+        """Write the recent past of the run under way at session time tau (history_window), as
+        `tail` of its log shows them to someone who arrives (stamped before they came),
+        with the start-up banner kept at the top; writing then goes on from tau."""
+        rs = self.session.run_at(tau)
+        now = rs.local(tau)
+        if now <= 0:
+            return
+        start = max(-1.0, now - history_window(rs))
+        self._start_run(rs, start)
+        if start > 0 and self.fmt != "jsonl":      # the start-up banner stays at the top of a log
+            ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
+            for seg in rs.timeline.segments[:2]:
+                self._log(ctx, rs, Event(seg.t0, "phase", {"phase": seg.phase, "attempt": 0,
+                                                           "step": seg.first, "info": None}))
+        self._write_run(rs, now)
+
+
+TQDM_BAR = re.compile(r"^(.*?)\s*\d{1,3}%\|[^|]*\| \d+/\d+ \[")    # tqdm's meter (see tqdm_line)
+TQDM_WRITTEN = "{'"       # the Trainer's metrics dicts go through tqdm.write (transformers v4,
+                         # src/transformers/trainer_callback.py, ProgressCallback.on_log: training_bar.write)
+BAR_LOOKBACK = 3         # lines a bar's redraw looks back for its last state: the bar, the metrics line
+                         # HF writes above it with tqdm.write, and a second bar (Lightning's validation)
+
+
+def bar_key(text):
+    """Which tqdm bar a line draws ('Epoch 3: 40%|...' and 'Epoch 4: ...' are one bar, reset per
+    epoch), or None for a line that is not a bar."""
+    m = TQDM_BAR.match(text)
+    return re.sub(r"\d+", "#", m.group(1)) if m else None
+
 
 class LogSink(object):
-    """The log region's memory: the newest LOG_KEEP (level, text) lines, no more."""
+    """The log region's memory: the newest LOG_KEEP (level, text) lines, no more, as a terminal
+    shows them: tqdm redraws its bar in place with a carriage return, so a bar's new state
+    replaces its last one when that is still among the last lines (lines written through
+    tqdm.write land above the bar)."""
 
     def __init__(self, keep=LOG_KEEP):
         self.lines = collections.deque(maxlen=keep)
 
     def add(self, level, text):
+        key = bar_key(text) if "%|" in text else None
+        if key is not None:
+            for back in range(1, min(BAR_LOOKBACK, len(self.lines)) + 1):
+                if bar_key(self.lines[-back][1]) == key:
+                    del self.lines[-back]
+                    break
+        elif text.startswith(TQDM_WRITTEN) and self.lines and bar_key(self.lines[-1][1]) is not None:
+            live_bar = self.lines.pop()             # tqdm.write: the line above, the bar drawn again below
+            self.lines.append((level, text))
+            self.lines.append(live_bar)
+            return
         self.lines.append((level, text))
-
-
-def history_window(rs):
-    """Run-time span of log history to pre-fill a screen joining mid-run: about
-    150 logged steps, more than the tallest log region shows."""
-    cfg = rs.cfg
-    return max(60.0, 150 * cfg.step_time_s * max(1, cfg.log_interval))
-
-
-def prefill(session, writer):
-    """Write the recent history of the run the session joins, as if it had been running."""
-    rs = session.current
-    if rs.offset <= 0:
-        return
-    ctx = LogContext(rs, writer.epoch0 + rs.start_tau - rs.offset, writer.rank)
-    start = max(-1.0, rs.offset - history_window(rs))
-    if start > 0:                      # the start-up banner stays at the top of a log
-        for seg in rs.timeline.segments[:2]:
-            writer._log(ctx, rs, Event(seg.t0, "phase", {"phase": seg.phase, "attempt": 0,
-                                                         "step": seg.first, "info": None}))
-    for ev in run_events(rs.timeline, start, rs.offset, every_step=False):
-        writer._log(ctx, rs, ev)
-    writer.run, writer.done_t = rs.cfg.run, rs.offset
 
 
 def session_now(args, start):
@@ -4403,6 +4435,8 @@ def run_stream(session, args, out):
     start = time.monotonic()
     tau = session_now(args, start) if args.start_at is not None else 0.0
     stop = tau + args.exit_after_sim if args.exit_after_sim else None
+    writer.recent_past(tau)            # as `tail -f` of a running job's log: its recent lines at once
+    out.flush()
     while True:
         if args.exit_after is not None and time.monotonic() - start >= args.exit_after:
             return 0
@@ -4540,12 +4574,35 @@ def fmt_clock(seconds):
     return "%dd%02dh" % divmod(hours, 24) if hours >= 24 else fmt_duration(seconds)
 
 
+MEMO_KEEP = 20000        # values a frame memo keeps before it starts afresh (bounds memory): a GPU panel
+                         # memoises (group, second) readings for its ~130 seconds of history, the chart
+                         # about CHART_POINTS * width losses
+
+
+class FrameCache(object):
+    """Memos of pure values that frames share from one frame to the next: owned by
+    whoever draws frames one after another (the screen loop), never by the model.
+    A timeline other than the last one seen (a new run, or one rebuilt by `!`) empties them."""
+
+    def __init__(self):
+        self.timeline, self.memos = None, {}
+
+    def memo(self, timeline, name):
+        if timeline is not self.timeline:
+            self.timeline, self.memos = timeline, {}
+        memo = self.memos.setdefault(name, {})
+        if len(memo) > MEMO_KEEP:
+            memo.clear()
+        return memo
+
+
 class ScreenState(object):
     """Everything a frame shows at one moment, computed from the session."""
 
-    def __init__(self, rs, t, epoch0, log, ui):
+    def __init__(self, rs, t, epoch0, log, ui, cache=None):
         self.rs, self.cfg, self.tl, self.t = rs, rs.cfg, rs.timeline, t
         self.epoch0, self.log, self.ui = epoch0, log, ui
+        self.cache = cache if cache is not None else FrameCache()     # memos shared between frames
         self.moment = self.tl.moment(t)
         seg = self.moment.segment
         step = max(self.moment.step, self.cfg.start_step)
@@ -4615,18 +4672,9 @@ def gpu_style(r):
     return "idle"
 
 
-MEMO_KEEP = 20000        # memoised values per run before the memo starts afresh (bounds memory)
-HISTORY_KEEP = 200000    # GPU readings memoised at most (seconds out of the window are dropped first)
-
-
-def frame_memo(rs, name, keep=MEMO_KEEP):
-    """A memo of pure values for this run's frames (emptied when the run is rebuilt, and when it grows)."""
-    if not isinstance(rs.chart_cache, dict):
-        rs.chart_cache = {}
-    memo = rs.chart_cache.setdefault(name, {})
-    if len(memo) > keep:
-        memo.clear()
-    return memo
+def frame_memo(state, name):
+    """The memo `name` of this state's run, in the cache its caller passed (or the state's own)."""
+    return state.cache.memo(state.tl, name)
 
 
 def gpu_cell(gpu, r, cfg, width, glyphs):
@@ -4675,7 +4723,7 @@ def gpu_history(state, gpus, columns):
     last HISTORY_SECONDS, oldest first.  Telemetry is a function of t, so history is computed, not
     recorded; each simulated second is read once per group of GPUs (memoised, see prefetch_history),
     and each finished column is summed once."""
-    seconds, columns_memo = frame_memo(state.rs, "history"), frame_memo(state.rs, "columns")
+    seconds, columns_memo = frame_memo(state, "history"), frame_memo(state, "columns")
     dt = max(1, int(math.ceil(HISTORY_SECONDS / float(columns))))
     now = int(math.floor(state.t))
     out = []
@@ -4686,7 +4734,7 @@ def gpu_history(state, gpus, columns):
             out.append(columns_memo[key])
             continue
         total, n = [0.0, 0.0, 0.0], 0
-        for second in range(first, min(first + dt, now + 1)):
+        for second in range(max(0, first), min(first + dt, now + 1)):     # nothing ran before launch
             value = seconds.get((gpus[0], len(gpus), second)) or group_reading(state, gpus, second)
             total = [a + b for a, b in zip(total, value)]
             n += 1
@@ -4826,18 +4874,24 @@ def node_summary(state, node, readings, width, glyphs):
 
 
 def cluster_line(state, width):
-    """The whole cluster in one line: GPUs, nodes, and their aggregate readings."""
+    """The whole cluster in one line: GPUs, nodes, and their aggregate readings (the node count
+    stays while a fault notice lengthens the line; the figures shorten first)."""
     cfg, agg = state.cfg, state.rs.telemetry.cluster(state.t)
     fault = " | %d GPU FAULT" % agg["failed"] if agg["failed"] else ""
     figures = "util %.1f%% | mem %.1f/%.1f GiB | %.0f+-%.1fC | %.1f kW%s" % (
         agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
         agg["kw"], fault)
+    compact = "%.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
+        agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0, agg["temp"], agg["temp_sd"],
+        agg["kw"], fault)
+    nodes = plural(cfg.nodes, "node")
     return plain_line(first_fitting([
-        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.name, plural(cfg.nodes, "node"), figures),
-        "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, figures),
-        "CLUSTER %dx %s | %.1f%% | %.1f/%.0fG | %.0f+-%.0fC | %.1fkW%s" % (
-            cfg.gpus, cfg.gpu.key, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
-            agg["temp"], agg["temp_sd"], agg["kw"], fault),
+        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.name, nodes, figures),
+        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.key, nodes, figures),
+        "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.key, nodes, compact),
+        "CLUSTER %dx %s | %s | %.1f%% | %.0fC | %.1fkW%s" % (cfg.gpus, cfg.gpu.key, nodes, agg["util"],
+                                                            agg["temp"], agg["kw"], fault),
+        "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, compact),
         "%dx %s %.0f%% %.0fC %.1fkW%s" % (cfg.gpus, cfg.gpu.key, agg["util"], agg["temp"], agg["kw"], fault)],
         width), width, "title")
 
@@ -4865,10 +4919,17 @@ def panel_plan(state, width, height):
     return plan, columns, graph_h
 
 
+def panel_height(state, width, height):
+    """Rows the GPU panel fills of `height`: node summaries leave the rest to the log."""
+    plan, columns, graph_h = panel_plan(state, width, height)
+    block_h = 1 + graph_h + int(math.ceil(state.cfg.gpus_per_node / float(columns)))
+    return 1 + sum(block_h if kind == "block" else 1 for kind, _ in plan)
+
+
 def prefetch_history(state, groups):
     """Read the history of these groups of GPUs second by second, all groups at each second: the
     telemetry then computes each past second's phase once, not once per group."""
-    memo = frame_memo(state.rs, "history", HISTORY_KEEP)
+    memo = frame_memo(state, "history")
     now = int(math.floor(state.t))
     first = now - HISTORY_SECONDS - int(math.ceil(HISTORY_SECONDS / float(SPARK_MIN)))
     if len(memo) > len(groups) * (now + 1 - first):          # forget the seconds that scrolled out
@@ -4924,6 +4985,7 @@ SMOOTHING = 0.6          # TensorBoard's default smoothing weight (the scalar da
 CHART_SKIP = 0.1         # the linear y range ignores the first tenth of the steps: the drop from ln(vocab)
 CHART_POINTS = 5         # loss points per chart column, at least 2 after rounding the stride to 1-2-5:
                          # about TensorBoard's 1000 stored points on a wide chart, two per braille column
+CHART_MIN_SPAN = 0.02    # the narrowest y range (loss units): ticks of 0.005 at the finest
 MARKER_GAP = 5           # cells at least between two validation markers
 BRAILLE_BASE = 0x2800    # Unicode braille patterns: U+2800 plus one bit per dot
 BRAILLE_DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))   # bit of the dot at [row][column]
@@ -4971,6 +5033,11 @@ def y_axis(lo, hi, rows, positive):
     return bottom, b * tick, [k * tick for k in range(a, b + 1)], decimals
 
 
+def x_column(x, last, columns):
+    """The column of x on an axis from 0 (the first column) to `last` (the last one)."""
+    return min(columns - 1, int(0.5 + x / float(last) * (columns - 1)))
+
+
 def x_ticks(last, columns):
     """(column, label) of 1-2-5 step ticks from 0 to `last`, labels at least two cells apart."""
     if last <= 0 or columns < 4:
@@ -4982,7 +5049,7 @@ def x_ticks(last, columns):
         if gap >= max(len(t) for t in labels) + 2:
             break
         tick = nice_tick(tick * 1.001)
-    return [(min(columns - 1, int(k * tick / last * columns)), t) for k, t in enumerate(labels)]
+    return [(x_column(k * tick, last, columns), t) for k, t in enumerate(labels)]
 
 
 def smooth(values, weight):
@@ -5010,7 +5077,7 @@ def loss_series(state, points):
     cfg, last = state.cfg, max(1, state.step)
     stride = max(1, int(nice_tick(last / float(points))))
     steps = sorted(set([1, last] + list(range(stride, last + 1, stride))))
-    memo, spikes = frame_memo(state.rs, "loss"), state.tl.incidents.spikes
+    memo, spikes = frame_memo(state, "loss"), state.tl.incidents.spikes
     raw = []
     for s in steps:
         if s not in memo:
@@ -5030,13 +5097,20 @@ def val_series(state, columns):
     return steps, [val_loss_at(cfg, s, state.tl.incidents.spikes) for s in steps]
 
 
+def at_least_min_span(lo, hi):
+    """lo..hi widened about its middle to CHART_MIN_SPAN: a few flat points never zoom the axis to
+    ticks finer than the legend's four decimals."""
+    mid, half = (lo + hi) / 2.0, max(hi - lo, CHART_MIN_SPAN) / 2.0
+    return mid - half, mid + half
+
+
 def chart_range(steps, raw, smoothed, vals):
     """(lo, hi) of what matters now: past the first tenth of the steps (the drop from ln(vocab))."""
     skip = steps[-1] * CHART_SKIP
     later = [i for i, s in enumerate(steps) if s >= skip] or [len(steps) - 1]
     lo = min([raw[i] for i in later] + [v for s, v in vals if s >= skip])
     hi = max([smoothed[i] for i in later] + [v for s, v in vals if s >= skip])
-    return lo, hi
+    return at_least_min_span(lo, hi)
 
 
 def trace(xs, ys, ncols):
@@ -5127,14 +5201,16 @@ def styled_row(prefix, chars, styles):
     return Line(prefix + "".join(chars), spans)
 
 
-def y_mapper(bottom, top, rows, log):
-    """Value -> rows from the plot's top edge (continuous; outside 0..rows when off the scale)."""
-    f = math.log if log else float
-    pb, pt = f(bottom), f(top)
-
-    def y(v):
-        return min(rows - 1e-6, (pt - f(max(v, 1e-9))) / (pt - pb) * rows)
-    return y
+def y_mapper(bottom, top, rows, log, intervals=1):
+    """Value -> rows from the plot's top edge (continuous; above 0 when off the scale).  A linear
+    axis puts its `intervals` tick intervals the same whole number of rows apart, bottom tick in
+    the last row, and leaves the rows that do not divide evenly above the top tick."""
+    if log:
+        pb, pt = math.log(bottom), math.log(top)
+        return lambda v: min(rows - 1e-6, (pt - math.log(max(v, 1e-9))) / (pt - pb) * rows)
+    span = (rows - 1) // intervals * intervals          # rows from the top tick to the bottom tick
+    first = rows - 1 - span + 0.5                       # the middle of the top tick's row
+    return lambda v: min(rows - 1e-6, first + (top - v) / float(top - bottom) * span)
 
 
 def axis_labels(ticks, columns):
@@ -5148,13 +5224,21 @@ def axis_labels(ticks, columns):
     return "".join(row)
 
 
+def chart_title(state, width):
+    """'loss (run name) step 0-N': the run, and what the x axis counts and how far (steps or tokens)."""
+    if state.ui.x_tokens:
+        span = "tokens 0-%s" % fmt_count(state.step * state.cfg.tokens_per_step)
+    else:
+        span = "step 0-%d" % state.step
+    tail = "%s %s" % (" log scale" if state.ui.log_scale else "", span)
+    name, room = state.cfg.name, max(4, width - len("loss ()" + tail))
+    return "loss (%s)%s" % (name if len(name) <= room else name[:room - 3] + "...", tail)
+
+
 def chart_head(state, width, height, raw, smoothed, vals, glyphs):
     """Title (the run's name) and legend (the latest values, each in its line's style): one line if
     they fit, else two if there is room."""
-    tail = "%s step 0-%d%s" % (" log scale" if state.ui.log_scale else "", state.step,
-                                " (x: tokens)" if state.ui.x_tokens else "")
-    name, room = state.cfg.name, max(4, width - len("loss ()" + tail))
-    title = "loss (%s)%s" % (name if len(name) <= room else name[:room - 3] + "...", tail)
+    title = chart_title(state, width)
     parts = [("%s train %.4f" % (glyphs["raw"], raw), "raw"),
              ("%s smoothed(%.1f) %.4f" % (glyphs["smooth"], SMOOTHING, smoothed), "smooth")]
     if vals:
@@ -5182,14 +5266,15 @@ def _chart_lines(state, width, height, g):
     axis = 1 if height >= 14 else 0
     ph = height - len(out) - 1 - axis
     vvals = [v for _, v in vals]
-    lo, hi = (min(raw + vvals), max(smoothed + vvals)) if log else chart_range(steps, raw, smoothed, vals)
+    lo, hi = at_least_min_span(min(raw + vvals), max(smoothed + vvals)) if log else \
+        chart_range(steps, raw, smoothed, vals)
     bottom, top, ticks, decimals = y_axis(lo, hi, ph, log)
     labels = ["%.*f" % (decimals, t) for t in ticks]
     lw = max(len(t) for t in labels) + 1
-    pw, ymap, last = width - lw - 1, y_mapper(bottom, top, ph, log), float(steps[-1])
+    pw, ymap, last = width - lw - 1, y_mapper(bottom, top, ph, log, len(ticks) - 1), float(steps[-1])
 
-    def xs(points):
-        return [min(pw - 1e-6, s / last * pw) for s in points]
+    def xs(points):                     # the middle of each step's column (see x_column)
+        return [0.5 + s / last * (pw - 1) for s in points]
     series = {"raw": (xs(steps), [ymap(v) for v in raw]), "smooth": (xs(steps), [ymap(v) for v in smoothed])}
     if vals:
         series["val"] = (xs([s for s, _ in vals]), [ymap(v) for v in vvals])
@@ -5206,14 +5291,35 @@ def _chart_lines(state, width, height, g):
     return out
 
 
+CHART_FIRST_POINTS = 2   # steps a job must have run before its chart has a curve (one point has no scale)
+
+
+def waiting_chart(state, width, height):
+    """The chart of a job with fewer than CHART_FIRST_POINTS steps (rendezvous, model build, the first
+    step): its title, empty axes and what it waits for, never a scale made from one point."""
+    out = [plain_line(chart_title(state, width), width, "title")]
+    axis = 1 if height >= 14 else 0
+    ph = height - len(out) - 1 - axis
+    note = "waiting for the %s step" % ("first" if state.step == 0 else "second")
+    for r in range(ph):
+        text = note.center(width - 2) if r == ph // 2 else ""
+        out.append(Line(fit(" |" + text, width), [(2, min(width - 2, len(text)), "dim")] if text.strip() else []))
+    if axis:
+        out.append(plain_line(" +" + "-" * (width - 2), width, "dim"))
+    out.append(plain_line("  0", width, "dim"))
+    return out
+
+
 def chart_lines(state, width, height):
     """The loss chart as TensorBoard draws it: the raw training loss faint, the smoothed loss over it,
     validation as its own line with markers, 1-2-5 ticks.  Drawn again only when a step ends."""
     if height < 4 or width < 16:
         return [Line(" " * width, [])] * max(0, height)
+    if state.step < CHART_FIRST_POINTS:
+        return waiting_chart(state, width, height)
     g = state.ui.glyphs
     key = (width, height, state.step, last_val_step(state), state.ui.log_scale, state.ui.x_tokens, g["braille"])
-    memo = frame_memo(state.rs, "chart")
+    memo = frame_memo(state, "chart")
     if key not in memo:
         memo.clear()
         memo[key] = _chart_lines(state, width, height, g)
@@ -5338,6 +5444,16 @@ def phase_progress(state, clock):
     return run_progress(state, clock)
 
 
+def whole_fields(fields, width):
+    """Fields joined with ' | ', as many as fit whole from the left (the first one cut if even it
+    does not): a narrow footer loses its last figures, never half of one."""
+    for n in range(len(fields), 1, -1):
+        text = " | ".join(fields[:n])
+        if len(text) <= width:
+            return text
+    return fields[0] if fields else ""
+
+
 def footer_lines(state, width):
     """Two lines: the progress bar of what runs now, then the run's figures."""
     cfg, metrics, ui, t, moment = state.cfg, state.metrics, state.ui, state.t, state.moment
@@ -5345,22 +5461,22 @@ def footer_lines(state, width):
     training = moment.phase in ("train", "val", "checkpoint")
     # elapsed as the framework's progress bar counts it: since this launch began training
     since = train_segment(state.tl, moment.segment.attempt).t0 if training else moment.segment.t0
-    clock = "%s<%s" % (fmt_clock(t - since), fmt_clock(eta if training else 0))
+    # remaining: the run's ETA in training, else what is left of this phase's known duration
+    clock = "%s<%s" % (fmt_clock(t - since), fmt_clock(eta if training else moment.segment.t1 - t))
     label, frac, right = phase_progress(state, clock)
     if len(label) + len(right) + 8 > width:          # narrow: the bar and its percentage come first
         label, right = "", " %3d%%" % int(frac * 100) + (right if len(right) + 13 <= width else "")
     bar_w = max(5, width - len(label) - len(right) - (2 if label else 0))
     line1 = fit(("%s %s%s" % (label, bar(frac, bar_w, ui.glyphs), right)).lstrip(), width)
     if metrics and moment.phase != "summary":
-        figures = "loss %.4f | lr %.2e | gnorm %.2f | %s | %.2f s/it | MFU %.1f%%" % (
-            metrics.loss, metrics.lr, metrics.grad_norm, fmt_rate(metrics.tokens_per_s), metrics.step_time_s,
-            100 * metrics.mfu)
+        figures = ["loss %.4f" % metrics.loss, "lr %.2e" % metrics.lr, "gnorm %.2f" % metrics.grad_norm,
+                   fmt_rate(metrics.tokens_per_s), "%.2f s/it" % metrics.step_time_s, "MFU %.1f%%" % (100 * metrics.mfu)]
     else:
-        figures = "%s | %dx %s" % (cfg.model, cfg.gpus, cfg.gpu.key)
+        figures = [cfg.model, "%dx %s" % (cfg.gpus, cfg.gpu.key)]
     # what the viewer changed comes first, so a narrow pane still shows it
     flags = ["PAUSED"] * ui.paused + ["x%g" % ui.speed] * (ui.speed != 1) + [ui.notice] * bool(ui.notice)
     hint = ["? help"] if ui.touched or ui.speed != 1 else []     # at speed 1 untouched, a plain console
-    line2 = fit(" | ".join(flags + [figures] + hint), width)
+    line2 = fit(whole_fields(flags + figures + hint, width), width)
     style2 = "paused" if ui.paused else "footer"
     return [Line(line1, [(0, width, "bar" if moment.phase != "crash" else "bad")]), Line(line2, [(0, width, style2)])]
 
@@ -5412,6 +5528,8 @@ def all_regions(state, width, height):
         if chart_w:          # rows for the chart beside; the panel fills them with history
             gpu_h = max(gpu_h, min(BESIDE_ROWS, (height * 9) // 20))
     chart_beside = chart_w > 0 and gpu_h >= 6
+    if gpu_h and not chart_beside:            # rows the panel would leave empty go to the log
+        gpu_h = min(gpu_h, panel_height(state, width, gpu_h))
     chart_below = ui.chart and not chart_beside and height - gpu_h >= 26
     chart_h = 9 if chart_below else 0
     log_h = height - gpu_h - chart_h
@@ -5754,11 +5872,11 @@ def _frames(term, session, args, ui, status):
     """Draw a frame a second (at once after a key) until a way out."""
     import curses
     stdscr = term.scr
-    sink = LogSink()
+    sink, cache = LogSink(), FrameCache()        # the log region's lines; memos the frames share
     writer = LogWriter(session, sink, "screen", args.epoch0, rank=args.rank)
-    prefill(session, writer)
     wall_start = last = time.monotonic()
     tau = session_now(args, wall_start) if args.start_at is not None else 0.0
+    writer.recent_past(tau)
     fed = tau                                  # session time up to which the log is written
     while True:
         now = time.monotonic()
@@ -5780,7 +5898,7 @@ def _frames(term, session, args, ui, status):
         if ended and args.exit_after_runs and writer.runs_done >= args.exit_after_runs:
             return
         rs = session.run_at(tau)
-        state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui)
+        state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui, cache)
         status["last"] = (rs.cfg, state.step, writer.saved.get(rs.cfg.run))
         height, width = stdscr.getmaxyx()
         term.draw(render_frame(state, width, height))

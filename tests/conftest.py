@@ -32,7 +32,7 @@ def frame_at(seed, width, height, tau=0.0, **ui_options):
     session = flt.Session(CATALOG, seed, {}, "rare")
     sink = flt.LogSink()
     writer = flt.LogWriter(session, sink, "screen", EPOCH)
-    flt.prefill(session, writer)
+    writer.recent_past(0.0)
     if tau:
         writer.advance(0.0, tau)
     ui = flt.Ui()

@@ -218,7 +218,9 @@ def test_t_key_puts_tokens_on_the_x_axis():
     assert ui.x_tokens and any(t.startswith("t ") for t in flt.HELP_KEYS)
     steps = chart_at(8, 120, 32)
     tokens = flt.chart_lines(state_at(8, x_tokens=True), 120, 32)
-    assert "(x: tokens)" in tokens[0].text and "(x: tokens)" not in steps[0].text
+    state = state_at(8)
+    assert " tokens 0-%s " % flt.fmt_count(state.step * state.cfg.tokens_per_step) in tokens[0].text
+    assert " step 0-%d " % state.step in steps[0].text and " tokens " not in steps[0].text
     step_labels, token_labels = x_labels(steps), x_labels(tokens)
     assert len(token_labels) >= 3 and all(label[-1] in "kMBT" for label in token_labels[1:]), token_labels
     assert step_labels != token_labels

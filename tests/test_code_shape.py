@@ -173,10 +173,10 @@ MODEL_NAMES = {"rs", "session", "tl", "timeline", "cfg"}
 MODEL_VIA_STATE = {"rs", "tl", "cfg", "moment"}
 MUTATING_METHODS = {"append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "remove",
                     "add", "discard", "sort", "reverse"}
-# Frame writes into the model the file has today, (function, target): the memos
-# frame_memo keeps in RunState.chart_cache (issue 20 moves them to the screen
-# loop).  The list only shrinks: a pair that is gone fails the test.
-KNOWN_FRAME_WRITES = {("frame_memo", "rs.chart_cache")}
+# Frame writes into the model the file has today, (function, target): none since
+# the memos moved to the screen loop's FrameCache.  The list only shrinks: a pair
+# that is gone fails the test.
+KNOWN_FRAME_WRITES = set()
 
 
 def model_object(node):
