@@ -604,6 +604,46 @@ def stage_layers(model, pp):
     return int(math.ceil(model.layers / float(pp)))
 
 
+def layers_on_stage(model, pp, stage):
+    """Layers of pipeline stage `stage`: an even split; where it cannot be, the first stages one more."""
+    return model.layers // pp + (1 if stage < model.layers % pp else 0)
+
+
+def rank_params(model, L, stage, vocab=None):
+    """Parameters one (tensor, pipeline) rank holds, laid out as Megatron-Core builds them: each
+    layer's GEMM weights split over TP (experts over EP), its two norms and the router whole on
+    every TP rank; the vocabulary-parallel embedding on the first stage; the final norm and the
+    output layer on the last (with tied embeddings across stages, a copy of the embedding there).
+    `vocab`: the vocabulary as padded (Megatron: to a multiple of 128 x TP)."""
+    h, vocab = model.hidden, vocab or model.vocab
+    mlp = (2 if model.mlp == "gelu" else 3) * h * model.ffn_hidden
+    attention = h * head_dim(model) * (2 * model.heads + 2 * model.kv_heads)
+    if model.experts:
+        layer = attention // L.tp + model.experts * mlp // (L.ep if L.ep > 1 else L.tp) + h * model.experts
+    else:
+        layer = (attention + mlp) // L.tp
+    count = layers_on_stage(model, L.pp, stage) * (layer + 2 * h)
+    if stage == 0:
+        count += vocab * h // L.tp
+    if stage == L.pp - 1:
+        count += h + (vocab * h // L.tp if not model.tied or L.pp > 1 else 0)
+    return count
+
+
+def in_flight_layers(model, L, grad_accum, stage):
+    """Layers' worth of micro-batch activations stage `stage` holds at its peak.  1F1B runs
+    pp - stage forwards before its first backward; the interleaved schedule warms up with
+    2 (pp - stage - 1) + (vp - 1) pp chunks of a vp-th of the stage's layers, plus the one in
+    flight (Megatron-Core pipeline_parallel/schedules.py, num_warmup_microbatches)."""
+    layers = layers_on_stage(model, L.pp, stage)
+    if L.pp == 1:
+        return layers
+    if L.vp == 1:
+        return min(L.pp - stage, grad_accum) * layers
+    chunks = min(L.vp * grad_accum, 2 * (L.pp - stage - 1) + (L.vp - 1) * L.pp + 1)
+    return chunks * layers / float(L.vp)
+
+
 def param_split(model, params, active):
     """(dense parameters, expert parameters) of a shape."""
     if not model.experts:
@@ -614,21 +654,24 @@ def param_split(model, params, active):
 
 
 def sharded_params(model, params, active, L):
-    """Parameters one GPU holds before data-parallel sharding."""
-    dense, experts = param_split(model, params, active)
-    embed = model.vocab * model.hidden
-    per_layer = (dense - embed * (1 if model.tied else 2)) / float(model.layers)
-    on_stage = per_layer * stage_layers(model, L.pp) + embed
-    if L.pp == 1 and not model.tied:
-        on_stage += embed
-    expert_share = experts * stage_layers(model, L.pp) / float(model.layers) / L.ep
-    return on_stage / L.tp + expert_share / (1 if L.ep > 1 else L.tp)
+    """Parameters one GPU of the fuller end stage holds before data-parallel sharding."""
+    return max(rank_params(model, L, 0), rank_params(model, L, L.pp - 1))
 
 
-def memory_model(model, params, active, L, seq, framework, grad_accum=1):
-    """Bytes one GPU holds, the way its framework allocates them (Memory)."""
-    shard = sharded_params(model, params, active, L)
-    layer_shard = shard / stage_layers(model, L.pp)
+def memory_total(mem):
+    """What nvidia-smi shows for the process: framework reserved + CUDA context + NCCL buffers."""
+    return mem.reserved + mem.context + mem.nccl
+
+
+def memory_model(model, params, active, L, seq, framework, grad_accum=1, stage=None):
+    """Bytes one GPU of pipeline stage `stage` holds, the way its framework allocates them
+    (Memory); without a stage, the stage that needs most: the first holds the embedding and
+    the most micro-batches in flight, the last the logits and the output layer."""
+    if stage is None:
+        return max((memory_model(model, params, active, L, seq, framework, grad_accum, s) for s in (0, L.pp - 1)),
+                   key=memory_total)
+    shard = rank_params(model, L, stage)
+    layer_shard = shard / float(layers_on_stage(model, L.pp, stage))
     group = L.dp * L.cp                       # Megatron's distributed optimizer shards over dp x cp
     zero = ZERO_LEVEL[L.sharding]
     if L.sharding == "fsdp":                  # FSDP mixed precision: fp32 params, grads, Adam m, v sharded
@@ -643,20 +686,14 @@ def memory_model(model, params, active, L, seq, framework, grad_accum=1):
             states += 2 * 2.0 * layer_shard
     tokens = L.mbs * seq / float(L.cp)
     coef = ACT_BYTES[L.recompute] * (1 + 0.5 * (model.active - 1) if model.experts else 1)
-    in_flight = min(L.pp, grad_accum) if L.pp > 1 else 1  # 1F1B: the first stage holds pp micro-batches
-    act = tokens * model.hidden * coef / L.tp * stage_layers(model, L.pp) * in_flight
+    act = tokens * model.hidden * coef / L.tp * in_flight_layers(model, L, grad_accum, stage)
     if L.recompute == "full":
         act += tokens * model.hidden * ACT_BYTES["none"] / L.tp       # the layer being recomputed
-    logits = 2 * 4.0 * tokens * model.vocab / L.tp                     # fp32 logits and their gradient
+    logits = 2 * 4.0 * tokens * model.vocab / L.tp if stage == L.pp - 1 else 0.0   # fp32 logits and gradient
     allocated = states + act + logits
     groups = sum(1 for x in (L.tp, L.pp, L.cp, L.ep) if x > 1)
     return Memory(allocated, allocated * ALLOCATOR_SLACK, CONTEXT_BYTES, NCCL_BASE_BYTES + NCCL_GROUP_BYTES * groups,
                   states)
-
-
-def memory_total(mem):
-    """What nvidia-smi shows for the process: framework reserved + CUDA context + NCCL buffers."""
-    return mem.reserved + mem.context + mem.nccl
 
 
 def fits(gpu, mem):
@@ -2351,6 +2388,13 @@ def _thermal_state(tl, t, node, gpu, memo=None):
     return power
 
 
+def stage_memory_mib(cfg, stage):
+    """MiB nvidia-smi shows on a GPU of pipeline stage `stage` while it trains."""
+    mem = memory_model(cfg.shape, cfg.params, cfg.active_params, cfg.layout, cfg.seq_len, cfg.framework,
+                       cfg.grad_accum, stage)
+    return int(memory_total(mem) / MIB)
+
+
 class Telemetry(object):
     """Readings of every GPU of a run.
 
@@ -2367,8 +2411,11 @@ class Telemetry(object):
         self.spreads = [int(unit(self.seed, S_MEM, g) * 380) for g in range(cfg.gpus)]  # ranks differ slightly
         self.slow_nodes = set(s[3] for s in tl.incidents.stragglers)
         self.failing_gpus = set(c[1] for c in tl.incidents.crashes)
-        weights = int(cfg.params * 2 / (cfg.tp * cfg.pp) / MIB)
-        self.weights_mib = weights // cfg.dp if cfg.sharding in ("zero3", "fsdp") else weights
+        self.stage_gpus = cfg.gpus // cfg.pp        # pipeline stages are the outermost rank dimension
+        self.stage_mib = [stage_memory_mib(cfg, stage) for stage in range(cfg.pp)]
+        shards = cfg.dp if cfg.sharding in ("zero3", "fsdp") else 1
+        self.weights_mib = [int(rank_params(cfg.shape, cfg.layout, stage) * 2 / MIB) // shards
+                            for stage in range(cfg.pp)]
         self._levels, self._cluster, self._samples = {}, {}, {}
         self._second, self._readings = None, {}
 
@@ -2423,15 +2470,17 @@ class Telemetry(object):
         """MiB in use: the CUDA context, then the weights, then what training holds
         (the framework's reserved pool + CUDA context + NCCL buffers, as nvidia-smi counts it)."""
         cfg = self.cfg
+        stage = gpu // self.stage_gpus
+        used, weights = self.stage_mib[stage], self.weights_mib[stage]
         if state == "empty":
             return 0
         if state == "context":
             return cfg.context_mib
         if state == "weights":
-            return min(cfg.mem_used_mib, cfg.context_mib + cfg.nccl_mib + self.weights_mib + self.spreads[gpu])
+            return min(used, cfg.context_mib + cfg.nccl_mib + weights + self.spreads[gpu])
         if state == "loading":
-            return min(cfg.mem_used_mib, cfg.context_mib + cfg.nccl_mib + self.weights_mib * 4 + self.spreads[gpu])
-        return min(cfg.gpu.memory_mib - 64, cfg.mem_used_mib + self.spreads[gpu])
+            return min(used, cfg.context_mib + cfg.nccl_mib + weights * 4 + self.spreads[gpu])
+        return min(cfg.gpu.memory_mib - 64, used + self.spreads[gpu])
 
     def cluster(self, t):
         """Cluster aggregate: mean util, mean memory, temp mean and spread, total kW."""
@@ -3385,11 +3434,11 @@ class Megatron(Dialect):
                 ("INFO", "> initialized tensor model parallel with size %d" % cfg.tp),
                 ("INFO", "> initialized pipeline model parallel with size %d" % cfg.pp),
                 ("INFO", "building GPT model ...")]
-        per_rank = cfg.params // (cfg.tp * cfg.pp)
-        for tp in range(min(cfg.tp, 2)):
-            for pp in range(min(cfg.pp, 2)):
+        for pp in range(cfg.pp):                      # every rank of data-parallel rank 0 prints its own
+            count = rank_params(cfg.shape, cfg.layout, pp, padded_vocab(cfg))
+            for tp in range(cfg.tp):
                 out.append(("INFO", " > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %d"
-                            % (tp, pp, per_rank)))
+                            % (tp, pp, count)))
         return out
 
     def load(self, ctx, ev):

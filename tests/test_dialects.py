@@ -50,7 +50,8 @@ MEGATRON_OTHER = [
     r"^ > padded vocab \(size: \d+\) with \d+ dummy tokens \(new size: \d+\)$",
     r"^> initialized (tensor|pipeline) model parallel with size \d+$", r"^building GPT model \.\.\.$",
     r"^ > number of parameters on \(tensor, pipeline\) model parallel rank \((\d+), (\d+)\): (\d+)$",
-    r"^ loading checkpoint from \S+ at iteration \d+$",
+    r"^ loading (distributed )?checkpoint from \S+ at iteration \d+$",
+    r"^ loading release (distributed )?checkpoint from \S+$",
     r"^  successfully loaded checkpoint from \S+ \[ t \d+/\d+, p \d+/\d+ \] at iteration \d+$",
     r"^\[(before the start of training step|after training is done)\] datetime: " + TS + " $",
     r"^\(min, max\) time across ranks \(ms\):$", r"^    (evaluate|save-checkpoint) \.+: \(\d+\.\d\d, \d+\.\d\d\)$",
@@ -73,6 +74,9 @@ DEEPSPEED_OTHER = [
     DS_PREFIX + r"\[Rank 0\] Saving model checkpoint: \S+/global_step\d+/(zero_pp_rank_0_)?mp_rank_00_model_states\.pt$",
     DS_PREFIX + r"(bf16_)?zero checkpoint saved \S+/global_step\d+/(bf16_)?zero_pp_rank_0_mp_rank_00_optim_states\.pt$",
     DS_PREFIX + r"\[Torch\] Checkpoint global_step\d+ is ready now!$",
+    DS_PREFIX + r"\[Torch\] Load(ing|ed) checkpoint from (/checkpoints/\S+/global_step\d+|/models/\S+)/"
+                r"(bf16_)?(zero_pp_rank_0_)?mp_rank_00_(model|optim)_states\.pt(\.\.\.|\.)$",
+    r"^  successfully loaded checkpoint from \S+ at iteration \d+$",
     DS_PREFIX + r"\[Rank 0\] (DeepSpeed info: version=[\d.]+, git-hash=\w+, git-branch=\w+"
                 r"|DeepSpeed Flops Profiler Enabled: False|Using client Optimizer as basic optimizer"
                 r"|Removing param_group that has no 'params' in the basic Optimizer|DeepSpeed Basic Optimizer = \w+"

@@ -43,12 +43,21 @@ def source_copy(tmp_path):
     return copy
 
 
-def pip_install(tmp_path, *options, **env):
-    copy = source_copy(tmp_path)
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """One wheel built from a copy of the checkout, installed by each install test."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.check_call([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+                           "-w", str(tmp / "dist"), str(source_copy(tmp))], cwd=str(tmp), stdout=subprocess.DEVNULL)
+    built = [name for name in os.listdir(str(tmp / "dist")) if name.endswith(".whl")]
+    assert len(built) == 1, built
+    return str(tmp / "dist" / built[0])
+
+
+def pip_install(tmp_path, wheel, *options, **env):
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-                          + list(options) + [str(copy)], cwd=str(tmp_path), stdout=subprocess.DEVNULL,
+                          + list(options) + [wheel], cwd=str(tmp_path), stdout=subprocess.DEVNULL,
                           env=dict(os.environ, **env))
-    return copy
 
 
 def test_a_copied_file_finds_the_data_beside_it(tmp_path):
@@ -91,31 +100,30 @@ def test_setup_cfg_installs_every_data_file_the_program_reads():
 
 
 @pytest.mark.slow
-def test_pip_install_target_runs_with_pythonpath(tmp_path):
+def test_pip_install_target_runs_with_pythonpath(tmp_path, wheel):
     target = tmp_path / "target"
-    pip_install(tmp_path, "--target", str(target))
+    pip_install(tmp_path, wheel, "--target", str(target))
     assert (target / "share" / "fake_llm_training" / "data" / "models.txt").is_file()
     assert_runs(run_in("/", [sys.executable, "-m", "fake_llm_training"] + RUN, env={"PYTHONPATH": str(target)}))
 
 
 @pytest.mark.slow
-def test_pip_install_in_a_venv_runs_from_anywhere(tmp_path):
+def test_pip_install_in_a_venv_runs_from_anywhere(tmp_path, wheel):
     venv = tmp_path / "venv"
-    subprocess.check_call([sys.executable, "-m", "venv", str(venv)])
+    subprocess.check_call([sys.executable, "-m", "venv", "--without-pip", str(venv)])   # this pip installs into it
     py = str(venv / "bin" / "python")
-    copy = source_copy(tmp_path)
-    subprocess.check_call([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(copy)],
-                          cwd=str(tmp_path), stdout=subprocess.DEVNULL)
+    subprocess.check_call([sys.executable, "-m", "pip", "--python", py, "install", "-q",
+                           "--disable-pip-version-check", wheel], cwd=str(tmp_path), stdout=subprocess.DEVNULL)
     version = run_in("/", [str(venv / "bin" / "fake-llm-training"), "--version"])
     assert version.stdout.startswith("fake_llm_training "), version.stderr
     assert_runs(run_in("/", [py, "-m", "fake_llm_training"] + RUN))
 
 
 @pytest.mark.slow
-def test_pip_install_user_finds_its_data(tmp_path):
+def test_pip_install_user_finds_its_data(tmp_path, wheel):
     """`pip install --user .` puts data/ under the user base, not sys.prefix."""
     userbase = str(tmp_path / "userbase")
-    pip_install(tmp_path, "--user", "--no-warn-script-location", PYTHONUSERBASE=userbase)
+    pip_install(tmp_path, wheel, "--user", "--no-warn-script-location", PYTHONUSERBASE=userbase)
     script = os.path.join(userbase, "bin", "fake-llm-training")
     assert_runs(run_in(tmp_path, [script] + RUN, env={"PYTHONUSERBASE": userbase}))
 

@@ -110,3 +110,70 @@ def test_resumed_jobs_start_from_a_multiple_of_their_save_interval():
     resumed = [flt.make_run_config(CATALOG, seed, 1, {"kind": "resume"}) for seed in range(1, 22)]
     assert len(set(c.start_step for c in resumed)) > 10
     assert all(c.start_step > 0 and c.start_step % c.ckpt_interval == 0 for c in resumed)
+
+
+def layer_split_count(config, tp_rank_stage):
+    """Parameters of one (tensor, pipeline) rank, from the config record: the layers of its stage
+    (an even split, the first stages one more), each layer's weights over TP and its two norms
+    whole; the padded embedding on the first stage, the final norm and output layer on the last."""
+    c, stage = config, tp_rank_stage
+    h, tp, pp = c["hidden"], c["tp"], c["pp"]
+    hd = c.get("head_dim", h // c["heads"])
+    vocab = -(-c["vocab"] // (128 * tp)) * 128 * tp
+    mlp = (2 if c["mlp"] == "gelu" else 3) * h * c["ffn_hidden"]
+    layer = (h * hd * 2 * (c["heads"] + c["kv_heads"]) + mlp) // tp + 2 * h
+    layers = c["layers"] // pp + (1 if stage < c["layers"] % pp else 0)
+    count = layers * layer + (vocab * h // tp if stage == 0 else 0)
+    if stage == pp - 1:
+        count += h + (vocab * h // tp if not c["tied_embeddings"] or pp > 1 else 0)
+    return count
+
+
+@pytest.mark.parametrize("seed", [9, 23, 17])
+def test_megatron_prints_each_ranks_own_parameter_count(seed):
+    args = ["--style", "megatron", "--seed", str(seed), "--exit-after-sim", "10m"]
+    config = run1_events(args)[0]
+    assert config["event"] == "config" and config["pp"] >= 3 and "experts" not in config
+    counts = {}
+    for line in session_output("plain", args).splitlines():
+        m = re.match(r"^ > number of parameters on \(tensor, pipeline\) model parallel rank \((\d+), (\d+)\): (\d+)$",
+                     line)
+        if m:
+            counts.setdefault((int(m.group(1)), int(m.group(2))), set()).add(int(m.group(3)))
+    tp, pp = config["tp"], config["pp"]
+    assert sorted(counts) == [(t, p) for t in range(tp) for p in range(pp)], "every (t, p) of data-parallel rank 0"
+    by_stage = [counts[(0, p)].pop() for p in range(pp)]
+    assert by_stage == [layer_split_count(config, p) for p in range(pp)]
+    first, middle, last = by_stage[0], by_stage[pp // 2], by_stage[-1]
+    assert first != middle and last != middle
+    assert all(counts[(t, p)] == set([by_stage[p]]) for t in range(1, tp) for p in range(pp) if counts[(t, p)])
+
+
+def test_the_tp2_13b_rank_holds_more_than_half_the_model():
+    model = CATALOG.models["Llama-2-13B"]
+    layout = flt.Layout(2, 1, 1, 1, 1, 8, "zero1", "none", 1)
+    assert flt.count_params(model) == 13015864320
+    assert flt.rank_params(model, layout, 0, 32000) == 6508139520      # norms replicated on both TP ranks
+
+
+SMI = ["--seed", "5", "--model", "Llama-2-70B"]
+
+
+def test_the_first_pipeline_stage_holds_more_memory_than_the_last():
+    cfg = flt.Session(CATALOG, 5, {"model": "Llama-2-70B"}, "rare").current.cfg
+    assert cfg.pp > 1 and cfg.grad_accum >= cfg.pp and cfg.nodes * cfg.gpus_per_node == cfg.gpus
+    used = {}
+    for node in (0, cfg.nodes - 1):
+        out = run_program(["nvidia-smi"] + SMI + ["--node", str(node)])
+        assert out.returncode == 0, out.stderr
+        used[node] = [int(x) for x in re.findall(r"(\d+)MiB /\s+\d+MiB", out.stdout)]
+        assert len(used[node]) == cfg.gpus_per_node
+    first, last = sum(used[0]) / 8.0, sum(used[cfg.nodes - 1]) / 8.0
+    assert first - last > 2048, "1F1B: the first stage holds pp micro-batches in flight, the last one"
+    out = run_program(["--format", "jsonl", "--speed", "1000000", "--exit-after-sim", "20s"] + SMI)   # joins mid-run
+    events = [json.loads(l) for l in out.stdout.splitlines()]
+    assert [e["phase"] for e in events if e["event"] == "phase"] in ([], ["train"])
+    gpus = [e for e in events if e["event"] == "gpu" and e["t"] == max(x["t"] for x in events if x["event"] == "gpu")]
+    per_stage = cfg.gpus // cfg.pp
+    stage_mem = lambda s: [g["mem_used_mib"] for g in gpus if g["gpu"] // per_stage == s]
+    assert min(stage_mem(0)) > max(stage_mem(cfg.pp - 1))
