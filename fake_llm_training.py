@@ -130,7 +130,9 @@ NodeType = collections.namedtuple("NodeType", "key board gpus fabrics bus_ids ni
 Stack = collections.namedtuple(
     "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight prints")
 Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
-Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems "
+# fun: the joke names of nicknames.txt and the real names they borrow (see serious_catalog);
+# node_types: platforms.txt
+Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems fun "
                                              "node_types")
 ARCHS = ("volta", "ampere", "hopper", "ada", "blackwell")
 PLATFORMS = ARCHS + ("pcie",)         # fabrics come with the board: HGX/DGX of a generation, or a PCIe server
@@ -345,21 +347,24 @@ def load_catalog(data_dir=DATA_DIR):
         if problem:
             raise DataError("%s:%d: %s" % (os.path.join(data_dir, "models.txt"), number, problem))
         models[model.name] = model
+    datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
+    corpora = dict((d.name, d) for d in datasets)
     for number, (name, shape) in tables["nicknames.txt"]:
-        if shape not in models:
-            raise DataError("%s:%d: shape %r is not in models.txt" %
-                            (os.path.join(data_dir, "nicknames.txt"), number, shape))
-        if name in models:
-            raise DataError("%s:%d: duplicate name %r" %
-                            (os.path.join(data_dir, "nicknames.txt"), number, name))
-        models[name] = models[shape]._replace(name=name)
+        where = os.path.join(data_dir, "nicknames.txt")
+        if shape not in models and shape not in corpora:
+            raise DataError("%s:%d: shape %r is not in models.txt or datasets.txt" % (where, number, shape))
+        if name in models or name in corpora:
+            raise DataError("%s:%d: duplicate name %r" % (where, number, name))
+        if shape in models:
+            models[name] = models[shape]._replace(name=name)
+        else:
+            datasets.append(corpora[shape]._replace(name=name))
     tokenizers = {family: (tok, arch, tokens) for _, (family, tok, arch, tokens, _src) in tables["tokenizers.txt"]}
     for number, v in tables["models.txt"]:
         if v[1] not in tokenizers:
             raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
                             (os.path.join(data_dir, "models.txt"), number, v[1]))
     gpus = _hardware_tables(tables, data_dir)
-    datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
     for kind in ("pretrain", "finetune"):
         if not any(d.kind == kind for d in datasets):
             raise DataError("%s:1: no %s dataset" % (os.path.join(data_dir, "datasets.txt"), kind))
@@ -375,7 +380,24 @@ def load_catalog(data_dir=DATA_DIR):
     node_types, clusters = _machine_room(tables, data_dir, gpus, fabrics)
     return Catalog(models, gpus, datasets, tokenizers, clusters, fabrics,
                    _stacks(tables, data_dir),
-                   [Filesystem(*v) for _, v in tables["filesystems.txt"]], node_types)
+                   [Filesystem(*v) for _, v in tables["filesystems.txt"]],
+                   dict((name, shape) for _, (name, shape) in tables["nicknames.txt"]), node_types)
+
+
+def serious_catalog(catalog):
+    """The catalog a session draws from unless --fun: each joke name's slot holds the real
+    model or corpus it borrows, so a seed draws the same figures with or without --fun
+    and only real names show."""
+    corpora = dict((d.name, d) for d in catalog.datasets)
+    return catalog._replace(
+        models=collections.OrderedDict((n, catalog.models[m.shape] if n in catalog.fun else m)
+                                       for n, m in catalog.models.items()),
+        datasets=[corpora[catalog.fun[d.name]] if d.name in catalog.fun else d for d in catalog.datasets])
+
+
+def model_names(catalog):
+    """The names a user may pin and list (a joke name only under --fun)."""
+    return [name for name, model in catalog.models.items() if model.name == name]
 
 
 def _hardware_tables(tables, data_dir):
@@ -423,7 +445,7 @@ def _stacks(tables, data_dir):
             raise DataError("%s: column since: %s" % (where, exc))
         if package not in PRINTED_BY or package_of.setdefault(field, package) != package:
             raise DataError("%s: field %r must belong to one package among %s" % (where, field, ", ".join(PRINTED_BY)))
-        rows[field].append((since_key, value))
+        rows[field].append((since_key, value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value))
     stacks = []
     for number, v in tables["stacks.txt"]:
         prints = Printed()
@@ -2789,7 +2811,9 @@ def fmt_bytes(n):
 # rounding.  Formats were learned from the frameworks' source and from
 # logs people posted; the tests hold a regular expression for each line.
 
-DEEPSPEED_VERSION = "0.16.5"        # the DeepSpeed release framework_formulas.md was read at
+# ZeRO's bucket defaults (runtime/zero/config.py: pp_int(5e8), pp_int(5e7)), which print with
+# thousands separators (pp_int.__repr__) when ds_config leaves them unset
+DS_REDUCE_BUCKET, DS_PREFETCH_BUCKET = "500,000,000", "50,000,000"
 PDSH_MAX_FAN_OUT = 1024             # deepspeed/launcher/constants.py: pdsh -f, hosts reached at once
 
 
@@ -2879,6 +2903,14 @@ class LogContext(object):
         if millis:
             text += ",%03d" % int((when % 1) * 1000)
         return text
+
+
+def log_site(cfg, field, offset=0):
+    """'file.py:LINE' of the logger call printers.txt's `field` names for the run's stack
+    (Python's logging prints where the call starts); `offset`: a later call of the same
+    block, whose lines sit at fixed distances from the first in every release read."""
+    name, line = cfg.stack.prints[field].rsplit(":", 1)
+    return "%s:%d" % (name, int(line) + offset)
 
 
 def titan_prefix(ctx, t):
@@ -3292,38 +3324,158 @@ MEGATRON_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
 ).split(";")]
 
 
-def megatron_args(ctx):
-    cfg = ctx.cfg
+# Megatron-DeepSpeed's arguments and their defaults (microsoft/Megatron-DeepSpeed
+# megatron/arguments.py at f4157bea, 2024-12-24: the repository has no release tags;
+# with DeepSpeed's add_config_arguments: deepspeed, deepspeed_config, deepscale,
+# deepscale_config): the old Megatron set with the DeepSpeed ones (zero_stage,
+# deepspeed_activation_checkpointing, ds_sequence_parallel_size, ...) and none of
+# Megatron-Core's (ckpt_format, use_dist_ckpt, transformer_impl transformer_engine,
+# enable_one_logger, overlap_param_gather).
+MDS_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
+    "accumulate_allreduce_grads_in_fp32=False;adam_beta1=0.9;adam_beta2=0.999;adam_eps=1e-08;add_bias_linear=True;"
+    "add_position_embedding=True;adlr_autoresume=False;adlr_autoresume_interval=1000;aml_data_download_path=None;"
+    "apply_layernorm_1p=False;apply_query_key_layer_scaling=True;apply_residual_connection_post_layernorm=False;"
+    "async_tensor_model_parallel_allreduce=True;attention_dropout=0.1;attention_softmax_in_fp32=False;"
+    "barrier_with_L1_time=True;batch_size=None;bert_binary_head=True;bert_embedder_type=megatron;bert_load=None;"
+    "bf16=False;bias_dropout_fusion=True;bias_gelu_fusion=True;biencoder_projection_dim=0;"
+    "biencoder_shared_query_context_model=False;block_data_path=None;checkpoint_activations=False;"
+    "checkpoint_in_cpu=False;checkpoint_num_layers=1;classes_fraction=1.0;clip_grad=1.0;"
+    "contigious_checkpointing=False;cpu_optimizer=False;cpu_torch_adam=False;create_moe_param_group=False;"
+    "data_cache_path=None;data_efficiency_curriculum_learning=False;data_impl=infer;"
+    "data_parallel_random_init=False;data_path=None;data_per_class_fraction=1.0;data_sharding=True;"
+    "dataloader_type=None;DDP_impl=local;decoder_num_layers=None;decoder_seq_length=None;deepscale=False;"
+    "deepscale_config=None;deepspeed=False;deepspeed_activation_checkpointing=False;deepspeed_config=None;"
+    "dino_bottleneck_size=256;dino_freeze_last_layer=1;dino_head_hidden_size=2048;dino_local_crops_number=10;"
+    "dino_local_img_size=96;dino_norm_last_layer=False;dino_teacher_temp=0.07;dino_warmup_teacher_temp=0.04;"
+    "dino_warmup_teacher_temp_epochs=30;distribute_checkpointed_activations=False;"
+    "distribute_saved_activations=False;distributed_backend=nccl;distributed_timeout_minutes=10;"
+    "ds_fused_adam=False;ds_inference=False;ds_sequence_parallel_fpdt=False;"
+    "ds_sequence_parallel_fpdt_chunk_size=65536;ds_sequence_parallel_fpdt_offloading=False;"
+    "ds_sequence_parallel_size=1;embedding_path=None;embedding_weights_in_fp32=False;empty_unused_memory_level=0;"
+    "enable_expert_tensor_parallelism=False;enable_zbh1_exact_semantics=False;enable_zbh1_pipeline=False;"
+    "encoder_num_layers=None;encoder_seq_length=None;end_weight_decay=None;eod_mask_loss=False;eval_interval=1000;"
+    "eval_iters=100;evidence_data_path=None;exit_duration_in_mins=None;exit_interval=None;"
+    "exit_on_missing_checkpoint=False;exit_signal_handler=False;expert_interval=2;ffn_hidden_size=None;"
+    "finetune=False;force_ds_sequence_parallel=False;fp16=False;fp16_lm_cross_entropy=False;"
+    "fp32_residual_connection=False;fp8_amax_compute_algo=most_recent;fp8_amax_history_len=1;fp8_e4m3=False;"
+    "fp8_hybrid=False;fp8_interval=1;fp8_margin=0;fp8_wgrad=True;global_batch_size=None;"
+    "gradient_accumulation_fusion=True;head_lr_mult=1.0;hidden_dropout=0.1;hidden_size=None;"
+    "hidden_size_teacher=None;hysteresis=2;ict_head_size=None;ict_load=None;img_h=224;img_w=224;"
+    "indexer_batch_size=128;indexer_log_interval=1000;inference=False;inference_batch_times_seqlen_threshold=512;"
+    "init_method_std=0.02;init_method_xavier_uniform=False;initial_loss_scale=4294967296;iter_per_epoch=1250;"
+    "kd=False;kd_alpha_ce=1;kd_beta_ce=1;kd_temp=1.0;kill_switch_file=None;kv_channels=None;"
+    "layernorm_epsilon=1e-05;lazy_mpu_init=None;load=None;load_tag=None;load_teacher=None;local_rank=None;"
+    "log_batch_size_to_tensorboard=False;log_interval=100;log_learning_rate_to_tensorboard=True;"
+    "log_loss_scale_to_tensorboard=True;log_memory_to_tensorboard=False;log_num_zeros_in_grad=False;"
+    "log_optimizer_states_to_tensorboard=False;log_params_norm=False;log_timers_to_tensorboard=False;"
+    "log_validation_ppl_to_tensorboard=False;log_world_size_to_tensorboard=False;loss_scale=None;"
+    "loss_scale_window=1000;lr=None;lr_decay_iters=None;lr_decay_samples=None;lr_decay_style=linear;"
+    "lr_decay_tokens=None;lr_warmup_fraction=None;lr_warmup_iters=0;lr_warmup_samples=0;lr_warmup_tokens=None;"
+    "make_vocab_size_divisible_by=128;mask_factor=1.0;mask_prob=0.15;mask_type=random;masked_softmax_fusion=True;"
+    "max_position_embeddings=None;max_tokens_to_oom=12000;mem_efficient_ln=True;memory_centric_tiled_linear=False;"
+    "merge_file=None;micro_batch_size=None;min_loss_scale=1.0;min_lr=0.0;mlp_type=standard;mmap_warmup=False;"
+    "model_parallel_size=None;moe_eval_capacity_factor=1.0;moe_expert_parallel_size=1;moe_loss_coeff=0.1;"
+    "moe_min_capacity=4;moe_token_dropping=True;moe_top2_2nd_expert_sampling=True;moe_train_capacity_factor=1.0;"
+    "mos=False;no_load_lr_state=False;no_load_optim=None;no_load_rng=None;no_persist_layer_norm=False;"
+    "no_pipeline_parallel=False;no_save_optim=None;no_save_rng=None;normalization=layernorm;"
+    "num_attention_heads=None;num_attention_heads_teacher=None;num_channels=3;num_classes=1000;num_experts=[1];"
+    "num_experts_switch=None;num_experts_teacher=[1];num_key_value_heads=None;num_layers=None;"
+    "num_layers_per_virtual_pipeline_stage=None;num_layers_teacher=None;num_workers=2;onnx_safe=None;"
+    "openai_gelu=False;optimizer=adam;output_bert_embeddings=False;overlap_p2p_comm=False;"
+    "override_opt_param_scheduler=False;partition_activations=False;patch_dim=16;perform_initialization=True;"
+    "pipeline_model_parallel_size=1;pipeline_model_parallel_split_rank=None;profile=None;profile_backward=False;"
+    "profile_ranks=None;profile_steps=2,3;query_in_block_prob=0.1;rampup_batch_size=None;random_ltd=False;"
+    "recompute_activations=False;recompute_granularity=None;recompute_method=None;recompute_num_layers=1;"
+    "remote_device=none;repeated_dataloader=False;reset_attention_mask=False;reset_iteration=False;"
+    "reset_position_ids=False;retriever_report_topk_accuracies=[];retriever_score_scaling=False;"
+    "retriever_seq_length=256;retro_add_retriever=False;retro_cyclic_train_iters=None;"
+    "retro_encoder_attention_dropout=0.1;retro_encoder_hidden_dropout=0.1;retro_encoder_layers=2;"
+    "retro_num_neighbors=2;retro_num_retrieved_chunks=2;retro_return_doc_ids=False;retro_workdir=None;"
+    "return_data_index=False;rope_theta=10000;rotary_percent=1.0;sample_rate=1.0;save=None;save_interval=None;"
+    "scatter_gather_tensors_in_pipeline=True;scattered_embeddings=False;seed=1234;seq_length=None;"
+    "sequence_parallel=False;sgd_momentum=0.9;short_seq_prob=0.1;skip_train=False;split=969, 30, 1;"
+    "split_transformers=False;squared_relu=False;standalone_embedding_stage=False;start_weight_decay=None;"
+    "swiglu=False;swin_backbone_type=tiny;synchronize_each_layer=False;tensor_model_parallel_size=1;"
+    "tensorboard_dir=None;tensorboard_log_interval=1;tensorboard_queue_size=1000;test_data_path=None;"
+    "tile_factor=1;timing_log_level=0;timing_log_option=minmax;titles_data_path=None;tokenizer_model=None;"
+    "tokenizer_type=None;topk=1;train_data_exact_num_epochs=None;train_data_path=None;train_desc_path=None;"
+    "train_doc_idx_path=None;train_idx_path=None;train_iters=None;train_sample_idx_path=None;train_samples=None;"
+    "train_shuffle_idx_path=None;train_tokens=None;transformer_impl=local;trust_remote_code=False;"
+    "universal_checkpoint=False;untie_embeddings_and_output_weights=False;use_checkpoint_args=False;"
+    "use_checkpoint_opt_param_scheduler=False;use_contiguous_buffers_in_local_ddp=True;"
+    "use_cpu_initialization=None;use_dataset_only=False;use_distributed_optimizer=False;"
+    "use_flash_attn_builder=False;use_flash_attn_triton=False;use_flash_attn_v1=False;use_flash_attn_v2=False;"
+    "use_one_sent_docs=False;use_pin_memory=False;use_ring_exchange_p2p=False;"
+    "use_rotary_position_embeddings=False;use_tutel=False;valid_data_path=None;vision_backbone_type=vit;"
+    "vision_pretraining=False;vision_pretraining_type=classify;vocab_extra_ids=0;vocab_file=None;vocab_size=None;"
+    "wandb_exp_name=;wandb_project=;wandb_save_dir=;warmup=None;weight_decay=0.01;"
+    "weight_decay_incr_style=constant;zero_allgather_bucket_size=0.0;zero_contigious_gradients=False;"
+    "zero_reduce_bucket_size=0.0;zero_reduce_scatter=False;zero_stage=1.0"
+).split(";")]
+
+
+def arguments_dump(values):
+    """_print_args: every argument, sorted case-insensitively, between the two rules."""
+    out = [("INFO", "------------------------ arguments ------------------------")]
+    for name in sorted(values, key=lambda x: x.lower()):
+        out.append(("INFO", "  %s %s %s" % (name, "." * (48 - len(name)), values[name])))
+    out.append(("INFO", "-------------------- end of arguments ---------------------"))
+    return out
+
+
+def run_args(cfg):
+    """The arguments a GPT run sets from its own shape and schedule (both Megatrons)."""
     shape = cfg.shape
-    args = [("adam_beta1", cfg.betas[0]), ("adam_beta2", cfg.betas[1]), ("bf16", cfg.precision == "bf16"),
+    return [("adam_beta1", cfg.betas[0]), ("adam_beta2", cfg.betas[1]), ("bf16", cfg.precision == "bf16"),
             ("clip_grad", cfg.grad_clip), ("data_parallel_size", cfg.dp), ("eval_interval", cfg.val_interval),
             ("eval_iters", cfg.val_iters), ("ffn_hidden_size", shape.ffn_hidden), ("fp16", cfg.precision == "fp16"),
-            ("global_batch_size", cfg.global_batch), ("group_query_attention", shape.kv_heads != shape.heads),
-            ("hidden_size", shape.hidden), ("log_interval", cfg.log_interval), ("lr", cfg.peak_lr),
-            ("lr_decay_style", cfg.decay), ("lr_warmup_iters", cfg.warmup_steps),
+            ("global_batch_size", cfg.global_batch), ("hidden_size", shape.hidden), ("log_interval", cfg.log_interval),
+            ("lr", cfg.peak_lr), ("lr_decay_style", cfg.decay), ("lr_warmup_iters", cfg.warmup_steps),
             ("max_position_embeddings", shape.context), ("micro_batch_size", cfg.micro_batch), ("min_lr", cfg.min_lr),
-            ("num_attention_heads", shape.heads), ("num_layers", shape.layers), ("num_query_groups", shape.kv_heads),
+            ("num_attention_heads", shape.heads), ("num_layers", shape.layers),
             ("pipeline_model_parallel_size", cfg.pp), ("recompute_granularity", None if cfg.recompute == "none"
                                                        else cfg.recompute),
             ("save", "/checkpoints/%s" % cfg.name), ("save_interval", cfg.ckpt_interval),
             ("seq_length", cfg.seq_len), ("swiglu", shape.mlp != "gelu"),
             ("tensor_model_parallel_size", cfg.tp), ("tokenizer_type", megatron_tokenizer(cfg)),
             ("train_iters", cfg.total_steps), ("untie_embeddings_and_output_weights", not shape.tied),
-            ("use_distributed_optimizer", cfg.sharding != "none"), ("weight_decay", cfg.weight_decay),
-            ("world_size", cfg.gpus)]
+            ("weight_decay", cfg.weight_decay), ("world_size", cfg.gpus),
+            ("params_dtype", "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"),
+            ("encoder_num_layers", shape.layers), ("encoder_seq_length", cfg.seq_len),
+            ("kv_channels", shape.head_dim or shape.hidden // shape.heads), ("lr_decay_iters", cfg.total_steps),
+            ("start_weight_decay", cfg.weight_decay), ("end_weight_decay", cfg.weight_decay),
+            ("load", "/checkpoints/%s" % cfg.name), ("tensorboard_dir", "/checkpoints/%s/tensorboard" % cfg.name),
+            ("transformer_pipeline_model_parallel_size", cfg.pp)]
+
+
+def mds_args(ctx):
+    """Megatron-DeepSpeed's dump for a GPT run launched with --deepspeed and its ds_config.json
+    (the Llama recipes' flags: RMSNorm, SwiGLU, rotary, no biases or dropout, packed data)."""
+    cfg, shape = ctx.cfg, ctx.cfg.shape
+    values = dict(MDS_ARG_DEFAULTS)
+    values.update(run_args(cfg))
+    flash = cfg.gpu.arch != "volta"               # FlashAttention-2 needs Ampere or newer
+    values.update([
+        ("deepspeed", True), ("deepspeed_config", "ds_config.json"), ("zero_stage", ZERO_LEVEL[cfg.sharding]),
+        ("num_key_value_heads", shape.kv_heads), ("normalization", "rmsnorm" if shape.mlp != "gelu" else "layernorm"),
+        ("use_rotary_position_embeddings", shape.mlp != "gelu"), ("add_position_embedding", shape.mlp == "gelu"),
+        ("add_bias_linear", False), ("attention_dropout", 0.0), ("hidden_dropout", 0.0),
+        ("use_flash_attn_v2", flash), ("use_flash_attn", flash), ("no_pipeline_parallel", cfg.pp == 1),
+        ("deepspeed_activation_checkpointing", cfg.recompute != "none"),
+        ("checkpoint_activations", cfg.recompute == "full"), ("consumed_train_tokens", 0),
+        ("reset_position_ids", cfg.kind == "finetune"), ("reset_attention_mask", cfg.kind == "finetune"),
+        ("tokenizer_model", "/models/%s/tokenizer.model" % cfg.model)])
+    return arguments_dump(values)
+
+
+def megatron_args(ctx):
+    """Megatron-LM's dump: its defaults, the run's own settings, and Megatron-Core's."""
+    cfg, shape = ctx.cfg, ctx.cfg.shape
     values = dict(MEGATRON_ARG_DEFAULTS)
-    values.update(args)
-    values.update([("params_dtype", "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"),
-                   ("encoder_num_layers", shape.layers), ("encoder_seq_length", cfg.seq_len),
-                   ("kv_channels", shape.head_dim or shape.hidden // shape.heads), ("lr_decay_iters", cfg.total_steps),
-                   ("start_weight_decay", cfg.weight_decay), ("end_weight_decay", cfg.weight_decay),
-                   ("load", "/checkpoints/%s" % cfg.name), ("tensorboard_dir", "/checkpoints/%s/tensorboard" % cfg.name),
-                   ("transformer_pipeline_model_parallel_size", cfg.pp), ("micro_batch_size", cfg.micro_batch)])
-    out = [("INFO", "------------------------ arguments ------------------------")]
-    for name in sorted(values, key=lambda x: x.lower()):        # Megatron sorts case-insensitively
-        out.append(("INFO", "  %s %s %s" % (name, "." * (48 - len(name)), values[name])))
-    out.append(("INFO", "-------------------- end of arguments ---------------------"))
-    return out
+    values.update(run_args(cfg))
+    values.update([("group_query_attention", shape.kv_heads != shape.heads), ("num_query_groups", shape.kv_heads),
+                   ("use_distributed_optimizer", cfg.sharding != "none")])
+    return arguments_dump(values)
 
 
 def launcher_prefix(ctx, t, node, attempt, level, module, line):
@@ -3402,6 +3554,12 @@ class Megatron(Dialect):
 
     prints_on_last_rank = True
 
+    def world_line(self, cfg):
+        return cfg.stack.prints["megatron.world_size"].format(world=cfg.gpus, dp=cfg.dp, cp=cfg.cp, tp=cfg.tp, pp=cfg.pp)
+
+    def arguments(self, ctx):
+        return megatron_args(ctx)
+
     def checkpoint_dir(self, cfg, step):
         return "/checkpoints/%s/iter_%07d" % (cfg.name, step)      # --save, and get_checkpoint_name's iter_%07d
 
@@ -3421,12 +3579,10 @@ class Megatron(Dialect):
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
-        out = [("INFO", "using world size: %d, data-parallel size: %d, context-parallel size: 1, "
-                        "tensor-model-parallel size: %d, pipeline-model-parallel size: %d"
-                % (cfg.gpus, cfg.dp, cfg.tp, cfg.pp)),
+        out = [("INFO", self.world_line(cfg)),
                ("INFO", "using torch.%s for parameters ..." % ("bfloat16" if cfg.precision == "bf16" else "float16"))]
         if ev.data["attempt"] == 0:
-            out.extend(megatron_args(ctx))
+            out.extend(self.arguments(ctx))
         out += [("INFO", "setting number of micro-batches to constant %d" % cfg.grad_accum),
                 ("INFO", "> building %s tokenizer ..." % megatron_tokenizer(cfg)),
                 ("INFO", " > padded vocab (size: %d) with %d dummy tokens (new size: %d)" % (
@@ -3492,20 +3648,48 @@ class Megatron(Dialect):
         return [("INFO", "[after training is done] datetime: %s " % ctx.clock(ev.t))]
 
 
+MEGATRON_PARAM_GROUPS = 2     # get_param_groups: weight-decay and no-weight-decay (biases, norms) groups
+
+
+def ds_groups(value):
+    """A per-parameter-group list as the engine's _report_progress prints it."""
+    return "[%s]" % ", ".join([repr(value)] * MEGATRON_PARAM_GROUPS)
+
+
 class MegatronDeepSpeed(Megatron):
     """Megatron-DeepSpeed: the deepspeed launcher, Megatron's pre-2024 iteration
     line, and DeepSpeed's own step, timer and checkpoint lines beside it."""
 
-    def ds(self, ctx, t, where):
-        return "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), where)
+    def world_line(self, cfg):
+        """validate_args' line (megatron/arguments.py at f4157bea: data-parallel-size with a
+        hyphen, the DeepSpeed sequence-parallel size, a trailing space)."""
+        return ("using world size: %d, data-parallel-size: %d, sequence-parallel size: 1, tensor-model-parallel "
+                "size: %d, pipeline-model-parallel size: %d " % (cfg.gpus, cfg.dp, cfg.tp, cfg.pp))
+
+    def arguments(self, ctx):
+        return mds_args(ctx)
+
+    def ds(self, ctx, t, field, function, offset=0):
+        """DeepSpeed's logger prefix for the call at printers.txt's `field` in `function`."""
+        return "[%s] [INFO] [%s:%s] " % (ctx.clock(t, millis=True), log_site(ctx.cfg, field, offset), function)
 
     def checkpoint_dir(self, cfg, step):
         return "/checkpoints/%s/global_step%d" % (cfg.name, step)    # the engine's default tag
 
+    def engine_message(self, ctx, t, field, **values):
+        """A checkpoint-engine message as the stack's release prints it (printers.txt:
+        its site or log_dist, then the text), or nothing where that release is silent."""
+        value = ctx.cfg.stack.prints[field]
+        if value == "-":
+            return []
+        site, text = value.split(" ", 1)
+        if site == "log_dist":
+            return [("INFO", self.ds(ctx, t, "deepspeed.log_dist", "log_dist") + "[Rank 0] " + text.format(**values))]
+        return [("INFO", "[%s] [INFO] [%s] " % (ctx.clock(t, millis=True), site) + text.format(**values))]
+
     def load(self, ctx, ev):
         """engine.load_checkpoint reads rank 0's model states and its optimizer partition
-        through the checkpoint engine (torch_checkpoint_engine.py:27 and :29 from 0.12 to
-        0.16), then Megatron-DeepSpeed's load_checkpoint reports its --load directory."""
+        through the checkpoint engine (its messages by release: printers.txt), then Megatron-DeepSpeed's load_checkpoint reports its --load directory."""
         cfg, step = ctx.cfg, ev.data["step"]
         path, span = self.load_path(cfg, step), cfg.load_seconds or 4.0
         zero3 = cfg.sharding == "zero3"
@@ -3517,10 +3701,9 @@ class MegatronDeepSpeed(Megatron):
         out = []
         for i, name in enumerate(files):
             t0, t1 = ev.t + span * (0.05 + 0.45 * i), ev.t + span * (0.45 + 0.45 * i)
-            out += [("INFO", self.ds(ctx, t0, "torch_checkpoint_engine.py:27:load") +
-                     "[Torch] Loading checkpoint from %s/%s..." % (path, name)),
-                    ("INFO", self.ds(ctx, t1, "torch_checkpoint_engine.py:29:load") +
-                     "[Torch] Loaded checkpoint from %s/%s." % (path, name))]
+            where = "%s/%s" % (path, name)
+            out += (self.engine_message(ctx, t0, "deepspeed.ckpt_load_begin", path=where) +
+                    self.engine_message(ctx, t1, "deepspeed.ckpt_load_end", path=where))
         load = "/models/%s" % cfg.model if cfg.kind == "continue" and step == 0 else "/checkpoints/%s" % cfg.name
         return out + [("INFO", "  successfully loaded checkpoint from %s at iteration %d" % (load, step))]
 
@@ -3536,27 +3719,27 @@ class MegatronDeepSpeed(Megatron):
         info = base64.urlsafe_b64encode(json.dumps(world).encode("utf-8")).decode("ascii")
         tail = ("--master_port=%d --enable_each_rank_log=None train.py --deepspeed_config=ds_config.json"
                 % cfg.master_port)
-        ds = lambda where, text: ("INFO", self.ds(ctx, ev.t, where) + text)
+        ds = lambda field, text, f="main": ("INFO", self.ds(ctx, ev.t, field, f) + text)
         if cfg.nodes == 1:
-            out = [ds("runner.py:607:main", "cmd = /usr/bin/python -u -m deepspeed.launcher.launch "
+            out = [ds("deepspeed.runner_cmd", "cmd = /usr/bin/python -u -m deepspeed.launcher.launch "
                       "--world_info=%s --master_addr=127.0.0.1 %s" % (info, tail))]
         else:
             addr = node_ip(cfg, ctx.tl.hosts[attempt][0])
-            out = [ds("runner.py:496:main", "Using IP address of %s for node %s" % (addr, hosts[0])),
-                   ds("multinode_runner.py:81:get_cmd", "Running on the following workers: %s" % ",".join(hosts)),
-                   ds("runner.py:607:main", "cmd = pdsh -S -f %d -w %s export PYTHONPATH=/workspace; cd /workspace; "
+            out = [ds("deepspeed.runner_ip", "Using IP address of %s for node %s" % (addr, hosts[0])),
+                   ds("deepspeed.workers", "Running on the following workers: %s" % ",".join(hosts), "get_cmd"),
+                   ds("deepspeed.runner_cmd", "cmd = pdsh -S -f %d -w %s export PYTHONPATH=/workspace; cd /workspace; "
                       "/usr/bin/python -u -m deepspeed.launcher.launch --world_info=%s --node_rank=%%n "
                       "--master_addr=%s %s" % (PDSH_MAX_FAN_OUT, ",".join(hosts), info, addr, tail))]
         mapping = ", ".join("'%s': %s" % (h, [i + n * cfg.gpus_per_node for i in gpus]) for n, h in enumerate(hosts))
         for node in range(min(cfg.nodes, 4)):
             host = hosts[node] + ": " if cfg.nodes > 1 else ""
-            out += [("INFO", host + self.ds(ctx, ev.t, where) + text) for where, text in (
-                ("launch.py:146:main", "WORLD INFO DICT: {%s}" % ", ".join("'%s': %s" % (h, gpus) for h in hosts)),
-                ("launch.py:152:main", "nnodes=%d, num_local_procs=%d, node_rank=%d" % (
+            out += [("INFO", host + self.ds(ctx, ev.t, field, "main") + text) for field, text in (
+                ("deepspeed.launch_world", "WORLD INFO DICT: {%s}" % ", ".join("'%s': %s" % (h, gpus) for h in hosts)),
+                ("deepspeed.launch_nnodes", "nnodes=%d, num_local_procs=%d, node_rank=%d" % (
                     cfg.nodes, cfg.gpus_per_node, node)),
-                ("launch.py:163:main", "global_rank_mapping=defaultdict(<class 'list'>, {%s})" % mapping),
-                ("launch.py:164:main", "dist_world_size=%d" % cfg.gpus),
-                ("launch.py:168:main", "Setting CUDA_VISIBLE_DEVICES=%s" % ",".join(str(i) for i in gpus)))]
+                ("deepspeed.launch_mapping", "global_rank_mapping=defaultdict(<class 'list'>, {%s})" % mapping),
+                ("deepspeed.launch_size", "dist_world_size=%d" % cfg.gpus),
+                ("deepspeed.launch_devices", "Setting CUDA_VISIBLE_DEVICES=%s" % ",".join(str(i) for i in gpus)))]
         return out
 
     def build(self, ctx, ev):
@@ -3566,22 +3749,27 @@ class MegatronDeepSpeed(Megatron):
         t = ev.t + 0.7 * cfg.build_seconds
         zero = {"zero1": 1, "zero2": 2, "zero3": 3}.get(cfg.sharding, 0)
         dtype = "torch.bfloat16" if cfg.precision == "bf16" else "torch.float16"
-        rank0 = lambda text, dt=0.0: ("INFO", self.ds(ctx, t + dt, "logging.py:128:log_dist") + "[Rank 0] " + text)
+        rank0 = lambda text, dt=0.0: ("INFO", self.ds(ctx, t + dt, "deepspeed.log_dist", "log_dist") + "[Rank 0] " + text)
         out = Megatron.build(self, ctx, ev) + [
-            rank0("DeepSpeed info: version=%s, git-hash=unknown, git-branch=unknown" % DEEPSPEED_VERSION),
+            rank0("DeepSpeed info: version=%s, git-hash=unknown, git-branch=unknown" % cfg.stack.deepspeed),
             rank0("DeepSpeed Flops Profiler Enabled: False", 0.4),
             rank0("Using client Optimizer as basic optimizer", 0.41),
             rank0("Removing param_group that has no 'params' in the basic Optimizer", 0.41),
             rank0("DeepSpeed Basic Optimizer = FusedAdam", 0.41),
             rank0("Creating %s ZeRO stage %d optimizer" % (dtype, zero), 0.42)]
-        where = self.ds(ctx, t + 0.43, "stage_1_and_2.py:149:__init__")
-        out += [("INFO", where + text) for text in ("Reduce bucket size 500000000", "Allgather bucket size 500000000",
-                                                    "CPU Offload: False", "Round robin gradient partitioning: False")]
+        if zero == 3:           # stage3.py: DeepSpeedZeroOptimizer_Stage3.__init__
+            field, texts = "deepspeed.zero3_buckets", ("Reduce bucket size " + DS_REDUCE_BUCKET,
+                                                       "Prefetch bucket size " + DS_PREFETCH_BUCKET)
+        else:                   # stage_1_and_2.py: DeepSpeedZeroOptimizer.__init__
+            field, texts = "deepspeed.zero12_buckets", (
+                "Reduce bucket size " + DS_REDUCE_BUCKET, "Allgather bucket size " + DS_REDUCE_BUCKET,
+                "CPU Offload: False", "Round robin gradient partitioning: False")
+        out += [("INFO", self.ds(ctx, t + 0.43, field, "__init__", i) + text) for i, text in enumerate(texts)]
         out += [rank0("DeepSpeed Final Optimizer = DeepSpeedZeroOptimizer%s" % ("_Stage3" if zero == 3 else ""), 1.9),
                 rank0("DeepSpeed using client LR scheduler", 1.9),
                 rank0("DeepSpeed LR Scheduler = <megatron.optimizer_param_scheduler.OptimizerParamScheduler object "
                       "at 0x7f%010x>" % (int(unit(cfg.run_seed, S_NCCL, -3) * 2 ** 36) // 16 * 16), 1.9),
-                rank0("step=0, skipped=0, lr=[0.0], mom=[(%s, %s)]" % cfg.betas, 1.9)]
+                rank0("step=0, skipped=0, lr=%s, mom=%s" % (ds_groups(0.0), ds_groups(cfg.betas)), 1.9)]
         return out + self.ds_config(ctx, t + 1.91, zero)
 
     def ds_config(self, ctx, t, zero):
@@ -3597,8 +3785,8 @@ class MegatronDeepSpeed(Megatron):
                   ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
                   ("world_size", cfg.dp), ("zero_allow_untested_optimizer", False), ("zero_enabled", zero > 0),
                   ("zero_optimization_stage", zero)]
-        where = self.ds(ctx, t, "config.py:1000:print")
-        out = [("INFO", where + "DeepSpeedEngine configuration:")]
+        out = [("INFO", self.ds(ctx, t, "deepspeed.config_name", "print") + "DeepSpeedEngine configuration:")]
+        where = self.ds(ctx, t, "deepspeed.config_arg", "print")
         out += [("INFO", where + "  %s %s %s" % (k, "." * (29 - len(k)), v)) for k, v in values]
         conf = collections.OrderedDict([
             ("bf16", {"enabled": not fp16}),
@@ -3609,7 +3797,7 @@ class MegatronDeepSpeed(Megatron):
             ("train_micro_batch_size_per_gpu", cfg.micro_batch), ("wall_clock_breakdown", False),
             ("zero_optimization", {"stage": zero})])
         text = json.dumps(conf, sort_keys=True, indent=4, separators=(",", ":")).split("\n")
-        where = self.ds(ctx, t, "config.py:1004:print")
+        where = self.ds(ctx, t, "deepspeed.config_json", "print_user_config")
         return out + [("INFO", where + "  json = " + text[0])] + [("INFO", line) for line in text[1:]]
 
     def mds_line(self, ctx, ev):
@@ -3639,18 +3827,38 @@ class MegatronDeepSpeed(Megatron):
         out = []
         if ctx.rank in (None, 0):
             out += self.overflow_lines(ctx, seg, metrics.step)
-            t = ev.t - 0.004 - 0.01 * unit(cfg.run_seed, S_STAMP, 4 * metrics.step)    # the loss all-reduce follows
-            out.append(("INFO", self.ds(ctx, t, "logging.py:128:log_dist") + "[Rank 0] step=%d, skipped=%d, lr=[%r], "
-                        "mom=[(0.9, 0.95)]" % (metrics.step, skipped_total(cfg, metrics.step), metrics.lr)))
-            if metrics.step - seg.first > DS_TIMER_START:
-                avg, cur = ds_throughput(tl, seg, metrics.step)
-                out.append(("INFO", self.ds(ctx, t + 0.0004, "timer.py:264:stop") +
-                            "epoch=0/micro_step=%d/global_step=%d, RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, "
-                            "MemAllocated=%.2fGB, MaxMemAllocated=%.2fGB" % (
-                                (metrics.step - seg.first) * cfg.grad_accum, metrics.step - seg.first, avg, cur,
-                                round(cfg.mem_states_bytes / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
+            out += self.timer_lines(ctx, seg, metrics.step, before=True)
+            out.append(("INFO", self.ds(ctx, self.engine_t(ctx, seg, metrics.step), "deepspeed.log_dist", "log_dist") +
+                        "[Rank 0] step=%d, skipped=%d, lr=%s, mom=%s" % (
+                            metrics.step, skipped_total(cfg, metrics.step), ds_groups(metrics.lr), ds_groups(cfg.betas))))
+            out += self.timer_lines(ctx, seg, metrics.step)
         if ctx.rank in (None, cfg.gpus - 1):
             out.append(("INFO", self.mds_line(ctx, ev)))
+        return out
+
+    def engine_t(self, ctx, seg, step):
+        """When engine.step() logs for `step`: just before the loss all-reduce that ends it."""
+        return ctx.tl.step_end(seg, step) - 0.004 - 0.01 * unit(ctx.cfg.run_seed, S_STAMP, 4 * step)
+
+    def timer_lines(self, ctx, seg, step, before=False):
+        """ThroughputTimer.stop: it counts this launch's steps itself and prints when its
+        count is a multiple of steps_per_print (and it has timed a step: the first
+        DS_TIMER_START go untimed), while the engine's step= line follows the global step;
+        after a resume off the multiple they print at different steps.  `before`: the
+        timer's line of an unlogged step since the last log line, else this step's."""
+        cfg, tl = ctx.cfg, ctx.tl
+        steps = range(max(seg.first + 1, step - cfg.log_interval + 1), step) if before else [step]
+        out = []
+        for k in steps:
+            count = k - seg.first
+            if count % cfg.log_interval or count <= DS_TIMER_START:
+                continue
+            avg, cur = ds_throughput(tl, seg, k)
+            out.append(("INFO", self.ds(ctx, self.engine_t(ctx, seg, k) + 0.0004, "deepspeed.timer", "stop") +
+                        "epoch=0/micro_step=%d/global_step=%d, RunningAvgSamplesPerSec=%r, CurrSamplesPerSec=%r, "
+                        "MemAllocated=%.2fGB, MaxMemAllocated=%.2fGB" % (
+                            count * cfg.grad_accum, count, avg, cur,
+                            round(cfg.mem_states_bytes / GIB, 2), round(cfg.mem_need_bytes / GIB, 2))))
         return out
 
     def overflow_lines(self, ctx, seg, step):
@@ -3662,8 +3870,8 @@ class MegatronDeepSpeed(Megatron):
             if not skipped:
                 continue
             before, hysteresis = loss_scale_at(cfg, k - 1)[0], loss_scaler(cfg)[2]
-            where = self.ds(ctx, tl.step_end(seg, k) - 0.016, "loss_scaler.py:%d:update_scale"
-                            % (183 if scale < before else 190))
+            where = self.ds(ctx, tl.step_end(seg, k) - 0.016, "deepspeed.scale_reduced" if scale < before
+                            else "deepspeed.hysteresis", "update_scale")
             what = ("reducing to %d" % scale if scale < before else
                     "but hysteresis is %d. Reducing hysteresis to %d" % (hysteresis, hysteresis - 1))
             out.append(("INFO", where + "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: %d, %s"
@@ -3672,12 +3880,13 @@ class MegatronDeepSpeed(Megatron):
 
     def ckpt_start(self, ctx, ev):
         d = ev.data
-        where = self.ds(ctx, ev.t, "logging.py:128:log_dist")
+        where = self.ds(ctx, ev.t, "deepspeed.log_dist", "log_dist")
         states = "zero_pp_rank_0_mp_rank_00_model_states.pt" if ctx.cfg.sharding == "zero3" \
             else "mp_rank_00_model_states.pt"
-        return [("INFO", where + "[Rank 0] [Torch] Checkpoint global_step%d is about to be saved!" % d["step"]),
-                ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (self.checkpoint_dir(ctx.cfg, d["step"]),
-                                                                          states))]
+        tag = "global_step%d" % d["step"]
+        return self.engine_message(ctx, ev.t, "deepspeed.ckpt_saving", tag=tag) + [
+            ("INFO", where + "[Rank 0] Saving model checkpoint: %s/%s" % (self.checkpoint_dir(ctx.cfg, d["step"]),
+                                                                      states))]
 
     def ckpt(self, ctx, ev):
         """ZeRO stages 1-3 save zero_pp_rank_* optimizer shards; only the BF16_Optimizer
@@ -3685,10 +3894,9 @@ class MegatronDeepSpeed(Megatron):
         d = ev.data
         prefix = "bf16_" if ctx.cfg.precision == "bf16" and ctx.cfg.sharding == "none" else ""
         path = self.checkpoint_dir(ctx.cfg, d["step"])
-        return [("INFO", self.ds(ctx, ev.t, "engine.py:3536:_save_zero_checkpoint") +
-                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, path, prefix)),
-                ("INFO", self.ds(ctx, ev.t, "torch_checkpoint_engine.py:33:commit") +
-                 "[Torch] Checkpoint global_step%d is ready now!" % d["step"])]
+        return [("INFO", self.ds(ctx, ev.t, "deepspeed.zero_saved", "_save_zero_checkpoint") +
+                 "%szero checkpoint saved %s/%szero_pp_rank_0_mp_rank_00_optim_states.pt" % (prefix, path, prefix))] + \
+            self.engine_message(ctx, ev.t, "deepspeed.ckpt_commit", tag="global_step%d" % d["step"])
 
 
 def titan_capacity_gib(cfg):
@@ -3797,11 +4005,20 @@ class Torchtitan(Dialect):
 HF_MAX_SHARD_BYTES = 5e9       # save_pretrained's default max_shard_size "5GB": the Hub's files
 
 
+# trainer.py's start-up and evaluation blocks: one logger call a line, at these offsets from
+# the first (4.36-4.55: the DataParallel notice at +5 and 'Num examples: Unknown' at +4
+# are the branches a DDP run with a sized dataset skips)
+HF_TRAINING_BLOCK = (0, 1, 2, 3, 6, 7, 8, 9)
+HF_EVAL_BLOCK = (0, 2, 5)
+HF_RESUME_BLOCK = (0, 1, 2, 4)      # 'Will skip the first ...' starts at +4, inside `if not args.ignore_data_skip`
+
+
 class HFTrainer(Dialect):
     """Hugging Face Trainer: logger lines with explicit format, tqdm, Python dicts."""
 
-    def hf(self, ctx, t, where):
-        return "[INFO|%s] %s >> " % (where, ctx.clock(t, millis=True))
+    def hf(self, ctx, t, field, offset=0):
+        """The Trainer's log prefix for the call at printers.txt's `field` (+ `offset` lines)."""
+        return "[INFO|%s] %s >> " % (log_site(ctx.cfg, field, offset), ctx.clock(t, millis=True))
 
     def checkpoint_dir(self, cfg, step):
         return "/outputs/%s/checkpoint-%d" % (cfg.name, step)        # output_dir / PREFIX_CHECKPOINT_DIR-step
@@ -3821,23 +4038,24 @@ class HFTrainer(Dialect):
         shards = int(math.ceil(cfg.params * 2 / HF_MAX_SHARD_BYTES))
         load_s = 0.6 * cfg.build_seconds
         src = "/models/%s" % cfg.model
-        out = [("INFO", self.hf(ctx, ev.t, "modeling_utils.py:3934") + "loading weights file %s/%s" % (
+        out = [("INFO", self.hf(ctx, ev.t, "hf.loading_weights") + "loading weights file %s/%s" % (
             src, "model.safetensors.index.json" if shards > 1 else "model.safetensors"))]
         if shards > 1:
             out.append(("INFO", tqdm_line(shards, shards, load_s, shards / load_s, "Loading checkpoint shards: ")))
         t = ev.t + load_s + 0.05
-        out += [("INFO", self.hf(ctx, t, "modeling_utils.py:4800") + "All model checkpoint weights were used when "
+        out += [("INFO", self.hf(ctx, t, "hf.weights_used") + "All model checkpoint weights were used when "
                  "initializing %s." % cfg.architecture), ("INFO", "")]
-        pre = self.hf(ctx, ev.t + 0.97 * cfg.build_seconds, "trainer.py:2243")
+        t = ev.t + 0.97 * cfg.build_seconds
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch
-        return out + [("INFO", pre + text) for text in (
+        return out + [("INFO", self.hf(ctx, t, "hf.running_training", offset) + text)
+                      for offset, text in zip(HF_TRAINING_BLOCK, (
             "***** Running training *****", "  Num examples = {:,}".format(examples),
             "  Num Epochs = {:,}".format(cfg.epochs),
             "  Instantaneous batch size per device = {:,}".format(cfg.micro_batch),
             "  Total train batch size (w. parallel, distributed & accumulation) = {:,}".format(cfg.global_batch),
             "  Gradient Accumulation steps = %d" % cfg.grad_accum,
             "  Total optimization steps = {:,}".format(cfg.total_steps),
-            "  Number of trainable parameters = {:,}".format(cfg.params))]
+            "  Number of trainable parameters = {:,}".format(cfg.params)))]
 
     def load(self, ctx, ev):
         """Resuming from a checkpoint of this run; a fresh fine-tune loads its base
@@ -3845,13 +4063,14 @@ class HFTrainer(Dialect):
         step = ev.data["step"]
         if step == 0:
             return []
-        pre = self.hf(ctx, ev.t + 0.9 * (ctx.cfg.load_seconds or 4.0), "trainer.py:2270")
+        t = ev.t + 0.9 * (ctx.cfg.load_seconds or 4.0)
         per_epoch = epoch_steps(ctx.cfg)
-        return [("INFO", pre + "  Continuing training from checkpoint, will skip to saved global_step"),
-                ("INFO", pre + "  Continuing training from epoch %d" % (step // per_epoch)),
-                ("INFO", pre + "  Continuing training from global step %d" % step),
-                ("INFO", pre + "  Will skip the first %d epochs then the first %d batches in the first epoch."
-                 % (step // per_epoch, step % per_epoch * ctx.cfg.grad_accum))]
+        return [("INFO", self.hf(ctx, t, "hf.continuing", offset) + text) for offset, text in zip(HF_RESUME_BLOCK, (
+            "  Continuing training from checkpoint, will skip to saved global_step",
+            "  Continuing training from epoch %d" % (step // per_epoch),
+            "  Continuing training from global step %d" % step,
+            "  Will skip the first %d epochs then the first %d batches in the first epoch."
+            % (step // per_epoch, step % per_epoch * ctx.cfg.grad_accum)))]
 
     def step(self, ctx, ev):
         """ProgressCallback's bar after this step (tqdm EMA), then the log dict: the mean
@@ -3866,10 +4085,10 @@ class HFTrainer(Dialect):
 
     def val_start(self, ctx, ev):
         cfg = ctx.cfg
-        pre = self.hf(ctx, ev.t, "trainer.py:4021")
-        return [("INFO", pre), ("INFO", "***** Running Evaluation *****"),       # logged with a leading newline
-                ("INFO", pre + "  Num examples = {:,}".format(cfg.val_iters * cfg.global_batch)),
-                ("INFO", pre + "  Batch size = %d" % cfg.micro_batch)]
+        pre = lambda offset: self.hf(ctx, ev.t, "hf.running_eval", offset)
+        return [("INFO", pre(0)), ("INFO", "***** Running Evaluation *****"),       # logged with a leading newline
+                ("INFO", pre(HF_EVAL_BLOCK[1]) + "  Num examples = %d" % (cfg.val_iters * cfg.global_batch)),
+                ("INFO", pre(HF_EVAL_BLOCK[2]) + "  Batch size = %d" % cfg.micro_batch)]
 
     def val(self, ctx, ev):
         cfg, d = ctx.cfg, ev.data
@@ -3882,17 +4101,17 @@ class HFTrainer(Dialect):
 
     def save_lines(self, ctx, t, path, shards, seconds):
         """save_pretrained: config, then the weights (sharded past 5 GB, with an index)."""
-        out = [("INFO", self.hf(ctx, t, "trainer.py:3705") + "Saving model checkpoint to %s" % path),
-               ("INFO", self.hf(ctx, t + 0.01, "configuration_utils.py:420") + "Configuration saved in %s/config.json"
+        out = [("INFO", self.hf(ctx, t, "hf.save_checkpoint") + "Saving model checkpoint to %s" % path),
+               ("INFO", self.hf(ctx, t + 0.01, "hf.config_saved") + "Configuration saved in %s/config.json"
                 % path),
-               ("INFO", self.hf(ctx, t + 0.01, "configuration_utils.py:909") +
+               ("INFO", self.hf(ctx, t + 0.01, "hf.generation_config_saved") +
                 "Configuration saved in %s/generation_config.json" % path)]
-        done = self.hf(ctx, t + 0.9 * seconds, "modeling_utils.py:3042")
+        done = lambda field: self.hf(ctx, t + 0.9 * seconds, field)
         if shards > 1:
-            return out + [("INFO", done + "The model is bigger than the maximum size per checkpoint (5GB) and is going "
+            return out + [("INFO", done("hf.weights_sharded") + "The model is bigger than the maximum size per checkpoint (5GB) and is going "
                            "to be split in %d checkpoint shards. You can find where each parameters has been saved in "
                            "the index located at %s/model.safetensors.index.json." % (shards, path))]
-        return out + [("INFO", done + "Model weights saved in %s/model.safetensors" % path)]
+        return out + [("INFO", done("hf.weights_saved") + "Model weights saved in %s/model.safetensors" % path)]
 
     def ckpt_start(self, ctx, ev):
         cfg = ctx.cfg
@@ -3901,9 +4120,9 @@ class HFTrainer(Dialect):
 
     def ckpt(self, ctx, ev):
         path = self.checkpoint_dir(ctx.cfg, ev.data["step"])
-        return [("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2641") +
+        return [("INFO", self.hf(ctx, ev.t, "hf.tokenizer_config_saved") +
                  "tokenizer config file saved in %s/tokenizer_config.json" % path),
-                ("INFO", self.hf(ctx, ev.t, "tokenization_utils_base.py:2650") +
+                ("INFO", self.hf(ctx, ev.t, "hf.special_tokens_saved") +
                  "Special tokens file saved in %s/special_tokens_map.json" % path)]
 
     def end(self, ctx, ev):
@@ -3913,7 +4132,7 @@ class HFTrainer(Dialect):
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
         total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch   # len(train_dataset)
-        pre = self.hf(ctx, ev.t, "trainer.py:2643")          # logger.info("\n\nTraining completed. ...\n\n")
+        pre = self.hf(ctx, ev.t, "hf.completed")          # logger.info("\n\nTraining completed. ...\n\n")
         return [("INFO", pre), ("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on "
                                                       "huggingface.co/models =)"), ("INFO", ""), ("INFO", ""),
                 ("INFO", "{'train_runtime': %r, 'train_samples_per_second': %r, 'train_steps_per_second': %r, "
@@ -4275,6 +4494,10 @@ def history_window(rs):
     return max(60.0, 150 * cfg.step_time_s * max(1, cfg.log_interval))
 
 
+GPU_BACKLOG_S = 60.0     # simulated seconds of GPU readings in a jsonl backlog: every GPU's last few
+                         # samples, not the thousands of lines a whole window would take on a large cluster
+
+
 class LogWriter(object):
     """Writes one session's log in simulated time: as plain lines or JSON lines
     to a stream, or ("screen") into the LogSink of the screen's log region."""
@@ -4390,6 +4613,7 @@ class LogWriter(object):
             return
         start = max(-1.0, now - history_window(rs))
         self._start_run(rs, start)
+        self.gpu_t = max(self.gpu_t, now - GPU_BACKLOG_S)     # GPU lines: the last minute's only
         if start > 0 and self.fmt != "jsonl":      # the start-up banner stays at the top of a log
             ctx = LogContext(rs, self.epoch0 + rs.start_tau - rs.offset, self.rank)
             for seg in rs.timeline.segments[:2]:
@@ -6072,6 +6296,7 @@ def add_session_options(p):
                    help="how often things go wrong (default rare: real-world rates)")
     p.add_argument("--exit-after", metavar="DURATION", help="quit after this wall time (90s, 5m, 2h10m)")
     p.add_argument("--data-dir", help="read models, GPUs and datasets from this directory")
+    p.add_argument("--fun", action="store_true", help="also draw the joke model and dataset names (nicknames.txt)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -6139,8 +6364,11 @@ def resolve_name(text, names, flag, listing):
 def resolve_pins(args, catalog):
     """The run pins the options ask for: model, GPU type and count, kind, framework."""
     pins = {}
+    names = model_names(catalog)
+    if args.model and args.model.lower() in set(n.lower() for n in catalog.fun) - set(n.lower() for n in names):
+        raise UsageError("--model %r is a joke name: add --fun to use it" % args.model)
     if args.model is not None:
-        pins["model"] = resolve_name(args.model, {n.lower(): n for n in catalog.models}, "--model",
+        pins["model"] = resolve_name(args.model, {n.lower(): n for n in names}, "--model",
                                      "--list-models")
     if args.gpu_type is not None:
         keys = {}
@@ -6206,7 +6434,8 @@ def resolve_args(args, catalog):
 
 def list_models(catalog, out):
     out.write("%-26s %-16s %9s %6s %6s %7s %8s\n" % ("name", "shape", "params", "layers", "hidden", "vocab", "experts"))
-    for name, model in catalog.models.items():
+    for name in model_names(catalog):
+        model = catalog.models[name]
         shape = model.shape if model.shape != name else ""
         out.write("%-26s %-16s %9s %6d %6d %7d %8s\n" % (name, shape, fmt_params(count_params(model)), model.layers,
                                                          model.hidden, model.vocab, "%dx top%d" % (model.experts, model.active)
@@ -6314,6 +6543,8 @@ def open_session(args, prog, out, smi=False):
     except DataError as exc:
         sys.stderr.write("%s: %s\n" % (prog, one_line(exc)))
         return None, 1
+    if not args.fun:
+        catalog = serious_catalog(catalog)
     if not smi and (args.list_models or args.list_gpus):
         (list_models if args.list_models else list_gpus)(catalog, out)
         out.flush()

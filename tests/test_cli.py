@@ -90,7 +90,7 @@ def test_user_data_dir_adds_a_model(tmp_path):
     data = make_data(tmp_path)
     with open(str(data / "nicknames.txt"), "a") as f:
         f.write("Meeting-Summarizer-70B     | Llama-3.1-70B\n")
-    out = run_program(["--data-dir", str(data), "--list-models"], timeout=30)
+    out = run_program(["--data-dir", str(data), "--list-models", "--fun"], timeout=30)
     assert out.returncode == 0 and "Meeting-Summarizer-70B" in out.stdout
 
 

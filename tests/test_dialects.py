@@ -42,8 +42,9 @@ MDS_STEP = (r"^ iteration\s+(?P<it>\d+)/\s*(?P<total>\d+) \| consumed samples:\s
             r"second: (?P<sps>\d+\.\d{3}) \| tokens per gpu per second \(tgs\): (?P<tgs>\d+\.\d{3}) \| TFLOPs: "
             r"(?P<tflops>\d+\.\d\d) \|$")
 MEGATRON_OTHER = [
-    r"^using world size: \d+, data-parallel size: \d+, context-parallel size: 1, tensor-model-parallel size: \d+, "
-    r"pipeline-model-parallel size: \d+$",
+    r"^using world size: \d+, data-parallel(-| )size: \d+, (context-parallel size: \d+,? (hierarchical context-parallel "
+    r"sizes: None(, )?)?|sequence-parallel size: 1, )tensor-model-parallel size: \d+, (encoder-tensor-model-parallel "
+    r"size: 0, )?pipeline-model-parallel size: \d+( |, encoder-pipeline-model-parallel size: 0)?$",   # by release
     r"^using torch\.(bfloat16|float16) for parameters \.\.\.$",
     r"^-+ (end of )?arguments -+$", r"^  \w+ \.+ .*$",
     r"^setting number of micro-batches to constant \d+$", r"^> building \S+ tokenizer \.\.\.$",
@@ -67,10 +68,12 @@ DEEPSPEED_OTHER = [
     DS_PREFIX + r"(Using IP address of [\d.]+ for node \S+|Running on the following workers: [\w,-]+"
                 r"|WORLD INFO DICT: \{('[\w-]+': \[[\d, ]+\](, )?)+\}"
                 r"|global_rank_mapping=defaultdict\(<class 'list'>, \{('[\w-]+': \[[\d, ]+\](, )?)+\}\))$",
-    DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\]]*)\], mom=\[\(0\.9, 0\.95\)\]$",
+    DS_PREFIX + r"\[Rank 0\] step=(?P<step>\d+), skipped=(?P<skipped>\d+), lr=\[(?P<lr>[^\],]*)(, (?P=lr))*\], mom=\[\(0\.9, 0\.95\)(, \(0\.9, 0\.95\))*\]$",
     DS_PREFIX + r"epoch=\d+/micro_step=\d+/global_step=\d+, RunningAvgSamplesPerSec=[\d.e+-]+, CurrSamplesPerSec=[\d.e+-]+, "
                 r"MemAllocated=[\d.]+GB, MaxMemAllocated=[\d.]+GB$",
-    DS_PREFIX + r"\[Rank 0\] \[Torch\] Checkpoint global_step\d+ is about to be saved!$",
+    DS_PREFIX + r"\[Rank 0\] \[Torch\] Checkpoint global_step\d+ is (about to be saved|begin to save)!$",   # 0.17
+    DS_PREFIX + r"(\[Rank 0\] )?\[Torch\] (Loading checkpoint from \S+\.\.\.|Loaded checkpoint from \S+\."
+                r"|Begin Load checkpoint from \S+\.\.\.|End Load checkpoint from \S+\.\.\.)$",
     DS_PREFIX + r"\[Rank 0\] Saving model checkpoint: \S+/global_step\d+/(zero_pp_rank_0_)?mp_rank_00_model_states\.pt$",
     DS_PREFIX + r"(bf16_)?zero checkpoint saved \S+/global_step\d+/(bf16_)?zero_pp_rank_0_mp_rank_00_optim_states\.pt$",
     DS_PREFIX + r"\[Torch\] Checkpoint global_step\d+ is ready now!$",
@@ -84,7 +87,7 @@ DEEPSPEED_OTHER = [
                 r"|DeepSpeed using client LR scheduler|DeepSpeed LR Scheduler = <[\w.]+ object at 0x[0-9a-f]+>)$",
     DS_PREFIX + r"\[deepspeed\] OVERFLOW! Rank 0 Skipping step\. Attempted loss scale: \d+, "
                 r"(reducing to \d+|but hysteresis is \d\. Reducing hysteresis to \d)$",
-    DS_PREFIX + r"(Reduce bucket size \d+|Allgather bucket size \d+|CPU Offload: False"
+    DS_PREFIX + r"(Reduce bucket size [\d,]+|Allgather bucket size [\d,]+|Prefetch bucket size [\d,]+|CPU Offload: False"
                 r"|Round robin gradient partitioning: False)$",
     DS_PREFIX + r"(DeepSpeedEngine configuration:|  \w+ \.* (\S+|\{('\w+': \w+(, )?)+\})|  json = \{)$",
     r'^( +("\w+":.*|\},?)|\})$',                                   # the rest of the JSON dump

@@ -63,6 +63,7 @@ def pty_output(args, env, seconds=3.0, width=100, height=30):
     return out
 
 
+@pytest.mark.slow
 @POSIX
 @pytest.mark.parametrize("how", [["--no-color"], "NO_COLOR"], ids=["--no-color", "NO_COLOR=1"])
 def test_monochrome_sets_no_colours_of_its_own(how):

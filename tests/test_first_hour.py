@@ -2,6 +2,7 @@
 first frame, start-up bars that say how long is left, small panes used well, tqdm bars
 that redraw in place, and piped output that starts with the job's recent past."""
 import calendar
+import json
 import re
 import time
 
@@ -155,6 +156,7 @@ def stamp_of(line):
     return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) if m else None
 
 
+@pytest.mark.slow
 def test_piped_plain_output_begins_with_the_jobs_recent_past():
     began = int(time.time())
     out = run_program(["--format", "plain", "--style", "megatron", "--seed", "4", "--exit-after", "6s"],
@@ -187,3 +189,14 @@ def test_frames_write_nothing_into_the_model():
         ui = flt.Ui(view=view)
         flt.render_frame(flt.ScreenState(rs, rs.local(600.0), EPOCH, [], ui, cache), 200, 60)
     assert vars(rs) == before and cache.memos
+
+
+def test_piped_jsonl_begins_with_the_jobs_recent_steps():
+    out = run_program(["--format", "jsonl", "--style", "megatron", "--seed", "4", "--exit-after", "2s"], timeout=60).stdout
+    events = [json.loads(l) for l in out.splitlines()]
+    config = events[0]
+    assert config["event"] == "config"
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) >= 20 and config["total_steps"] > steps[-1]["step"]     # more than 2 s of steps
+    assert [e["t"] for e in steps] == sorted(e["t"] for e in steps)
+    assert steps[-1]["t"] - steps[0]["t"] > 20 * min(e["step_time_s"] for e in steps)

@@ -17,9 +17,10 @@ from tmuxutil import Tmux, wait_until  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32" or shutil.which("tmux") is None
-                                or shutil.which("bash") is None,
-                                reason="needs tmux and bash (POSIX)")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32" or shutil.which("tmux") is None
+                                 or shutil.which("bash") is None,
+                                 reason="needs tmux and bash (POSIX)"),
+              pytest.mark.slow]      # end to end in tmux: the full suite only
 
 
 @pytest.fixture

@@ -71,6 +71,7 @@ RESUMES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework,seed,pattern", RESUMES)
 def test_a_relaunch_resumes_from_a_checkpoint_it_saved(framework, seed, pattern):
     args = ["--style", framework, "--seed", str(seed), "--incidents", "often", "--exit-after-sim", "95m"]

@@ -589,8 +589,8 @@ def first_checkpoint_end(seed, pins):
 def test_view_gpus_with_16_gpus_fills_the_pane_and_its_history_dips_at_a_checkpoint(prog):
     # The session started so long ago that a checkpoint ended 15 s before the program starts.
     pins = {"gpus": 16, "model": "Llama-3.1-8B"}           # a 13 s save: a few columns of history
-    start_at = time.time() - (first_checkpoint_end(14, pins) + 15.0)
-    prog.start(["--seed", "14", "--no-color", "--gpus", "16", "--model", "Llama-3.1-8B", "--view", "gpus",
+    start_at = time.time() - (first_checkpoint_end(16, pins) + 15.0)
+    prog.start(["--seed", "16", "--no-color", "--gpus", "16", "--model", "Llama-3.1-8B", "--view", "gpus",
                 "--start-at", "%.3f" % start_at])
     lines = prog.tmux.wait_for(lambda ls: footer(ls) is not None and len(gpu_rows(ls)) == 16,
                                10, "16 GPU rows with their history")
