@@ -5162,9 +5162,14 @@ def cluster_line(state, width):
         "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.name, nodes, figures),
         "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.key, nodes, figures),
         "CLUSTER %dx %s | %s | %s" % (cfg.gpus, cfg.gpu.key, nodes, compact),
+        "CLUSTER %dx %s | %s | %.1f%% | %.1f/%.0fG | %.0fC | %.1fkW%s" % (
+            cfg.gpus, cfg.gpu.key, nodes, agg["util"], agg["mem_mib"] / 1024.0, cfg.gpu.memory_mib / 1024.0,
+            agg["temp"], agg["kw"], fault),
         "CLUSTER %dx %s | %s | %.1f%% | %.0fC | %.1fkW%s" % (cfg.gpus, cfg.gpu.key, nodes, agg["util"],
                                                             agg["temp"], agg["kw"], fault),
         "CLUSTER %dx %s | %s" % (cfg.gpus, cfg.gpu.key, compact),
+        "%dx %s | %s | %.0f%% %.0fC %.1fkW%s" % (cfg.gpus, cfg.gpu.key, nodes, agg["util"], agg["temp"],
+                                                 agg["kw"], fault),
         "%dx %s %.0f%% %.0fC %.1fkW%s" % (cfg.gpus, cfg.gpu.key, agg["util"], agg["temp"], agg["kw"], fault)],
         width), width, "title")
 

@@ -3,7 +3,11 @@ first frame, start-up bars that say how long is left, small panes used well, tqd
 that redraw in place, and piped output that starts with the job's recent past."""
 import calendar
 import json
+import os
 import re
+import shlex
+import shutil
+import sys
 import time
 
 import pytest
@@ -11,6 +15,7 @@ import pytest
 import fake_llm_training as flt
 from conftest import run_program
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CATALOG = flt.load_catalog()
 EPOCH = 1790000000.0          # a fixed wall clock: 2026-09-21 14:13:20 UTC
 Y_LABEL = re.compile(r"(?:^| )(\d+(?:\.\d+)?) \+")
@@ -121,7 +126,7 @@ def test_the_cluster_line_keeps_its_node_count_in_a_gpu_fault():
     for t in (crash.t0 - 5, (crash.t0 + crash.t1) / 2):
         state = screen_at(session, t)
         fault = state.rs.telemetry.cluster(t)["failed"]
-        for width in (70, 80, 100, 120):
+        for width in (57, 70, 80, 100, 120):           # 57: the panel beside the chart at 120x40
             line = flt.cluster_line(state, width).text
             assert flt.plural(state.cfg.nodes, "node") in line, line
             assert ("GPU FAULT" in line) == bool(fault), line
@@ -200,3 +205,21 @@ def test_piped_jsonl_begins_with_the_jobs_recent_steps():
     assert len(steps) >= 20 and config["total_steps"] > steps[-1]["step"]     # more than 2 s of steps
     assert [e["t"] for e in steps] == sorted(e["t"] for e in steps)
     assert steps[-1]["t"] - steps[0]["t"] > 20 * min(e["step_time_s"] for e in steps)
+
+
+@pytest.mark.slow          # the real program in tmux, three sizes
+@pytest.mark.parametrize("width,height", [(80, 24), (120, 40), (200, 60)])
+def test_the_real_program_draws_a_waiting_chart_at_a_jobs_launch(tmp_path, width, height):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    from tmuxutil import Tmux
+    tmux = Tmux(tmp_path)
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "fake_llm_training", "--seed", "4",
+                                                "--from-start", "--no-color", "--view", "chart"])
+    try:
+        tmux.start("cd %s && %s" % (shlex.quote(ROOT), command), width, height)
+        lines = tmux.wait_for(lambda ls: any("waiting for the first step" in l for l in ls), 15, "the waiting chart")
+        assert any(" step 0-0" in l for l in lines[:3]), "\n".join(lines)
+        assert not any(Y_LABEL.search(l) for l in lines), "\n".join(lines)      # no scale from no points
+    finally:
+        tmux.kill()

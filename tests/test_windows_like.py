@@ -21,10 +21,10 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32" or sys.version_info < (3
 SESSION_LINE = re.compile(r"^fake_llm_training: session --seed 5 --start-at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", re.M)
 
 
-def windows_like(tmp_path, mode, args, keys="", signal_after=None, tty=True, timeout=60, then="q"):
+def windows_like(tmp_path, mode, args, keys="", signal_after=None, tty=True, timeout=60, then="q", vt=False):
     """Run the driver; (exit status, stdout+stderr text or (stdout, stderr), report)."""
     report = str(tmp_path / "report.json")
-    env = dict(os.environ, WINDOWS_LIKE_KEYS=keys, WINDOWS_LIKE_THEN=then)
+    env = dict(os.environ, WINDOWS_LIKE_KEYS=keys, WINDOWS_LIKE_THEN=then, WINDOWS_LIKE_VT="1" if vt else "")
     env.pop("NO_COLOR", None)
     command = [sys.executable, DRIVER, mode, report] + args
     if not tty:
@@ -66,13 +66,16 @@ def test_with_term_unset_and_curses_present_the_screen_starts(tmp_path):
     assert "TERM=" not in text and SESSION_LINE.search(text), text
 
 
-def test_without_curses_plain_lines_and_the_install_hint(tmp_path):
-    code, text, report = windows_like(tmp_path, "no-curses", ["--seed", "5", "--speed", "1000", "--exit-after", "2s"])
+@pytest.mark.parametrize("vt", [False, True], ids=["old-console", "vt-console"])
+def test_without_curses_plain_lines_and_the_install_hint(tmp_path, vt):
+    code, text, report = windows_like(tmp_path, "no-curses", ["--seed", "5", "--from-start", "--speed", "1000",
+                                                              "--exit-after", "2s"], vt=vt)
     assert code == 0 and report["initscr"] == 0
     hints = [line for line in text.splitlines() if "windows-curses" in line]
     assert hints == ["fake_llm_training: the screen needs windows-curses (pip install windows-curses); "
                      "writing plain log lines"], text
-    assert len(text.splitlines()) > 5 and "\x1b" not in text    # no raw colour codes: VT mode cannot be switched on
+    assert "torch/distributed/run.py" in text          # torchrun's warnings, which a terminal shows in colour
+    assert ("\x1b[33m" in text) == vt, text[:2000]    # colour only once virtual-terminal processing is on
 
 
 @pytest.mark.parametrize("unicode", [True, False], ids=["--unicode", "ascii"])

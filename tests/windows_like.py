@@ -17,7 +17,9 @@ OSError(EINVAL) as the Windows C library does.  MODE then picks what is installe
              keys come from WINDOWS_LIKE_KEYS: comma-separated characters, curses
              names (PADPLUS, PADENTER, KEY_RESIZE:60x20 to resize) or "none" (a
              frame's time without a key), then WINDOWS_LIKE_THEN (default q) forever.
-  no-curses  windows-curses is not installed.
+  no-curses  windows-curses is not installed; with WINDOWS_LIKE_VT=1 the console
+             lets virtual-terminal processing be switched on (a stand-in for
+             kernel32's GetConsoleMode/SetConsoleMode), else ctypes has no windll.
   einval     a closed pipe on stdout, as Windows reports it: OSError(EINVAL)
              on flush until stdout is pointed elsewhere.
 
@@ -183,6 +185,23 @@ class EinvalStdout(object):
         return 1
 
 
+class Kernel32(object):
+    """A console that accepts ENABLE_VIRTUAL_TERMINAL_PROCESSING (Windows 10 and later)."""
+
+    def GetConsoleMode(self, handle, mode):
+        mode._obj.value = 0x0003             # processed and wrapped output, VT not yet on
+        return 1
+
+    def SetConsoleMode(self, handle, mode):
+        return 1
+
+
+def console_with_vt():
+    import ctypes
+    ctypes.windll = types.SimpleNamespace(kernel32=Kernel32())
+    sys.modules["msvcrt"] = types.SimpleNamespace(get_osfhandle=lambda fd: fd)
+
+
 def look_like_windows():
     sys.platform = "win32"
     for name in POSIX_ONLY:
@@ -210,6 +229,8 @@ def main():
         sys.modules["curses"] = fake_windows_curses(keys, report)
     else:
         sys.modules["curses"] = sys.modules["_curses"] = None
+    if os.environ.get("WINDOWS_LIKE_VT"):
+        console_with_vt()
     if mode == "einval":
         sys.stdout = EinvalStdout()
     sys.argv = ["fake_llm_training"] + argv
