@@ -958,9 +958,11 @@ def make_cluster(catalog, seed, pins=None):
     if pins.get("gpus"):
         gpus_per_node = min(GPUS_PER_NODE, pins["gpus"])
         nodes = pins["gpus"] // gpus_per_node
-    else:                                  # big enough for the pinned model and rank
+    else:                                  # big enough for the pinned model (twice its leanest need) and rank
         need = fitting_gpus(catalog, gpu, pins) or max(JOB_SIZES)
-        nodes = max(nodes, -(-max(need, pins.get("min_gpus", 1)) // GPUS_PER_NODE))
+        if nodes * gpus_per_node < need:
+            nodes = 2 * need // gpus_per_node
+        nodes = max(nodes, -(-pins.get("min_gpus", 1) // gpus_per_node))
     fabric = weighted(rng, [f for f in catalog.fabrics if node_type_of(catalog, gpu, f)], lambda f: f.weight)
     node_type = node_type_of(catalog, gpu, fabric)
     stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
@@ -1488,13 +1490,28 @@ def job_sizes(cluster, pins, params, kind):
 
 
 def batched_plan(model, params, cluster, gpus, framework, seq, target):
-    """The fastest plan whose step keeps within MAX_STEP_S, halving the batch until it does
-    (a big model on few GPUs trains on fewer sequences a step), or None."""
+    """The fastest plan that fits and whose step keeps within MAX_STEP_S, halving the batch
+    until one does (a big model on few GPUs trains on fewer sequences a step), or None."""
     while target >= 1:
         plan, _ = plan_layout(model, params, cluster, gpus, framework, seq, target, cluster.gpu.precision)
-        if plan is None or sum(plan[2]) <= MAX_STEP_S:
+        if plan is not None and sum(plan[2]) <= MAX_STEP_S:
             return plan
-        target //= 2
+        target //= 2                      # fewer micro-batches in flight also need less memory
+    return None
+
+
+def _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model):
+    """unusual_run's job of this kind, framework and model on the smallest size that takes it."""
+    params = count_params(model)
+    for gpus in job_sizes(cluster, pins, params, kind):
+        for seq in sorted(set(min(s, model.context) for s in (4096, SHORTEST_SEQ)), reverse=True):
+            plan = batched_plan(model, params, cluster, gpus, framework, seq, target_batch(rng, kind, params, seq))
+            if plan is None or sum(plan[2]) < MIN_STEP_S:
+                continue
+            cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
+                                   gpus, seq, plan, unusual=True)
+            if cfg is not None:
+                return cfg
     return None
 
 
@@ -1512,17 +1529,9 @@ def unusual_run(catalog, seed, run, pins, cluster):
             for model in rng.sample(models, min(3, len(models))):
                 if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
                     continue
-                params = count_params(model)
-                seq = min(4096, model.context)
-                for gpus in job_sizes(cluster, pins, params, kind):
-                    plan = batched_plan(model, params, cluster, gpus, framework, seq,
-                                        target_batch(rng, kind, params, seq))
-                    if plan is None or sum(plan[2]) < MIN_STEP_S:
-                        continue
-                    cfg = _complete_config(catalog, rng, seed, run, kind, framework, model, params, cluster,
-                                           gpus, seq, plan, unusual=True)
-                    if cfg is not None:
-                        return cfg
+                cfg = _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model)
+                if cfg is not None:
+                    return cfg
     return None
 
 
@@ -2708,13 +2717,14 @@ class RunState(object):
         self.forced = list(forced)        # (kind, step) incidents the viewer asked for with `!`
         self.start_tau = start_tau        # session time at which this run's t == offset
         self.offset = offset              # run time at which the session met this run
+        self.until = 0.0                  # session time to which the finished run stays shown (the next is queued)
         self._rebuild()
 
     def _rebuild(self):
         self.cfg, incidents = plan_incidents(self.base_cfg, self.incident_rate, self.forced)
         self.timeline = Timeline(self.cfg, incidents)
         self.telemetry = Telemetry(self.timeline)
-        self.end_tau = self.start_tau + self.timeline.duration - self.offset
+        self.end_tau = max(self.until, self.start_tau + self.timeline.duration - self.offset)
 
     def local(self, tau):
         return tau - self.start_tau + self.offset
@@ -2731,38 +2741,96 @@ class RunState(object):
         return kind
 
 
+# Later runs are laid out in windows of session time, each filled from its start with runs
+# that end inside it (a draw that would not is left out; the last finished job stays shown
+# while the next waits in the queue), so the run at any time is found by building one
+# window, never by walking from the session's start: the cost is flat in the clock.
+WINDOW_S = 3 * 86400.0       # a window: three days of jobs, or twice the first run when pins make every run long
+WINDOW_RUNS = 1000           # run numbers each window may use (window k's first is 2 + (k - 1) * WINDOW_RUNS)
+WINDOW_SKIPS = 3             # draws left out in a row before the rest of the window stays queued (an empty window: 9)
+WINDOW_KEEP = 2              # windows whose runs are kept built (a frame and the log writer may differ by one)
+
+
 class Session(object):
-    """Runs one after another: run r+1 starts when run r's summary ends."""
+    """Runs one after another: the first (met mid-way unless from_start), then windows of
+    WINDOW_S, each filled with runs back to back."""
 
     def __init__(self, catalog, seed, pins=None, incidents="rare", from_start=False):
         self.catalog, self.seed, self.pins, self.incident_rate = catalog, seed, pins or {}, incidents
         self.cluster = make_cluster(catalog, seed, self.pins)     # one cluster for every job of the session
         first = self._new_run(1, 0.0, 0.0)
+        long_runs = self.pins and first.timeline.duration > WINDOW_S
+        self.window_s = 2 * first.timeline.duration if long_runs else WINDOW_S
         if not from_start:
             first = RunState(first.base_cfg, incidents, 0.0, attach_time(first.timeline))
         self.first = self.current = first
         self.previous = None
+        self.windows_from = first.end_tau
+        self._windows = collections.OrderedDict()
 
     def _new_run(self, run, start_tau, offset):
         cfg = make_run_config(self.catalog, self.seed, run, self.pins, self.cluster)
         return RunState(cfg, self.incident_rate, start_tau, offset)
 
-    def run_at(self, tau):
-        """The run under way at session time tau (any tau >= 0).
+    def _window(self, k, tau=None):
+        """The runs of window k (k >= 1) in order, built as far as the run under way at
+        tau (all of them if tau is None); each is shown until the next begins, the last
+        until the window ends.  Draws that would end past the window are left out (the
+        window is empty if the first 3 * WINDOW_SKIPS all would)."""
+        end = self.windows_from + k * self.window_s
+        if k not in self._windows:
+            self._windows[k] = [end - self.window_s, 2 + (k - 1) * WINDOW_RUNS, 0, []]
+            while len(self._windows) > WINDOW_KEEP:
+                self._windows.popitem(last=False)
+        state = self._windows[k]
+        t, run, skipped, runs = state
+        while (tau is None or not runs or runs[-1].end_tau <= tau) and run < 2 + k * WINDOW_RUNS \
+                and skipped < (WINDOW_SKIPS if runs else 3 * WINDOW_SKIPS):
+            rs = self._new_run(run, t, 0.0)
+            run += 1
+            if rs.end_tau > end:
+                skipped += 1
+                continue
+            runs.append(rs)
+            t, skipped = rs.end_tau, 0
+        state[:3] = [t, run, skipped]
+        done = run >= 2 + k * WINDOW_RUNS or skipped >= (WINDOW_SKIPS if runs else 3 * WINDOW_SKIPS)
+        if done and runs:                 # the window's last job stays shown while the next is queued
+            runs[-1].until = end
+            runs[-1].end_tau = max(runs[-1].end_tau, end)
+        return runs
 
-        Runs follow each other, so a later run is found by walking forward
-        from the current one, and an earlier one by walking again from the
-        first (runs are pure functions of the seed: the walk rebuilds them)."""
+    def _last_before(self, k):
+        """The run shown at the start of window k: the last of an earlier window (up to
+        three back), else the first run; it stays shown through window k."""
+        for j in range(k - 1, max(0, k - 4), -1):
+            runs = self._window(j)
+            if runs:
+                return runs[-1]
+        return self.first
+
+    def run_at(self, tau):
+        """The run under way at session time tau (any tau >= 0): the one the viewer
+        holds (an incident it forced may have stretched it), else the first run, else
+        the run of tau's window (built in bounded time, whatever tau is)."""
         if tau < 0:
             raise ValueError("session time %r is before the session began" % tau)
-        if self.previous is not None and self.previous.start_tau <= tau < self.current.start_tau:
-            return self.previous
-        if tau < self.current.start_tau:
-            self.current, self.previous = self.first, None
-        while tau >= self.current.end_tau:
-            self.previous = self.current
-            self.current = self._new_run(self.current.cfg.run + 1, self.current.end_tau, 0.0)
-        return self.current
+        for rs in (self.current, self.previous):
+            if rs is not None and rs.start_tau <= tau < rs.end_tau:
+                return rs
+        if tau < self.first.end_tau:
+            found, before = self.first, None
+        else:
+            k = max(1, int((tau - self.windows_from) // self.window_s) + 1)
+            runs = self._window(k, tau)
+            i = bisect.bisect_right([rs.start_tau for rs in runs], tau) - 1
+            found, before = (runs[i], runs[i - 1] if i > 0 else None) if i >= 0 else (self._last_before(k), None)
+            if i < 0:                             # the window's jobs are still queued: the last one stays shown
+                found.until = max(found.until, self.windows_from + k * self.window_s)
+                found.end_tau = max(found.end_tau, found.until)
+        if found is not self.current:
+            self.previous, self.current = before, found
+        return found
 
 
 def attach_time(tl):
@@ -6169,8 +6237,12 @@ def _frames(term, session, args, ui, status):
         if args.exit_after_sim and tau >= args.exit_after_sim:
             return
         ended = False
-        if session.previous is not None and fed < session.previous.start_tau:
-            fed = session.previous.start_tau          # runs behind at absurd speeds: skip to the recent past
+        rs = session.run_at(tau)
+        floor = max((session.previous or rs).start_tau, tau - history_window(rs))
+        if fed < floor:                               # runs behind at absurd speeds: skip to the recent past
+            fed = floor                               # (what the log region can show, as prefill writes)
+            if writer.run == rs.cfg.run:
+                writer.done_t = max(writer.done_t, rs.local(floor))
         if tau > fed:
             ended, fed = writer.advance(fed, tau)
         if ended and args.exit_after_runs and writer.runs_done >= args.exit_after_runs:

@@ -32,7 +32,9 @@ Figures:
    line), and optimizer steps per CPU second of the simulation core alone
    (step_metrics called in a loop, no output);
 6. resident memory of a long fast-forward soak, after the first run ended and
-   at the end.
+   at the end;
+7. CPU milliseconds from a fresh session to the state (run, moment, GPU readings)
+   an hour, a month and a year into it, median and worst of 11 seeds.
 
 Each figure is printed next to its target, then the lot again as a markdown
 table for the README.  The exit status is 0 whatever the figures; it is 1
@@ -575,6 +577,56 @@ print(json.dumps({"steps": n, "cpu": cpu, "model": tl.cfg.model, "gpus": tl.cfg.
 """
 
 
+STATE_COST_MS = 50.0          # reaching the state at any simulated time (issue 19): flat in the clock
+STATE_TIMES = (("an hour", 3600.0), ("a month", 30 * 86400.0), ("a year", 365 * 86400.0))
+
+STATE_CODE = r"""
+import json, sys, time
+import fake_llm_training as f
+catalog = f.load_catalog()
+out = {}
+for tau in [float(x) for x in sys.argv[1:]]:
+    costs = []
+    for seed in range(1, 12):
+        session = f.Session(catalog, seed, {}, "rare")     # built before the clock starts: the session's start
+        t0 = time.process_time()
+        rs = session.run_at(tau)                           # the run, its moment and its GPUs at that time
+        t = rs.local(tau)
+        rs.timeline.moment(t)
+        rs.telemetry.cluster(t)
+        costs.append((time.process_time() - t0) * 1000.0)
+    costs.sort()
+    out[str(tau)] = {"median": costs[len(costs) // 2], "max": costs[-1]}
+print(json.dumps(out))
+"""
+
+
+def state_cost():
+    """CPU milliseconds from a fresh session to the state at each of STATE_TIMES (median and
+    worst of 11 seeds), in a fresh interpreter; (figures, None) or (None, error lines)."""
+    out = subprocess.run([PYTHON, "-c", STATE_CODE] + [str(t) for _, t in STATE_TIMES], cwd=REPO,
+                         env=child_env(term=False), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True)
+    if out.returncode != 0:
+        return None, out.stderr.strip().splitlines()[-1:] or ["exit %d" % out.returncode]
+    return json.loads(out.stdout.strip().splitlines()[-1]), None
+
+
+def report_state_cost(report):
+    """7. The cost of reaching the state an hour, a month and a year into a session."""
+    note("state cost: the run, moment and GPUs an hour, a month, a year in")
+    figures, error = state_cost()
+    for name, tau in STATE_TIMES:
+        if figures is None:
+            report.add("state %s into a session" % name, "failed", "runs", False)
+            print("    %s" % " ".join(error))
+            return
+        cost = figures[str(tau)]
+        report.add("state %s into a session, CPU ms (median, worst)" % name,
+                   "%.0f, %.0f" % (cost["median"], cost["max"]), "< %.0f ms" % STATE_COST_MS,
+                   cost["median"] < STATE_COST_MS)
+
+
 def core_throughput(budget):
     """Steps per CPU second of step_metrics alone, in a fresh interpreter."""
     out = subprocess.run([PYTHON, "-c", CORE_CODE, str(budget)], cwd=REPO, env=child_env(term=False),
@@ -874,6 +926,7 @@ def bench():
     report_fast_forward(report, secs)
     report_fast_forward_memory(report, quick, secs)
     report_soak(report, secs)
+    report_state_cost(report)
     print_summary(report, began)
     return 0
 
