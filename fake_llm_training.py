@@ -1011,6 +1011,9 @@ RunConfig = collections.namedtuple("RunConfig", [
     "context_mib", "nccl_mib", "cluster", "stack", "fabric", "requeue_seconds",
     # the corpus (its Dataset line: size, loss level and validation gap)
     "corpus",
+    # the scheduler the run's code steps (LR_SCHEDULERS) and its floor as a ratio of the peak
+    # (HF's min_lr_rate, torchtitan's min_lr_factor)
+    "lr_scheduler", "min_lr_ratio",
 ])
 
 
@@ -1191,14 +1194,43 @@ def target_batch(rng, kind, params, seq):
     return max(1, 2 ** int(round(math.log(tokens / seq, 2))))
 
 
-def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework, unusual=False):
+# The scheduler each run's code steps (RunConfig.lr_scheduler; LR_SCHEDULERS in the metric
+# model): Megatron-DeepSpeed hands Megatron's own to DeepSpeed as its client scheduler;
+# Lightning modules return transformers' schedules from configure_optimizers (interval
+# "step"); a plain DeepSpeed script configures DeepSpeed's WarmupDecayLR ("deepspeed").
+def ceil_div(a, b):
+    """The integer ceiling of a / b (the framework code's math.ceil of an int ratio)."""
+    return -(-a // b)
+
+
+FRAMEWORK_LR_SCHEDULER = {"megatron": "megatron", "deepspeed": "megatron", "hf": "hf", "lightning": "hf",
+                          "torchtitan": "torchtitan"}
+
+
+def epoch_update_steps(framework, examples, micro_batch, dp, grad_accum):
+    """Optimizer steps in one epoch over `examples`, as each framework counts them.  HF
+    Trainer (set_initial_training_values): its accelerate-prepared loader has
+    ceil(ceil(N / micro) / dp) batches per rank (BatchSamplerShard, even_batches), and a
+    last partial accumulation counts as a step.  Lightning's DistributedSampler gives
+    each rank ceil(N / dp) examples, ceil(that / micro) batches, and steps at the
+    epoch's last batch too.  Megatron-style loaders take whole global batches."""
+    if framework == "hf":
+        batches = ceil_div(ceil_div(examples, micro_batch), dp)
+        return max(batches // grad_accum + int(batches % grad_accum > 0), 1)
+    if framework == "lightning":
+        return max(ceil_div(ceil_div(ceil_div(examples, dp), micro_batch), grad_accum), 1)
+    return max(ceil_div(examples, micro_batch * dp * grad_accum), 1)
+
+
+def draw_schedule(rng, catalog, kind, params, tokens_per_step, batch, step_time, framework, stack, unusual=False):
     """Dataset, length, resume position and learning-rate schedule; None if no real run is this long.
+    `batch`: (micro-batch, data-parallel ranks, gradient accumulation).
     `unusual` (see unusual_run): a resumed run may last months, a pretraining is a performance run."""
     max_steps = int((LONG_RUN_S if unusual and kind == "resume" else MAX_RUN_SECONDS) / step_time)
     if kind == "finetune":
         dataset = rng.choice([d for d in catalog.datasets if d.kind == "finetune"])
         epochs = rng.choice((1, 2, 2, 3, 3, 4))
-        steps_per_epoch = int(math.ceil(dataset.examples / float(global_batch)))
+        steps_per_epoch = epoch_update_steps(framework, dataset.examples, *batch)
         total, start = steps_per_epoch * epochs, 0
         if total < 20 or total > max_steps:
             return None
@@ -1224,7 +1256,7 @@ def draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, ste
         epochs, steps_per_epoch, train_samples = 1, total, 0
     out = dict(dataset=dataset, total_steps=total, start_step=start, epochs=epochs,
                steps_per_epoch=steps_per_epoch, train_samples=train_samples)
-    out.update(draw_lr_schedule(rng, kind, params, total, framework))
+    out.update(draw_lr_schedule(rng, kind, params, total, framework, stack))
     return out
 
 
@@ -1239,7 +1271,7 @@ FINETUNE_MIN_LR_RATIOS = (0.1, 0.05, 0.01)
 PRETRAIN_MIN_LR_RATIOS = (0.1, 0.1, 0.05, 0.01, 0.033)
 
 
-def draw_lr_schedule(rng, kind, params, total, framework):
+def draw_lr_schedule(rng, kind, params, total, framework, stack):
     """Peak LR, floor, warm-up and decay as teams set them (spreads, not one template)."""
     if kind == "finetune":
         peak = rng.choice((5e-6, 1e-5, 1e-5, 2e-5)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5, 5e-5, 1e-4))
@@ -1253,6 +1285,11 @@ def draw_lr_schedule(rng, kind, params, total, framework):
         decay = rng.choice(PRETRAIN_DECAYS if kind != "continue" else CONTINUE_DECAYS)
         ratio = rng.choice(PRETRAIN_MIN_LR_RATIOS)
     peak = float("%.2g" % peak)
+    if FRAMEWORK_LR_SCHEDULER[framework] == "hf":     # transformers' linear and cosine end at 0 ...
+        if decay == "cosine" and stack.prints["hf.min_lr_cosine"] == "yes":
+            decay = "cosine_with_min_lr"               # ... a floor needs cosine_with_min_lr's min_lr_rate
+        else:
+            ratio = 0.0
     if rng.random() < (0.7 if kind == "finetune" else 0.25):            # warmup_ratio (HF: ceil(ratio x total))
         warmup_ratio = rng.choice((0.01, 0.03, 0.05, 0.1))
         warmup = int(math.ceil(warmup_ratio * total))
@@ -1260,7 +1297,7 @@ def draw_lr_schedule(rng, kind, params, total, framework):
         warmup_ratio = None
         warmup = min(rng.choice((100, 200, 500, 1000, 2000, 2500)) if kind != "finetune"
                      else rng.choice((10, 20, 50, 100)), max(1, total // 10))
-    return dict(peak_lr=peak, min_lr=(peak * ratio if decay != "constant" else 0.0), decay=decay,
+    return dict(peak_lr=peak, min_lr=(peak * ratio if decay != "constant" else 0.0), min_lr_ratio=ratio, decay=decay,
                 decay_fraction=rng.choice((0.1, 0.15, 0.2)) if decay == "wsd" else 0.0,
                 warmup=max(1, warmup), warmup_ratio=warmup_ratio)
 
@@ -1341,7 +1378,8 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
     step_time = sum(parts)
     if not MIN_STEP_S <= step_time <= MAX_STEP_S:
         return None
-    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, global_batch, step_time, framework, unusual)
+    sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, (L.mbs, L.dp, grad_accum), step_time,
+                          framework, cluster.stack, unusual)
     if sched is None:
         return None
     cadence = draw_cadence(rng, framework, step_time, sched)
@@ -1369,6 +1407,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
         tokens_per_step=tokens_per_step, start_step=sched["start_step"], total_steps=sched["total_steps"],
         warmup_steps=sched["warmup"], warmup_ratio=sched["warmup_ratio"], peak_lr=sched["peak_lr"],
         min_lr=sched["min_lr"], decay=sched["decay"], decay_fraction=sched["decay_fraction"],
+        lr_scheduler=FRAMEWORK_LR_SCHEDULER[framework], min_lr_ratio=sched["min_lr_ratio"],
         betas=(0.9, 0.95), weight_decay=0.1 if kind != "finetune" else rng.choice((0.0, 0.01, 0.1)),
         grad_clip=1.0, epochs=sched["epochs"], steps_per_epoch=sched["steps_per_epoch"],
         train_samples=sched["train_samples"], flops_per_token=fpt,
@@ -1638,14 +1677,14 @@ def skipped_total(cfg, step):
     return bisect.bisect_right(cfg.overflow_steps, step)
 
 
-def lr_at(cfg, n):
-    """Learning rate after `n` scheduler steps, as Megatron's OptimizerParamScheduler
-    and HF's LambdaLR schedules compute it: linear warm-up from 0, then cosine,
-    linear, WSD (stable, then a linear anneal) or constant, ending at min_lr
-    (which may be 0: HF's plain "linear" and "cosine" schedules end there)."""
+def megatron_lr(cfg, n):
+    """Megatron's OptimizerParamScheduler.get_lr after `n` scheduler steps (Megatron-LM
+    megatron/core/optimizer_param_scheduler.py; Megatron-DeepSpeed hands the same object
+    to DeepSpeed as its client scheduler): linear warm-up from 0, then cosine, linear,
+    WSD (stable, then a linear anneal) or constant, ending at min_lr."""
     w, peak = cfg.warmup_steps, cfg.peak_lr
-    if n < w:
-        return peak * n / float(w)
+    if 0 < w and n <= w:        # counted in samples (global batch per step), from --lr-warmup-init 0
+        return (peak - 0.0) * float(n * cfg.global_batch) / float(w * cfg.global_batch)
     total = cfg.total_steps
     lo = cfg.min_lr
     p = min(1.0, (n - w) / float(max(1, total - w)))
@@ -1661,11 +1700,81 @@ def lr_at(cfg, n):
     return lo + (peak - lo) * coeff
 
 
+def hf_lr(cfg, n):
+    """transformers' schedules under torch's LambdaLR (base lr x lambda(n)), optimization.py
+    (the same lambdas from v4.36.2 to v4.55.2): get_linear_schedule_with_warmup and
+    get_cosine_schedule_with_warmup reach 0 at the Trainer's max_steps; cosine_with_min_lr
+    (lr_scheduler_kwargs min_lr_rate) scales the cosine onto [min_lr_rate, 1]."""
+    w, total = cfg.warmup_steps, cfg.total_steps
+    if n < w:
+        factor = float(n) / float(max(1, w))
+    elif cfg.decay == "constant":
+        factor = 1.0
+    elif cfg.decay == "linear":
+        factor = max(0.0, float(total - n) / float(max(1, total - w)))
+    else:
+        progress = float(n - w) / float(max(1, total - w))
+        factor = 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress))      # num_cycles 0.5
+        factor = max(0, factor * (1 - cfg.min_lr_ratio) + cfg.min_lr_ratio)
+    return cfg.peak_lr * factor
+
+
+def titan_lr(cfg, n):
+    """torchtitan's linear_warmup_stable_decay under LambdaLR (components/lr_scheduler.py
+    at v0.2.2): warm-up (n+1)/W, one stable step (stable_steps = total + 1 - W - decay
+    with decay_ratio unset), then linear, sqrt or cosine decay onto [min_lr_factor, 1]."""
+    w, total = cfg.warmup_steps, cfg.total_steps
+    decay_steps = total - w
+    warmup_stable = w + (total + 1 - w - decay_steps)
+    if n < w:
+        adjustment = float(n + 1) / w
+    elif n < warmup_stable:
+        adjustment = 1.0
+    else:
+        progress = float(n + 1 - warmup_stable) / decay_steps
+        if cfg.decay == "linear":
+            adjustment = 1 - progress
+        elif cfg.decay == "sqrt":
+            adjustment = 1 - math.sqrt(progress)
+        else:
+            adjustment = 0.5 * (1.0 + math.cos(math.pi * progress))
+        adjustment = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * adjustment
+    return cfg.peak_lr * adjustment
+
+
+def deepspeed_lr(cfg, n):
+    """DeepSpeed's WarmupDecayLR (deepspeed/runtime/lr_schedules.py at v0.16.4) after `n`
+    scheduler steps: built at last_batch_iteration -1 (warmup_min_lr, 0), so step n sets
+    iteration n - 1; the default 'log' warm-up log(i + 1) / log(W), then a linear decay
+    to 0 at total_num_steps."""
+    w, total = cfg.warmup_steps, cfg.total_steps
+    if n == 0:
+        return 0.0
+    i = n - 1
+    if i < w:
+        gamma = 1.0 / math.log(w) * math.log(i + 1)
+    else:
+        gamma = max(0.0, float(total - i) / float(max(1.0, total - w)))
+    return 0.0 + cfg.peak_lr * gamma
+
+
+LR_SCHEDULERS = {"megatron": megatron_lr, "hf": hf_lr, "torchtitan": titan_lr, "deepspeed": deepspeed_lr}
+
+
+def lr_at(cfg, n):
+    """Learning rate after `n` scheduler steps, as the run's scheduler computes it."""
+    return LR_SCHEDULERS[cfg.lr_scheduler](cfg, n)
+
+
 def scheduler_steps(cfg, step):
     """Scheduler steps taken after optimizer step `step`: an fp16 step that
     overflowed is skipped and does not move the learning rate.  (Overflows in the
     warm-up are left out, so that it ends on its configured step and the learning
-    rate is never 0 after a step: the jsonl referee checks both.)"""
+    rate is never 0 after a step: the jsonl referee checks both.)  Lightning steps its
+    schedulers after every optimizer step, skipped or not (_update_learning_rates in
+    loops/training_epoch_loop.py checks only the accumulation boundary)."""
+    if cfg.framework == "lightning":
+        return step
     return step - skipped_total(cfg, step) + skipped_total(cfg, min(step, cfg.warmup_steps))
 
 
@@ -1677,6 +1786,7 @@ def lr_after(cfg, step):
 def lr_used(cfg, step):
     """The learning rate step `step` ran with (what HF Trainer logs since v4.51)."""
     return lr_at(cfg, scheduler_steps(cfg, step - 1)) if step > 0 else lr_at(cfg, 0)
+
 
 
 def effective_steps(cfg, step):
@@ -4148,8 +4258,9 @@ class HFTrainer(Dialect):
         k0 = max(seg.first, metrics.step - cfg.log_interval)
         losses = [loss_at(cfg, k, tl.incidents.spikes) for k in range(k0 + 1, metrics.step + 1)]
         bar = tqdm_line(metrics.step, cfg.total_steps, ev.t - seg.t0, tqdm_rate(tl, seg, metrics.step))
+        lr = metrics.lr_used if cfg.stack.prints["hf.logged_lr"] == "before" else metrics.lr
         return [("INFO", bar), ("INFO", "{'loss': %r, 'grad_norm': %r, 'learning_rate': %r, 'epoch': %r}" % (
-            round(sum(losses) / len(losses), 4), metrics.grad_norm, metrics.lr_used, round(metrics.epoch, 2)))]
+            round(sum(losses) / len(losses), 4), metrics.grad_norm, lr, round(metrics.epoch, 2)))]
 
     def val_start(self, ctx, ev):
         cfg = ctx.cfg
@@ -4509,7 +4620,8 @@ def config_record(cfg):
         ("grad_accum_steps", cfg.grad_accum), ("tokens_per_step", cfg.tokens_per_step),
         ("start_step", cfg.start_step), ("total_steps", cfg.total_steps),
         ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
-        ("lr_decay", cfg.decay), ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
+        ("lr_decay", cfg.decay), ("lr_scheduler", cfg.lr_scheduler), ("min_lr_ratio", cfg.min_lr_ratio),
+        ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
         ("hostnames", [hostname_of(cfg, i) for i in range(min(cfg.nodes, 4))]),
         ("software", software_record(cfg.stack, cfg.framework)),
     ])

@@ -217,7 +217,8 @@ def check_step_line(style, config, steps, d, bar_step):
     elif style == "hf":
         s = steps[bar_step]
         assert abs(float(d["gn"]) - s["grad_norm"]) <= 1e-12 * s["grad_norm"]
-        assert float(d["lr"]) == s["lr_used"]
+        since_451 = tuple(int(x) for x in config["software"]["transformers"].split(".")) >= (4, 51)
+        assert float(d["lr"]) == s["lr_used" if since_451 else "lr"]         # read before lr_scheduler.step()
         epoch = s["step"] / float(config["total_steps"]) * config["epochs"]
         assert close(float(d["epoch"]), epoch, 0.01) and len(d["epoch"].split(".")[1]) <= 2
     else:
