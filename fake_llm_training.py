@@ -6650,34 +6650,39 @@ def install_signal_handlers():
             signal.signal(getattr(signal, name), on_signal)
 
 
-def choose_format(args, out, prog):
-    """(format, terminal type to use or None): screen on a capable terminal, else
-    plain, with a note when the user expected the screen.
+NOT_A_TERMINAL = "needs a terminal on stdin and stdout"
+
+
+def screen_terminal(out):
+    """(terminal type to use, None) where the screen can be drawn ("" on Windows),
+    else (None, why not).
 
     A terminal type this machine has no entry for (a new emulator's name over
     ssh) falls back to its family's common entry first, as users expect.  On
     Windows curses (windows-curses) draws on the console without terminfo, so
     TERM, which consoles do not set, says nothing there."""
-    if args.format in ("plain", "jsonl"):
-        return args.format, None
     if not (out.isatty() and sys.stdin.isatty()):
-        if args.format == "screen":
-            sys.stderr.write("%s: --format screen needs a terminal on stdin and stdout; writing plain "
-                             "log lines\n" % prog)
-        return "plain", None
+        return None, NOT_A_TERMINAL
     if sys.platform == "win32":
-        if curses_imports():
-            return "screen", None
-        sys.stderr.write("%s: the screen needs windows-curses (pip install windows-curses); writing plain "
-                         "log lines\n" % prog)
-        return "plain", None
+        return ("", None) if curses_imports() else (None, "the screen needs windows-curses (pip install "
+                                                          "windows-curses)")
     term = os.environ.get("TERM", "")
     usable = known_terminal(term, out.fileno()) if term not in ("", "dumb", "unknown") else None
-    if usable is None:
-        sys.stderr.write("%s: TERM=%s cannot draw a screen here; writing plain log lines\n"
-                         % (prog, term or "(unset)"))
-        return "plain", None
-    return "screen", usable
+    return (usable, None) if usable else (None, "TERM=%s cannot draw a screen here" % (term or "(unset)"))
+
+
+def choose_format(args, out, prog):
+    """(format, terminal type to use or None): screen on a capable terminal, else
+    plain, with a note when the user expected the screen."""
+    if args.format in ("plain", "jsonl"):
+        return args.format, None
+    terminal, why_not = screen_terminal(out)
+    if terminal is not None:
+        return "screen", terminal or None
+    if why_not != NOT_A_TERMINAL or args.format == "screen":
+        sys.stderr.write("%s: %s%s; writing plain log lines\n"
+                         % (prog, "--format screen " if why_not == NOT_A_TERMINAL else "", why_not))
+    return "plain", None
 
 
 class OutputError(Exception):
@@ -6826,8 +6831,8 @@ def tmux(*words):
     return output.decode("utf-8", "replace").strip()
 
 
-def layout_refusal(args):
-    """Why a --tmux layout cannot start here, or None."""
+def layout_refusal(args, out):
+    """Why a --tmux layout cannot start here, or None (setting TERM to the entry it draws with)."""
     if sys.platform == "win32":
         return "--tmux is not available on Windows (open panes in your terminal and give each --seed and --start-at)"
     if args.format in ("plain", "jsonl"):
@@ -6835,6 +6840,10 @@ def layout_refusal(args):
                 % args.format)
     if not os.environ.get("TMUX"):
         return "--tmux works only inside a tmux session"
+    terminal, why_not = screen_terminal(out)
+    if terminal is None:
+        return "--tmux " + why_not if why_not == NOT_A_TERMINAL else "--tmux: " + why_not
+    os.environ["TERM"] = terminal
     return None
 
 
@@ -6867,11 +6876,11 @@ def split_layout(args, argv):
     return panes
 
 
-def tmux_layout(session, args, argv, prog):
+def tmux_layout(session, args, argv, prog, out):
     """This pane shows the log; two new panes beside it the GPUs and the chart,
     of one session (one seed and start).  q or Ctrl-C in any of them ends the
     three, and this program returns to the launching shell with its status."""
-    refusal = layout_refusal(args)
+    refusal = layout_refusal(args, out)
     if refusal:
         sys.stderr.write("%s: error: %s\n" % (prog, refusal))
         return 2
@@ -6911,7 +6920,7 @@ def run_main(args, argv, prog, out):
     if session is None:
         return status
     if args.tmux:
-        return tmux_layout(session, args, argv, prog)
+        return tmux_layout(session, args, argv, prog, out)
     fmt, terminal = choose_format(args, out, prog)
     if fmt != "screen":
         try:
