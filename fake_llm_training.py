@@ -123,12 +123,17 @@ Gpu = collections.namedtuple(
     "Gpu", "key name memory_mib tflops power_cap_w idle_w link_gbs intra arch hbm_gbs kernel_eff "
            "precision weight")
 Dataset = collections.namedtuple("Dataset", "name kind tokens examples loss_level val_gap")
-Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weight")
+Fabric = collections.namedtuple("Fabric", "key platform name gbits_per_gpu weight nccl_net")
+Fabric.__new__.__defaults__ = (None,)          # a model-only fabric (bench/calibrate.py) is reached by no NCCL net
+# A node type (platforms.txt): its board, cards, fabrics, the 8 slots' PCI buses and the NICs NCCL lists
+NodeType = collections.namedtuple("NodeType", "key board gpus fabrics bus_ids nics")
 Stack = collections.namedtuple(
     "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight prints")
 Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
-# fun: the joke names of nicknames.txt and the real names they borrow (see serious_catalog)
-Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems fun")
+# fun: the joke names of nicknames.txt and the real names they borrow (see serious_catalog);
+# node_types: platforms.txt
+Catalog = collections.namedtuple("Catalog", "models gpus datasets tokenizers clusters fabrics stacks filesystems fun "
+                                             "node_types")
 ARCHS = ("volta", "ampere", "hopper", "ada", "blackwell")
 PLATFORMS = ARCHS + ("pcie",)         # fabrics come with the board: HGX/DGX of a generation, or a PCIe server
 
@@ -173,6 +178,22 @@ def _choice(*allowed):
     return parse
 
 
+def _names(text):
+    """'a,b,c' -> ('a', 'b', 'c')."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise ValueError("expected names separated by commas, got %r" % text)
+    return names
+
+
+def _bus_ids(text):
+    """Eight PCI bus numbers in hex, one per GPU slot."""
+    ids = _names(text)
+    if len(ids) != 8 or not all(re.match(r"^[0-9a-f]{2}$", b) for b in ids):
+        raise ValueError("expected 8 two-digit lower-case hex bus numbers, got %r" % text)
+    return ids
+
+
 LOSS_LEVELS = (0.3, 1.5)     # a corpus's loss relative to web text: code ~0.55 is the lowest we know of
 MAX_VAL_GAP = 0.2            # the jsonl referee wants validation within 20% of the training loss
 
@@ -191,7 +212,9 @@ TABLES = {
                  ("arch", _choice(*ARCHS)), ("hbm_gbs", BANDWIDTH), ("kernel_eff", _number(float, 0.01, 0.99)),
                  ("precision", _choice("bf16", "fp16")), ("weight", WEIGHT)],
     "fabrics.txt": [("key", str), ("platform", _choice(*PLATFORMS)), ("fabric", str), ("gbits_per_gpu", BANDWIDTH),
-                    ("weight", WEIGHT)],
+                    ("nccl_net", _choice("IB", "RoCE", "Socket", "Libfabric", "GPUDirectTCPX")), ("weight", WEIGHT)],
+    "platforms.txt": [("key", str), ("board", str), ("gpus", _names), ("fabrics", _names), ("bus_ids", _bus_ids),
+                      ("nics", _names)],
     "stacks.txt": [("torch", str), ("cuda", str), ("nccl", str), ("driver", str), ("driver_cuda", str),
                    ("archs", str), ("megatron", str), ("deepspeed", str), ("transformers", str),
                    ("lightning", str), ("weight", WEIGHT)],
@@ -202,7 +225,7 @@ TABLES = {
                      ("loss_level", _number(float, *LOSS_LEVELS)), ("val_gap", _number(float, 0, MAX_VAL_GAP))],
     "tokenizers.txt": [("family", str), ("tokenizer", str), ("architecture", str),
                        ("pretrain_tokens", _number(float, 1e9, 1e15)), ("source", str)],
-    "clusters.txt": [("hostname", str), ("first", _number(int, 0, 10 ** 6))],
+    "clusters.txt": [("hostname", str), ("first", _number(int, 0, 10 ** 6)), ("platforms", _names)],
     "printers.txt": [("package", str), ("since", str), ("field", str), ("value", str), ("source", str)],
 }
 KEY_COLUMNS = {"printers.txt": 3}     # columns that name a row (the rest: 1, the first)
@@ -275,6 +298,39 @@ def read_table(path, columns, key=1):
 HOSTNAME_PATTERN = re.compile(r"^[A-Za-z0-9.-]*\{n(:0?[1-9]?d)?\}[A-Za-z0-9.-]*$")
 
 
+def _machine_room(tables, data_dir, gpus, fabrics):
+    """Node types and host name schemes, checked: each names known cards and fabrics of its
+    platform, every card has a node type on a fabric in use, every node type a name scheme."""
+    def where(name, number):
+        return "%s:%d" % (os.path.join(data_dir, name), number)
+    by_key = dict((f.key, f) for f in fabrics)
+    node_types = [NodeType(*v) for _, v in tables["platforms.txt"]]
+    for (number, _), nt in zip(tables["platforms.txt"], node_types):
+        for g in nt.gpus:
+            if g not in gpus or any(f not in by_key or by_key[f].platform != platform(gpus[g]) for f in nt.fabrics):
+                raise DataError("%s: gpus must be in gpus.txt and fabrics in fabrics.txt, of the cards' platform"
+                                % where("platforms.txt", number))
+            if sum(1 for other in node_types if g in other.gpus and set(nt.fabrics) & set(other.fabrics)) > 1:
+                raise DataError("%s: %s on %s is already another node type" % (
+                    where("platforms.txt", number), g, ",".join(nt.fabrics)))
+    for number, g in enumerate(gpus.values(), 1):
+        if not any(g.key in nt.gpus and by_key[f].weight > 0 for nt in node_types for f in nt.fabrics):
+            raise DataError("%s: no node type in platforms.txt carries %s on a fabric in use"
+                            % (where("platforms.txt", 1), g.key))
+    clusters = []
+    for number, (pattern, first, types) in tables["clusters.txt"]:
+        if not HOSTNAME_PATTERN.match(pattern):
+            raise DataError("%s: hostname pattern %r must be letters, digits, '-' and '.' around one {n} "
+                            "or {n:03d}" % (where("clusters.txt", number), pattern))
+        if any(t not in [nt.key for nt in node_types] for t in types):
+            raise DataError("%s: platforms must be keys of platforms.txt" % where("clusters.txt", number))
+        clusters.append((pattern, first, types))
+    for nt in node_types:
+        if not any(nt.key in types for _, _, types in clusters):
+            raise DataError("%s: node type %s has no host name scheme" % (where("clusters.txt", 1), nt.key))
+    return node_types, clusters
+
+
 def load_catalog(data_dir=DATA_DIR):
     """Read every data file; raise DataError naming the first problem."""
     if data_dir is None:
@@ -319,17 +375,13 @@ def load_catalog(data_dir=DATA_DIR):
         if not (LOSS_LEVELS[0] <= d[4] <= LOSS_LEVELS[1] and 0 <= d[5] < MAX_VAL_GAP):
             raise DataError("%s:%d: need %g <= loss_level <= %g and 0 <= val_gap < %g" %
                             ((os.path.join(data_dir, "datasets.txt"), number) + LOSS_LEVELS + (MAX_VAL_GAP,)))
-    clusters = []
-    for number, (pattern, first) in tables["clusters.txt"]:
-        if not HOSTNAME_PATTERN.match(pattern):
-            raise DataError("%s:%d: hostname pattern %r must be letters, digits, '-' and '.' around one {n} "
-                            "or {n:03d}" % (os.path.join(data_dir, "clusters.txt"), number, pattern))
-        clusters.append((pattern, first))
-    return Catalog(models, gpus, datasets, tokenizers, clusters,
-                   [Fabric(*v) for _, v in tables["fabrics.txt"]],
+    fabrics = [Fabric(key=v[0], platform=v[1], name=v[2], gbits_per_gpu=v[3], nccl_net=v[4], weight=v[5])
+               for _, v in tables["fabrics.txt"]]
+    node_types, clusters = _machine_room(tables, data_dir, gpus, fabrics)
+    return Catalog(models, gpus, datasets, tokenizers, clusters, fabrics,
                    _stacks(tables, data_dir),
                    [Filesystem(*v) for _, v in tables["filesystems.txt"]],
-                   dict((name, shape) for _, (name, shape) in tables["nicknames.txt"]))
+                   dict((name, shape) for _, (name, shape) in tables["nicknames.txt"]), node_types)
 
 
 def serious_catalog(catalog):
@@ -362,8 +414,6 @@ def _hardware_tables(tables, data_dir):
                             % where("gpus.txt", number))
         if g.idle_w >= g.power_cap_w:
             raise DataError("%s: idle_w must be below power_cap_w" % where("gpus.txt", number))
-        if not any(f[1] == platform(g) and f[4] > 0 for _, f in tables["fabrics.txt"]):
-            raise DataError("%s: no fabric in fabrics.txt for platform %r" % (where("gpus.txt", number), platform(g)))
         if not any(g.arch in st[5].split(",") and st[10] > 0 for _, st in tables["stacks.txt"]):
             raise DataError("%s: no stack in stacks.txt supports arch %r" % (where("gpus.txt", number), g.arch))
     if not any(v[-1] for _, v in tables["gpus.txt"]):
@@ -490,7 +540,8 @@ S_SPARE = 23
 # compute, plus the optimizer and the data loader: MFU and tokens/s follow.
 
 Cluster = collections.namedtuple(
-    "Cluster", "gpu nodes gpus_per_node fabric fabric_gbs fs stack hostname first_node")
+    "Cluster", "gpu nodes gpus_per_node fabric fabric_gbs fs stack hostname first_node node_type")
+Cluster.__new__.__defaults__ = (None,)         # a model-only cluster (bench/calibrate.py) has no machine room
 Layout = collections.namedtuple("Layout", "tp pp cp ep vp dp sharding recompute mbs")
 StepParts = collections.namedtuple("StepParts", "compute comm optimizer data")
 # Bytes on one GPU: allocated at the step's peak, of which `states` (weights, gradients,
@@ -559,15 +610,12 @@ def weighted(rng, items, weight):
             return x
 
 
-def nccl_version(stack):
-    """NCCL's banner version: the wheel's release and the CUDA it was built with ("2.21.5+cuda12.4")."""
-    return "%s+cuda%s" % (stack.nccl, stack.cuda)
-
-
-def cuda_driver_version(stack):
-    """The driver's CUDA version as NCCL prints it (cudaDriverVersion 12080 for 12.8)."""
-    major, minor = stack.driver_cuda.split(".")
-    return int(major) * 1000 + int(minor) * 10
+def node_type_of(catalog, gpu, fabric):
+    """The node type (platforms.txt) that carries this card on this fabric, or None."""
+    for nt in catalog.node_types:
+        if gpu.key in nt.gpus and fabric.key in nt.fabrics:
+            return nt
+    return None
 
 
 def flops_per_token(model, seq, active):
@@ -917,12 +965,14 @@ def make_cluster(catalog, seed, pins=None):
         if nodes * gpus_per_node < need:
             nodes = 2 * need // gpus_per_node
         nodes = max(nodes, -(-pins.get("min_gpus", 1) // gpus_per_node))
-    fabric = weighted(rng, [f for f in catalog.fabrics if f.platform == platform(gpu)], lambda f: f.weight)
+    fabric = weighted(rng, [f for f in catalog.fabrics if node_type_of(catalog, gpu, f)], lambda f: f.weight)
+    node_type = node_type_of(catalog, gpu, fabric)
     stacks = [st for st in catalog.stacks if gpu.arch in st.archs.split(",")]
     stack = weighted(rng, stacks, lambda st: st.weight)
     fs = weighted(rng, catalog.filesystems, lambda f: f.weight)
-    pattern, first = rng.choice(catalog.clusters)
-    return Cluster(gpu, nodes, gpus_per_node, fabric, fabric.gbits_per_gpu / 8.0, fs, stack, pattern, first)
+    pattern, first = rng.choice([(p, n) for p, n, types in catalog.clusters if node_type.key in types])
+    return Cluster(gpu, nodes, gpus_per_node, fabric, fabric.gbits_per_gpu / 8.0, fs, stack, pattern, first,
+                   node_type)
 
 
 
@@ -1015,6 +1065,17 @@ def model_tensors(model):
 # The families of our catalog that torchtitan implements (torchtitan/models/__init__.py at v0.2.2:
 # deepseek_v3, flux, gpt_oss, llama3, llama3_ft, llama4, qwen3): Llama 3 only.
 TORCHTITAN_FAMILIES = ("llama3",)
+# Families whose activations or gradients overflow fp16, so teams train them in bf16 only
+# (and never on a card without it): Gemma (google/gemma_pytorch#24, fp16 fine-tunes turn
+# NaN; Gemma 3 the same, huggingface/transformers#36822) and Qwen2/2.5 (QwenLM/Qwen3#670:
+# fp16 SFT gives NaN tokens, the maintainers answer bf16 or fp32).
+FP16_OVERFLOW_FAMILIES = ("gemma2", "qwen2")
+
+
+def drawn_in_fp16(model, gpu, pins):
+    """A draw that would train an fp16-overflowing family on a card without bf16 (a
+    pinned model stays the user's wish)."""
+    return gpu.precision == "fp16" and model.family in FP16_OVERFLOW_FAMILIES and not pins.get("model")
 
 
 def safetensors_export(params, model, rng):
@@ -1518,7 +1579,8 @@ def unusual_run(catalog, seed, run, pins, cluster):
                 continue
             models = model_pool(catalog, kind, pins.get("model"), framework)
             for model in rng.sample(models, min(3, len(models))):
-                if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
+                if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES or \
+                        drawn_in_fp16(model, cluster.gpu, pins):
                     continue
                 cfg = _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model)
                 if cfg is not None:
@@ -1543,6 +1605,8 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
         if framework == "torchtitan" and cluster.gpu.precision != "bf16":
             if pins.get("framework"):           # its mixed precision is bf16 (or fp32), with no loss scaler
                 raise ConfigError("torchtitan trains in bf16, which the %s lacks" % cluster.gpu.key)
+            continue
+        if drawn_in_fp16(model, cluster.gpu, pins):
             continue
         if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
             if pins.get("framework") and pins.get("model"):
@@ -2296,13 +2360,29 @@ def plan_incidents(cfg, incident_rate, forced=()):
     return cfg_spikes, Incidents(tuple(spikes), tuple(stragglers), tuple(sorted(crashes)))
 
 
+# The timeout of ProcessGroupNCCL's watchdog, as each framework's launch code sets it (a
+# hang lasts this long): Megatron-LM --distributed-timeout-minutes, default 10; Megatron-
+# DeepSpeed calls deepspeed.init_distributed() without one, whose default is 30 minutes;
+# HF TrainingArguments.ddp_timeout=1800; Lightning's strategies use torch's
+# default_pg_timeout (30 min); torchtitan's CommConfig: train_timeout_seconds=100 once the
+# first step is done (init_timeout_seconds=300 before).
+WATCHDOG_TIMEOUT_S = {"megatron": 600.0, "deepspeed": 1800.0, "hf": 1800.0, "lightning": 1800.0,
+                      "torchtitan": 100.0}
+WATCHDOG_POLL_S = 0.3      # the watchdog notices within its poll (100 ms) and aborts the communicators
+
+
+def watchdog_timeout_s(cfg):
+    """Seconds a collective may wait, in this run's training loop, before the watchdog aborts."""
+    return WATCHDOG_TIMEOUT_S[cfg.framework]
+
+
 def crash_incident(cfg, step, u):
     """(step, failing GPU, seconds until the job is down): on one node its launcher
     stops the job at once; across nodes the ranks elsewhere wait in their collective
-    until the NCCL timeout fires (a short one set by the job: 1 or 2 minutes)."""
+    until the watchdog's timeout fires."""
     if step % cfg.ckpt_interval == 0:
         step += 1                      # die during the step after a save, not inside it
-    down = TEARDOWN_S if cfg.nodes == 1 else (60.0 if u < 0.5 else 120.0)
+    down = TEARDOWN_S if cfg.nodes == 1 else watchdog_timeout_s(cfg) + WATCHDOG_POLL_S
     return (step, int(u * cfg.gpus) % cfg.gpus, down)
 
 
@@ -2664,7 +2744,7 @@ def run_events(tl, t0, t1, every_step=True):
                 out.append(Event(seg.t0 + 0.5, "xid", collections.OrderedDict(where, step=seg.last)))
             if t0 < seg.t1 - 0.001 <= t1:
                 out.append(Event(seg.t1 - 0.001, "job_failed", collections.OrderedDict(
-                    where, step=seg.last, timeout_s=seg.info[2])))
+                    where, step=seg.last, timeout_s=watchdog_timeout_s(cfg))))
         if seg.phase == "export" and t0 < seg.t1 <= t1:
             files = [{"name": n, "bytes": b} for n, b in cfg.export_files]
             out.append(Event(seg.t1, "export", {"files": files, "total_bytes": sum(b for _, b in cfg.export_files)}))
@@ -2925,11 +3005,68 @@ def fmt_bytes(n):
 # rounding.  Formats were learned from the frameworks' source and from
 # logs people posted; the tests hold a regular expression for each line.
 
-BUS_IDS = ("18", "2A", "3A", "5D", "9A", "AB", "BA", "DB")   # an HGX board's eight slots
 # ZeRO's bucket defaults (runtime/zero/config.py: pp_int(5e8), pp_int(5e7)), which print with
 # thousands separators (pp_int.__repr__) when ds_config leaves them unset
 DS_REDUCE_BUCKET, DS_PREFETCH_BUCKET = "500,000,000", "50,000,000"
 PDSH_MAX_FAN_OUT = 1024             # deepspeed/launcher/constants.py: pdsh -f, hosts reached at once
+
+
+def nccl_version(stack):
+    """NCCL's banner version: the wheel's release and the CUDA it was built with ("2.21.5+cuda12.4")."""
+    return "%s+cuda%s" % (stack.nccl, stack.cuda)
+
+
+def cuda_driver_version(stack):
+    """The driver's CUDA version as NCCL prints it (cudaDriverVersion 12080 for 12.8)."""
+    major, minor = stack.driver_cuda.split(".")
+    return int(major) * 1000 + int(minor) * 10
+
+
+# Processes.  Each launch starts, on every node, a launcher (torchrun's agent, DeepSpeed's
+# launch.py) and then its 8 workers.  Linux hands out pids and thread ids from one counter,
+# so the workers' pids follow the agent's with gaps where the agent's own threads took
+# numbers, and the NCCL thread each worker starts lands tens of ids after its pid,
+# interleaved with its neighbours'.  All drawn per run, launch and node (stream S_PID).
+PID_SLOTS = 64              # per node and launch: 0 the agent, 1-8 worker gaps, 9-16 thread offsets, 17 start-up
+NCCL_TID_OFFSETS = (55, 115)   # real logs: NCCL's threads at pid +92 ... +103 (facts in research/versions.md)
+LAUNCH_DELAY_S = (1.5, 4.5)    # srun/pdsh reach a node and Python imports torch: 1.5-4.5 s, per node (estimate)
+
+
+def _pid_draw(cfg, node, attempt, slot):
+    return unit(cfg.run_seed, S_PID, (attempt * 4096 + node) * PID_SLOTS + slot)
+
+
+def agent_pid(cfg, node, attempt):
+    """The pid of node `node`'s launcher in launch `attempt`."""
+    return 1000 + int(_pid_draw(cfg, node, attempt, 0) * 3900000)
+
+
+def worker_pid(cfg, node, attempt, local_rank):
+    """The pid of a worker: after the agent's, each a little after the one before (mostly
+    the next number, sometimes a few later: the agent's threads took the ones between)."""
+    pid = agent_pid(cfg, node, attempt)
+    for local in range(local_rank + 1):
+        pid += 1 + int(-math.log(1.0 - 0.95 * _pid_draw(cfg, node, attempt, 1 + local)) * 2.0)
+    return pid
+
+
+def nccl_tid(cfg, node, attempt, local_rank):
+    """The system-wide id of the thread NCCL initialises its communicator on in that worker."""
+    lo, hi = NCCL_TID_OFFSETS
+    return worker_pid(cfg, node, attempt, local_rank) + lo + int(_pid_draw(cfg, node, attempt, 9 + local_rank) * (hi - lo))
+
+
+def launch_offset(cfg, node, attempt):
+    """Seconds from a launch until node `node`'s launcher speaks: srun or pdsh reaching the
+    node, then Python starting and importing torch; each node its own."""
+    lo, hi = LAUNCH_DELAY_S
+    return lo + (hi - lo) * _pid_draw(cfg, node, attempt, 17)
+
+
+def python_thread_ident(cfg, node, attempt):
+    """threading.get_ident() of a launcher's main thread: glibc's pthread_t, an address near
+    0x7f.. whose last digits are the main thread's fixed offset (...740)."""
+    return 0x7f0000000000 + int(_pid_draw(cfg, node, attempt, 18) * 2 ** 40) // 4096 * 4096 + 0x740
 
 
 class LogContext(object):
@@ -2945,8 +3082,7 @@ class LogContext(object):
         return self.tl.hostname(node, attempt)
 
     def pid(self, node, attempt, local_rank=0):
-        base = 1000 + int(unit(self.cfg.run_seed, S_PID, node * 97 + attempt) * 3900000)
-        return base + 1 + local_rank
+        return worker_pid(self.cfg, node, attempt, local_rank)
 
     def glog_stamp(self, t, digits, precise=None):
         """glog's 'MMDD HH:MM:SS.fraction' at run time t: `digits` shown, of which
@@ -3139,68 +3275,166 @@ def node_ip(cfg, n):
     return "10.%d.%d.%d" % (10 + cfg.seed % 200, n // 250, 11 + n % 250)
 
 
-def nccl_ring_line(cfg, channel, channels):
-    """Rank 0's 'Channel cc/nn :' line: the ring, each rank as wide as the largest, cut as NCCL cuts it."""
-    width = len(str(cfg.gpus - 1))
+def channel_shift(cfg, channel):
+    """Where a channel's path through a node starts: across nodes each channel leaves by
+    another GPU's NIC, so the order rotates; inside one node every channel is 0 1 ... 7."""
+    return channel % cfg.gpus_per_node if cfg.nodes > 1 else 0
+
+
+def ring_order(cfg, channel):
+    """The ranks in channel `channel`'s ring: through each node in turn."""
     g = cfg.gpus_per_node
-    ring = [node * g + (local + channel) % g for node in range(cfg.nodes) for local in range(g)]
+    return [node * g + (local + channel_shift(cfg, channel)) % g for node in range(cfg.nodes) for local in range(g)]
+
+
+def nccl_ring_line(cfg, channel, channels):
+    """Rank 0's 'Channel cc/nn :' line: the ring, each rank as wide as the largest, cut as NCCL cuts it
+    (src/graph/rings.cc ncclBuildRings: only rank 0 dumps the rings)."""
+    width = len(str(cfg.gpus - 1))
     text = "Channel %02d/%02d :" % (channel, channels)
-    for r in ring:
+    for r in ring_order(cfg, channel):
         if len(text) >= NCCL_LINE_MAX:
             break
         text += " %*d" % (width, r)
     return text if len(text) <= NCCL_LINE_MAX else text[:NCCL_LINE_MAX - 3] + "..."
 
 
+def btree(n, rank):
+    """NCCL's binary tree over n nodes (src/graph/trees.cc ncclGetBtree): (up, down0, down1)."""
+    bit = 1
+    while bit < n and not bit & rank:
+        bit <<= 1
+    if rank == 0:
+        return -1, -1, (bit >> 1 if n > 1 else -1)
+    up = (rank ^ bit) | (bit << 1)
+    if up >= n:
+        up = rank ^ bit
+    low = bit >> 1
+    down0, down1 = (-1, -1) if low == 0 else (rank - low, rank + low)
+    while down1 >= n:
+        low >>= 1
+        down1 = -1 if low == 0 else rank + low
+    return up, down0, down1
+
+
+def dtree(n, rank):
+    """The second tree of NCCL's double binary tree (ncclGetDtree): shifted for an odd node
+    count, mirrored for an even one."""
+    if n % 2:
+        u, d0, d1 = btree(n, (rank - 1 + n) % n)
+        return tuple(-1 if x == -1 else (x + 1) % n for x in (u, d0, d1))
+    u, d0, d1 = btree(n, n - 1 - rank)
+    return tuple(-1 if x == -1 else n - 1 - x for x in (u, d0, d1))
+
+
+def tree_entry(cfg, rank, channel, channels):
+    """' [c] d0/d1/d2->rank->up' of one rank (src/init.cc 'Trees%s'): a chain through each node
+    in the channel's ring order, whose head links to the heads of the parent and child nodes
+    of the channel's tree (the first half of the channels the tree, the second its twin)."""
+    g = cfg.gpus_per_node
+    node, local = divmod(rank, g)
+    chain = [node * g + (i + channel_shift(cfg, channel)) % g for i in range(g)]
+    at = chain.index(rank)
+    up = chain[at - 1] if at else -1
+    down = [chain[at + 1]] if at + 1 < g else []
+    if at == 0:
+        u, d0, d1 = (btree if channel < channels // 2 else dtree)(cfg.nodes, node)
+        head = lambda n: n * g + channel_shift(cfg, channel)
+        up = head(u) if u >= 0 else -1
+        down += [head(d) for d in (d0, d1) if d >= 0]
+    down = (down + [-1, -1, -1])[:3]
+    return " [%d] %d/%d/%d->%d->%d" % (channel, down[0], down[1], down[2], rank, up)
+
+
+def nic_of(cfg, local):
+    """The index of the NIC nearest to a GPU slot (rail-optimised boards: one per GPU)."""
+    nics = cfg.cluster.node_type.nics
+    count = int(nics[0]) if nics[0].isdigit() else len(nics)
+    return local * count // cfg.gpus_per_node
+
+
+def net_lines(cfg, ip):
+    """What NCCL prints about its network: the devices it found, then the net it uses."""
+    fabric, nics = cfg.cluster.fabric, cfg.cluster.node_type.nics
+    if cfg.nodes == 1 or fabric.nccl_net is None:
+        return [], "Socket"
+    if fabric.nccl_net in ("IB", "RoCE"):       # net_ib.cc: one port each, /IB or /RoCE by its link layer
+        devices = " ".join("[%d]%s:1/%s" % (i, n, fabric.nccl_net) for i, n in enumerate(nics))
+        return ["NET/IB : Using %s [RO]; OOB eth0:%s<0>" % (devices, ip)], "IB"
+    if fabric.nccl_net == "Libfabric":          # aws-ofi-nccl: the provider and the EFA devices it found
+        return ["NET/OFI Selected Provider is efa (found %s nics)" % nics[0]], "Libfabric"
+    devices = " ".join("[%d]%s:%s<0>" % (i, n, ip) for i, n in enumerate(nics))
+    return ["NET/%s : Using %s" % (fabric.nccl_net, devices)], fabric.nccl_net
+
+
+NO_P2P_ARCHS = ("ada",)     # Ada cards (L40S) have no peer-to-peer over PCIe: NCCL goes through host memory
+
+
+def transport_line(cfg, rank, channel, p2p):
+    """The line rank `rank` prints when it connects to the next rank of a channel's ring:
+    over NVLink/PCIe inside a node (/read between Ampere GPUs: src/graph/paths.cc), over
+    the network to another node ([send], and the peer's [receive] is the peer's line)."""
+    ring = ring_order(cfg, channel)
+    nxt = ring[(ring.index(rank) + 1) % len(ring)]
+    g = cfg.gpus_per_node
+    by_bus = cfg.stack.prints["nccl.peer"] == "bus"
+    bus = cfg.cluster.node_type.bus_ids
+
+    def peer(r):
+        return "%d[%x]" % (r, int(bus[r % g], 16) << 12) if by_bus else "%d[%d]" % (r, r % g)
+    if nxt // g == rank // g:
+        read = "/read" if cfg.gpu.arch == "ampere" and not cfg.gpu.intra.startswith("PCIe") else ""
+        way = "SHM/direct/direct" if cfg.gpu.arch in NO_P2P_ARCHS else p2p + read
+        return "Channel %02d/0 : %s -> %s via %s" % (channel, peer(rank), peer(nxt), way)
+    net = net_lines(cfg, "")[1]
+    gdr = "/GDRDMA" if cfg.cluster.fabric.nccl_net in ("IB", "RoCE", "Libfabric") else ""
+    return "Channel %02d/0 : %s -> %s [send] via NET/%s/%d%s" % (channel, peer(rank), peer(nxt), net,
+                                                                 nic_of(cfg, rank % g), gdr)
+
+
 def nccl_lines(ctx, ev):
     """NCCL_DEBUG=INFO start-up of a handful of ranks (or of the one rank whose log
-    this is): each process has its own comm pointer, all share the commId."""
+    this is), as the session's NCCL release prints it on the session's machines: each
+    process has its own comm pointer and init thread, all share the commId."""
     cfg = ctx.cfg
     attempt = ev.data["attempt"]
-    ranks = sorted(set([0, 1, cfg.gpus_per_node - 1] + ([cfg.gpus_per_node] if cfg.nodes > 1 else [])))
-    if ctx.rank is not None:
-        ranks = [ctx.rank]                    # the log as that one rank writes it
-    ranks = [r for r in ranks if r < cfg.gpus]
+    g, prints = cfg.gpus_per_node, cfg.stack.prints
+    ranks = sorted(set([0, 1, g - 1] + ([g] if cfg.nodes > 1 else [])))
+    ranks = [r for r in ([ctx.rank] if ctx.rank is not None else ranks) if r < cfg.gpus]
     channels = 32 if cfg.gpu.link_gbs >= 300 else 8
     comm_id = "0x%016x" % int(unit(cfg.seed, S_NCCL, cfg.run * 10 + attempt) * 2 ** 63)
-    net = "IB" if cfg.nodes > 1 else "Socket"
 
-    def who(rank, thread=False):
-        node, local = divmod(rank, cfg.gpus_per_node)
-        pid = ctx.pid(node, attempt, local)
-        return "%s:%d:%d [%d]" % (ctx.hostname(node, attempt), pid, pid + (61 + local if thread else 0), local)
+    def who(rank, thread=True):
+        node, local = divmod(rank, g)
+        pid = worker_pid(cfg, node, attempt, local)
+        tid = nccl_tid(cfg, node, attempt, local) if thread else pid
+        return "%s:%d:%d [%d] NCCL INFO " % (ctx.hostname(node, attempt), pid, tid, local)
 
-    def comm(rank):                           # a heap address of that process
-        return "0x%x" % (0x55d000000000 + int(unit(cfg.seed, S_NCCL, (cfg.run * 10 + attempt) * 4096 + rank + 1)
-                                              * 2 ** 36) // 16 * 16)
+    def fields(rank):
+        local = rank % g
+        return dict(comm="0x%x" % (0x55d000000000 + int(unit(cfg.seed, S_NCCL, (cfg.run * 10 + attempt) * 4096 + rank + 1)
+                                                         * 2 ** 36) // 16 * 16),
+                    rank=rank, nranks=cfg.gpus, dev=local, local=local, commid=comm_id, nnodes=cfg.nodes,
+                    local_ranks=g, bus="%x" % (int(cfg.cluster.node_type.bus_ids[local], 16) << 12))
 
+    def each(field, thread=True):
+        return [("INFO", who(r, thread) + prints[field].format(**fields(r))) for r in ranks
+                if prints[field] != "-"]
     head = ranks[0]
-    ip = node_ip(cfg, ctx.tl.hosts[attempt][head // cfg.gpus_per_node])      # of this launch's host
-    out = [("INFO", "%s NCCL INFO %s eth0:%s<0>" % (who(head), cfg.stack.prints["nccl.bootstrap"], ip)),
-           ("INFO", "%s NCCL INFO NCCL version %s" % (who(head), nccl_version(cfg.stack)))]
-    for rank in ranks[1:]:
-        out.append(("INFO", "%s NCCL INFO cudaDriverVersion %d" % (who(rank), cuda_driver_version(cfg.stack))))
-    if net == "IB":
-        out.append(("INFO", "%s NCCL INFO NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB [2]mlx5_2:1/IB "
-                    "[3]mlx5_3:1/IB [RO]; OOB eth0:%s<0>" % (who(head), ip)))
-    out.append(("INFO", "%s NCCL INFO Using network %s" % (who(head), net)))
-    for rank in ranks:
-        local = rank % cfg.gpus_per_node
-        out.append(("INFO", "%s NCCL INFO ncclCommInitRank comm %s rank %d nranks %d cudaDev %d nvmlDev %d "
-                    "busId %s000 commId %s - Init START" % (who(rank, True), comm(rank), rank, cfg.gpus, local,
-                                                            local, BUS_IDS[local].lower(), comm_id)))
+    ip = node_ip(cfg, ctx.tl.hosts[attempt][head // g])      # of this launch's host
+    found, net = net_lines(cfg, ip)
+    out = [("INFO", who(head, False) + "%s eth0:%s<0>" % (prints["nccl.bootstrap"], ip)),
+           ("INFO", who(head, False) + "NCCL version " + nccl_version(cfg.stack))]
+    out += [("INFO", who(r, False) + "cudaDriverVersion %d" % cuda_driver_version(cfg.stack)) for r in ranks[1:]]
+    out += [("INFO", who(head) + text) for text in found + ["Using network " + net]]
+    out += each("nccl.init_start") + each("nccl.rank_layout")
+    out += [("INFO", who(r) + "Trees" + "".join(tree_entry(cfg, r, c, channels) for c in range(channels)))
+            for r in ranks]
     if 0 in ranks:
-        out += [("INFO", "%s NCCL INFO %s" % (who(0, True), nccl_ring_line(cfg, c, channels)))
-                for c in range(channels)]
-        out.append(("INFO", "%s NCCL INFO Trees [0] 1/-1/-1->0->-1 [1] 1/-1/-1->0->-1" % who(0, True)))
-    for rank in ranks:
-        out.append(("INFO", "%s NCCL INFO Connected all rings" % who(rank, True)))
-    for rank in ranks:
-        local = rank % cfg.gpus_per_node
-        out.append(("INFO", "%s NCCL INFO comm %s rank %d nranks %d cudaDev %d nvmlDev %d busId %s000 "
-                    "commId %s - Init COMPLETE" % (who(rank, True), comm(rank), rank, cfg.gpus, local, local,
-                                                   BUS_IDS[local].lower(), comm_id)))
-    return out
+        out += [("INFO", who(0) + nccl_ring_line(cfg, c, channels)) for c in range(channels)]
+    out += [("INFO", who(r) + transport_line(cfg, r, c, prints["nccl.p2p"])) for r in ranks for c in range(channels)]
+    out += [("INFO", who(r) + text) for text in ("Connected all rings", "Connected all trees") for r in ranks]
+    return out + each("nccl.init_complete", prints["nccl.complete_thread"] != "main")
 
 
 # --tokenizer-type choices argparse accepts (Megatron-LM arguments.py; Megatron-DeepSpeed's older list)
@@ -3438,28 +3672,35 @@ def megatron_args(ctx):
     return arguments_dump(values)
 
 
-TORCHRUN_SPREAD_S = 0.8     # agents on different nodes start within a second of each other (srun/pdsh fan-out)
+def launcher_prefix(ctx, t, node, attempt, level, module, line):
+    """The head torchrun's Python logging puts before a message of its module `module`
+    (a dotted name) at line `line`, as the stack's torch release formats it (run.prefix)."""
+    cfg = ctx.cfg
+    ident = {"thread": python_thread_ident(cfg, node, attempt),
+             "pid": agent_pid(cfg, node, attempt)}.get(cfg.stack.prints["run.ident"], "")
+    return cfg.stack.prints["run.prefix"].format(
+        asctime=ctx.clock(t, millis=True), glog=ctx.glog_stamp(t, 6, 3), level=level, L=level[0], ident=ident,
+        logger=module, path=module.replace(".", "/") + ".py", line=line) + " "
 
 
 def torchrun_lines(ctx, ev):
-    """torchrun's agent starting on every node, with its OMP_NUM_THREADS notice."""
+    """torchrun's agent starting on every node, each when srun has reached it and Python has
+    started, with its OMP_NUM_THREADS notice (one logger.warning, a prefix on each line).
+    Our launch is `torchrun --rdzv-backend c10d --rdzv-endpoint <head>:<port>`, so the
+    master_addr notice (only for a non-static backend without an endpoint) is not printed."""
     cfg = ctx.cfg
+    attempt = ev.data["attempt"]
     out = []
-    nodes = min(cfg.nodes, 4)
-    for node in range(nodes):
-        t = ev.t + TORCHRUN_SPREAD_S * unit(cfg.run_seed, S_STAMP, 8 * (ev.data["attempt"] * 1024 + node) + 3)
-        stamp = ctx.glog_stamp(t, 6, 3)
-        pid = ctx.pid(node, ev.data["attempt"]) - 1
-        prefix = "W%s %d torch/distributed/run.py:793] " % (stamp, pid)
-        if cfg.nodes > 1:
-            out.append(("WARNING", "%d: %smaster_addr is only used for static rdzv_backend and when "
-                        "rdzv_endpoint is not specified." % (node, prefix)))
+    for node in range(min(cfg.nodes, 4)):
+        prefix = launcher_prefix(ctx, ev.t + launch_offset(cfg, node, attempt), node, attempt, "WARNING",
+                                 "torch.distributed.run", cfg.stack.prints["run.omp_line"])
         for text in ("", "*" * 41,
                      "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, "
                      "to avoid your system being overloaded, please further tune the variable for optimal "
                      "performance in your application as needed. ", "*" * 41):
             out.append(("WARNING", ("%d: " % node if cfg.nodes > 1 else "") + prefix + text))
-    return out              # (the other nodes' agents print the same: the log keeps the first four)
+    return sorted(out, key=lambda line: launch_offset(cfg, int(line[1].split(":")[0]), attempt)
+                  if cfg.nodes > 1 else 0)      # (the other nodes' agents print the same: the log keeps four)
 
 
 class Dialect(object):
@@ -4196,19 +4437,70 @@ def phase_lines(ctx, ev):
     return []
 
 
+def hung_collective(cfg):
+    """(OpType, NumelIn, NumelOut, group) of the collective a rank waits in when a peer dies
+    mid-step: DDP all-reduces a gradient bucket (torch DDP: 25 MiB of fp32; Megatron's own
+    DDP its whole buffer); the distributed optimizer and ZeRO-1/2 reduce-scatter a bucket
+    (Megatron: max(40M, 1M x dp) elements); FSDP and ZeRO-3 all-gather the next layer's
+    shards.  group: 0 when the data-parallel group is the whole job (the default group)."""
+    per_rank = cfg.params // (cfg.tp * cfg.pp)
+    dp = cfg.dp
+    group = 0 if dp == cfg.gpus else 1
+    if cfg.sharding == "none":
+        numel = per_rank if cfg.framework == "megatron" else min(per_rank, 25 * 2 ** 20 // 4)
+        return "ALLREDUCE", numel, numel, group
+    if cfg.sharding in ("zero1", "zero2"):
+        bucket = min(per_rank, max(40000000, 1000000 * dp))
+        bucket = -(-bucket // (dp * 128)) * dp * 128            # padded so every rank's shard is equal
+        return "_REDUCE_SCATTER_BASE", bucket, bucket // dp, group
+    layer = -(-per_rank // cfg.shape.layers // dp) * dp
+    return "_ALLGATHER_BASE", layer // dp, layer, group
+
+
+def watchdog_lines(ctx, ev, rank):
+    """One waiting rank's watchdog report: its collective entered when its own compute was
+    done, found past the timeout at the watchdog's next poll, in its own nanosecond."""
+    cfg, prints = ctx.cfg, ctx.cfg.stack.prints
+    op, numel_in, numel_out, group = hung_collective(cfg)
+    grank = rank if group == 0 else (rank // (cfg.tp * cfg.cp)) % cfg.dp
+    timeout_ms = int(ev.data["timeout_s"] * 1000)
+    u = unit(cfg.run_seed, S_STAMP, (ev.data["step"] * 4096 + rank) * 8 + 7)
+    t = ev.t - WATCHDOG_POLL_S + 0.25 * u
+    seq = 1000 + ev.data["step"] * 3
+    def head(line, after=0.0):
+        stamp = ctx.glog_stamp(t + after, 9)
+        stamp = stamp[:2].lstrip("0") + stamp[2:]        # c10's 'MDD': the month without its leading zero
+        return prints["pg.prefix"].format(rank=rank, stamp=stamp, line=line) + " "
+    out = [("ERROR", head(prints["pg.timeout_line"]) + "[Rank %d] Watchdog caught collective operation timeout: "
+            "WorkNCCL(SeqNum=%d, OpType=%s, NumelIn=%d, NumelOut=%d, Timeout(ms)=%d) ran for %d milliseconds "
+            "before timing out." % (grank, seq, op, numel_in, numel_out, timeout_ms, timeout_ms + int(100 * u)))]
+    if prints["pg.detected"] != "-":
+        desc = "(default_pg)" if group == 0 else ""
+        out.append(("ERROR", head(prints["pg.detected_line"], 0.0003) + prints["pg.detected"].format(
+            pg=group, desc=desc, sdesc=" " + desc if desc else "", grank=grank, seq=seq, last=seq + 2, done=seq - 1)))
+    if prints["pg.abort_lines"] != "-":
+        some, avoid = prints["pg.abort_lines"].split(",")
+        who = "[Rank %d] " % grank if prints["pg.abort_who"] == "rank" else ""
+        out += [("ERROR", head(some, 0.0004) + who + "Some NCCL operations have failed or timed out. Due to the "
+                 "asynchronous nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete "
+                 "data."),
+                ("ERROR", head(avoid, 0.0005) + who + "To avoid data inconsistency, we are taking the entire process down.")]
+    return t, out
+
+
 def _incident_lines(ctx, ev):
     """A dying GPU's lines: the CUDA error its rank raises, and its node's launcher (torchrun,
     or DeepSpeed's launch.py) stopping the node, then srun or pdsh reporting it.  Across
-    nodes the other ranks wait in their all-reduce until the NCCL timeout: one of them
-    speaks for every node at the end.  (A slow node or a loss spike prints nothing: no
-    framework announces them; they show in the step times and the loss.)"""
+    nodes the ranks elsewhere wait in their collective until the watchdog's timeout, each
+    reporting in its own time.  (A slow node or a loss spike prints nothing: no framework
+    announces them; they show in the step times and the loss.)"""
     cfg, d = ctx.cfg, ev.data
     rank = d["gpu"]
     node, local = divmod(rank, cfg.gpus_per_node)
     if ev.kind == "xid":
-        pid = ctx.pid(node, d["attempt"], local)
         warn = [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
-            d["host"], pid, pid + 61, local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
+            d["host"], worker_pid(cfg, node, d["attempt"], local), nccl_tid(cfg, node, d["attempt"], local),
+            local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
         error = [("ERROR", "[rank%d]: %s" % (rank, text)) for text in (      # c10's CUDA error, torch >= 2.1
             "RuntimeError: CUDA error: uncorrectable ECC error encountered",
             "CUDA kernel errors might be asynchronously reported at some other API call, "
@@ -4218,19 +4510,12 @@ def _incident_lines(ctx, ev):
         return warn + error + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
     if cfg.nodes == 1:
         return []                              # the launcher already stopped the job
-    other = (rank + cfg.gpus_per_node) % cfg.gpus          # a rank on another node, left waiting
-    stamp = ctx.glog_stamp(ev.t, 9)           # c10's logging: nanoseconds
-    seq, ms = 1000 + d["step"] * 3, int(d["timeout_s"] * 1000)
-    numel = cfg.params // (cfg.tp * cfg.pp * 16)
-    return [
-        ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:607] [Rank %d] Watchdog caught collective operation timeout: "
-                  "WorkNCCL(SeqNum=%d, OpType=ALLREDUCE, NumelIn=%d, NumelOut=%d, Timeout(ms)=%d) ran for %d "
-                  "milliseconds before timing out." % (other, stamp, other, seq, numel, numel, ms, ms + 17)),
-        ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:621] [Rank %d] Some NCCL operations have failed or timed out. "
-                  "Due to the asynchronous nature of CUDA kernels, subsequent GPU operations might run on "
-                  "corrupted/incomplete data." % (other, stamp, other)),
-        ("ERROR", "[rank%d]:[E%s ProcessGroupNCCL.cpp:627] [Rank %d] To avoid data inconsistency, we are taking "
-                  "the entire process down." % (other, stamp, other))] + _teardown(ctx, ev.t, other, d["attempt"], -6)
+    other = (node + 1) % cfg.nodes             # the first node left waiting: every rank on it reports
+    waiting = [other * cfg.gpus_per_node + i for i in range(cfg.gpus_per_node)]
+    if ctx.rank is not None and ctx.rank // cfg.gpus_per_node != node:
+        waiting = [ctx.rank]
+    reports = sorted((watchdog_lines(ctx, ev, r) for r in waiting), key=lambda report: report[0])
+    return [line for _, lines in reports for line in lines] + _teardown(ctx, ev.t, waiting[0], d["attempt"], -6)
 
 
 def _teardown(ctx, t, rank, attempt, code):
@@ -4241,22 +4526,24 @@ def _teardown(ctx, t, rank, attempt, code):
     host = ctx.hostname(node, attempt)
     if cfg.framework == "deepspeed":
         return _deepspeed_teardown(ctx, t, host, node, attempt, code)
-    out = _torchrun_teardown(ctx, t, host, rank, ctx.pid(node, attempt, local), code)
+    out = _torchrun_teardown(ctx, t, host, rank, attempt, code)
     if cfg.nodes > 1:                   # srun --label: "<task>: " before each line of torchrun on that node;
         out = [(level, "%d: %s" % (node, text)) for level, text in out]     # torchrun exits 1 on the error
         out.append(("ERROR", "srun: error: %s: task %d: Exited with exit code 1" % (host, node)))
     return out
 
 
-def _torchrun_teardown(ctx, t, host, rank, pid, code):
+def _torchrun_teardown(ctx, t, host, rank, attempt, code):
     """torchrun's agent: the child that failed first, and its report."""
-    local = rank % ctx.cfg.gpus_per_node
-    stamp = ctx.glog_stamp(t, 6, 3)           # torchrun's Python logging
+    node, local = divmod(rank, ctx.cfg.gpus_per_node)
+    pid = worker_pid(ctx.cfg, node, attempt, local)
     why = ("Signal 6 (SIGABRT) received by PID %d" % pid if code == -6
            else "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html")
+    prefix = launcher_prefix(ctx, t, node, attempt, "ERROR", "torch.distributed.elastic.multiprocessing.api",
+                             ctx.cfg.stack.prints["run.failed_line"])
     return [
-        ("ERROR", "E%s %d torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: %d) local_rank: "
-                  "%d (pid: %d) of binary: /usr/bin/python" % (stamp, pid - 1 - local, code, local, pid)),
+        ("ERROR", prefix + "failed (exitcode: %d) local_rank: %d (pid: %d) of binary: /usr/bin/python" % (
+            code, local, pid)),
         ("ERROR", "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "),
         ("ERROR", "=" * 60), ("ERROR", "train.py FAILED"), ("ERROR", "-" * 60),
         ("ERROR", "Failures:"), ("ERROR", "  <NO_OTHER_FAILURES>"), ("ERROR", "-" * 60),
@@ -5797,9 +6084,9 @@ def render_frame(state, width, height):
 ########################################################################
 # nvidia-smi look-alike
 ########################################################################
-# The table is the 570-driver layout: 91 columns, three rows per GPU, and
-# the wide-PID processes table.  Readings are the session's own at this
-# moment, so a screen and this command with one seed and --start-at agree.
+# The table as the stack's driver branch draws it (89 columns on 535, 91 from 550; the
+# wide PID field from 570), three rows per GPU, the node type's bus ids.  Readings are the
+# session's own at this moment, so a screen and this command with one seed and --start-at agree.
 
 
 
@@ -5809,34 +6096,43 @@ def smi_date(when):
     return time.strftime("%a %b ", tm) + "%2d" % tm.tm_mday + time.strftime(" %H:%M:%S %Y", tm)
 
 
+IDLE_P8_ARCHS = ("ada",)   # at rest an L40S drops to P8 (33 W); data-center HBM parts stay in P0 (H100 ~69 W)
+
+
 def nvidia_smi_table(cfg, readings, pids, when):
-    """The text nvidia-smi prints for one node: readings are GpuReadings of its 8 GPUs."""
-    sep = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
+    """The text nvidia-smi prints for one node: readings are GpuReadings of its 8 GPUs,
+    laid out as the stack's driver branch lays it out (printers.txt smi.*)."""
+    prints = cfg.stack.prints
+    mid, pid_w = int(prints["smi.bus_width"]), int(prints["smi.pid_width"])
+    width = 65 + mid                   # inside the outer bars: 89 - 2 on 535, 91 - 2 from 550
+    cap = "%*s" % (int(prints["smi.cap_width"]), "%dW" % cfg.gpu.power_cap_w)
+    sep = "+" + "-" * 41 + "+" + "-" * mid + "+" + "-" * 22 + "+"
     out = [smi_date(when) + "       ",
-           "+" + "-" * 89 + "+",
-           "| NVIDIA-SMI %-23sDriver Version: %-15sCUDA Version: %-9s|" % (cfg.stack.driver, cfg.stack.driver, cfg.stack.driver_cuda),
-           "|" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+",
-           "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
-           "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
-           "|                                         |                        |               MIG M. |",
-           "|" + "=" * 41 + "+" + "=" * 24 + "+" + "=" * 22 + "|"]
+           "+" + "-" * width + "+",
+           "| NVIDIA-SMI %-23sDriver Version: %-*sCUDA Version: %-9s|" % (
+               cfg.stack.driver, mid - 9, cfg.stack.driver, cfg.stack.driver_cuda),
+           "|" + "-" * 41 + "+" + "-" * mid + "+" + "-" * 22 + "+",
+           "| GPU  Name                 Persistence-M | Bus-Id%sDisp.A | Volatile Uncorr. ECC |" % (" " * (mid - 14)),
+           "| Fan  Temp   Perf          Pwr:Usage/Cap |%*s | GPU-Util  Compute M. |" % (mid - 1, "Memory-Usage"),
+           "|                                         |%s|               MIG M. |" % (" " * mid),
+           "|" + "=" * 41 + "+" + "=" * mid + "+" + "=" * 22 + "|"]
     name = cfg.gpu.name if len(cfg.gpu.name) <= 27 else cfg.gpu.name[:24] + "..."
     mig = "Disabled" if any(k in cfg.gpu.key for k in ("A100", "H100", "H200", "B200")) else "N/A"
+    bus_ids = cfg.cluster.node_type.bus_ids
     for i, r in enumerate(readings):
-        perf = "P0" if r.mem_used_mib else "P8"
-        ecc = "1" if r.failed else "0"
-        out.append("| %3d  %-31s%-3s |   00000000:%s:00.0 Off | %20s |" % (i, name, "On", BUS_IDS[i % 8], ecc))
-        out.append("| N/A%6s    %-2s%16s / %5s |%11s / %9s |%8s%13s |" % (
-            "%dC" % r.temp_c, perf, "%dW" % r.power_w, "%dW" % cfg.gpu.power_cap_w, "%dMiB" % r.mem_used_mib,
-            "%dMiB" % cfg.gpu.memory_mib, "%d%%" % r.util, "Default"))
-        out.append("|%41s|%24s|%21s |" % ("", "", mig))
+        perf = "P8" if not r.mem_used_mib and cfg.gpu.arch in IDLE_P8_ARCHS else "P0"
+        out.append("| %3d  %-31s%-3s |%*s Off | %20s |" % (
+            i, name, "On", mid - 5, "00000000:%s:00.0" % bus_ids[i % 8].upper(), "1" if r.failed else "0"))
+        out.append("| N/A%6s    %-2s%24s |%*s / %*s |%8s%13s |" % (
+            "%dC" % r.temp_c, perf, "%dW / %s" % (r.power_w, cap), mid // 2 - 1, "%dMiB" % r.mem_used_mib,
+            mid // 2 - 3, "%dMiB" % cfg.gpu.memory_mib, "%d%%" % r.util, "Default"))
+        out.append("|%41s|%*s|%21s |" % ("", mid, "", mig))
         out.append(sep)
-    out.append(" " * 89)
-    out.append("+" + "-" * 89 + "+")
-    out.append("| Processes:" + " " * 78 + "|")
-    out.append("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |")
-    out.append("|        ID   ID                                                               Usage      |")
-    out.append("|" + "=" * 89 + "|")
+    name_w = width + 2 - 37 - pid_w     # the row: index, GI, CI, pid, type, name, memory
+    out += [" " * width, "+" + "-" * width + "+", "| Processes:" + " " * (width - 11) + "|",
+            "|  GPU   GI   CI%*s   Type   %-*sGPU Memory |" % (pid_w + 1, "PID", name_w - 2, "Process name"),
+            "|        ID   ID%sUsage      |" % (" " * (width - 26)),
+            "|" + "=" * width + "|"]
     rows = 0
     for i, (r, pid) in enumerate(zip(readings, pids)):
         if r.mem_used_mib <= 0 or pid is None:
@@ -5844,24 +6140,23 @@ def nvidia_smi_table(cfg, readings, pids, when):
         memory = "%dMiB" % max(0, r.mem_used_mib - 9)
         if len(memory) > 8:
             memory = memory[:5] + "..."
-        out.append("|%5d   N/A  N/A%16d%7s   %-38s%8s |" % (i, pid, "C", "/usr/bin/python3", memory))
+        out.append("|%5d   N/A  N/A%*d%7s   %-*s%8s |" % (i, pid_w, pid, "C", name_w, "/usr/bin/python3", memory))
         rows += 1
     if not rows:
-        out.append("|  No running processes found" + " " * 62 + "|")
-    out.append("+" + "-" * 89 + "+")
+        out.append("|  No running processes found" + " " * (width - 28) + "|")
+    out.append("+" + "-" * width + "+")
     return "\n".join(out) + "\n"
 
 
 def node_readings(rs, node, t):
     """Readings and process ids of one node's GPUs at run time t."""
     cfg = rs.cfg
-    ctx = LogContext(rs, 0.0)
     attempt = rs.timeline.moment(t).segment.attempt
     readings, pids = [], []
     for local in range(cfg.gpus_per_node):
         r = rs.telemetry.reading(node * cfg.gpus_per_node + local, t)
         readings.append(r)
-        pids.append(ctx.pid(node, attempt, local) if r.mem_used_mib else None)
+        pids.append(worker_pid(cfg, node, attempt, local) if r.mem_used_mib else None)
     return readings, pids
 
 
@@ -6371,34 +6666,39 @@ def install_signal_handlers():
             signal.signal(getattr(signal, name), on_signal)
 
 
-def choose_format(args, out, prog):
-    """(format, terminal type to use or None): screen on a capable terminal, else
-    plain, with a note when the user expected the screen.
+NOT_A_TERMINAL = "needs a terminal on stdin and stdout"
+
+
+def screen_terminal(out):
+    """(terminal type to use, None) where the screen can be drawn ("" on Windows),
+    else (None, why not).
 
     A terminal type this machine has no entry for (a new emulator's name over
     ssh) falls back to its family's common entry first, as users expect.  On
     Windows curses (windows-curses) draws on the console without terminfo, so
     TERM, which consoles do not set, says nothing there."""
-    if args.format in ("plain", "jsonl"):
-        return args.format, None
     if not (out.isatty() and sys.stdin.isatty()):
-        if args.format == "screen":
-            sys.stderr.write("%s: --format screen needs a terminal on stdin and stdout; writing plain "
-                             "log lines\n" % prog)
-        return "plain", None
+        return None, NOT_A_TERMINAL
     if sys.platform == "win32":
-        if curses_imports():
-            return "screen", None
-        sys.stderr.write("%s: the screen needs windows-curses (pip install windows-curses); writing plain "
-                         "log lines\n" % prog)
-        return "plain", None
+        return ("", None) if curses_imports() else (None, "the screen needs windows-curses (pip install "
+                                                          "windows-curses)")
     term = os.environ.get("TERM", "")
     usable = known_terminal(term, out.fileno()) if term not in ("", "dumb", "unknown") else None
-    if usable is None:
-        sys.stderr.write("%s: TERM=%s cannot draw a screen here; writing plain log lines\n"
-                         % (prog, term or "(unset)"))
-        return "plain", None
-    return "screen", usable
+    return (usable, None) if usable else (None, "TERM=%s cannot draw a screen here" % (term or "(unset)"))
+
+
+def choose_format(args, out, prog):
+    """(format, terminal type to use or None): screen on a capable terminal, else
+    plain, with a note when the user expected the screen."""
+    if args.format in ("plain", "jsonl"):
+        return args.format, None
+    terminal, why_not = screen_terminal(out)
+    if terminal is not None:
+        return "screen", terminal or None
+    if why_not != NOT_A_TERMINAL or args.format == "screen":
+        sys.stderr.write("%s: %s%s; writing plain log lines\n"
+                         % (prog, "--format screen " if why_not == NOT_A_TERMINAL else "", why_not))
+    return "plain", None
 
 
 class OutputError(Exception):
@@ -6547,8 +6847,8 @@ def tmux(*words):
     return output.decode("utf-8", "replace").strip()
 
 
-def layout_refusal(args):
-    """Why a --tmux layout cannot start here, or None."""
+def layout_refusal(args, out):
+    """Why a --tmux layout cannot start here, or None (setting TERM to the entry it draws with)."""
     if sys.platform == "win32":
         return "--tmux is not available on Windows (open panes in your terminal and give each --seed and --start-at)"
     if args.format in ("plain", "jsonl"):
@@ -6556,6 +6856,10 @@ def layout_refusal(args):
                 % args.format)
     if not os.environ.get("TMUX"):
         return "--tmux works only inside a tmux session"
+    terminal, why_not = screen_terminal(out)
+    if terminal is None:
+        return "--tmux " + why_not if why_not == NOT_A_TERMINAL else "--tmux: " + why_not
+    os.environ["TERM"] = terminal
     return None
 
 
@@ -6588,11 +6892,11 @@ def split_layout(args, argv):
     return panes
 
 
-def tmux_layout(session, args, argv, prog):
+def tmux_layout(session, args, argv, prog, out):
     """This pane shows the log; two new panes beside it the GPUs and the chart,
     of one session (one seed and start).  q or Ctrl-C in any of them ends the
     three, and this program returns to the launching shell with its status."""
-    refusal = layout_refusal(args)
+    refusal = layout_refusal(args, out)
     if refusal:
         sys.stderr.write("%s: error: %s\n" % (prog, refusal))
         return 2
@@ -6632,7 +6936,7 @@ def run_main(args, argv, prog, out):
     if session is None:
         return status
     if args.tmux:
-        return tmux_layout(session, args, argv, prog)
+        return tmux_layout(session, args, argv, prog, out)
     fmt, terminal = choose_format(args, out, prog)
     if fmt != "screen":
         try:

@@ -274,11 +274,12 @@ def test_incident_lines_use_the_real_error_text(seed):
     assert re.search(r"exitcode  : 1 \(pid: \d+\)\n(\d+: )?  error_file: <N/A>\n(\d+: )?  traceback : To enable "
                      r"traceback see: https://pytorch\.org/docs/stable/elastic/errors\.html", text)
     timeout = re.search(r"\[Rank (\d+)\] Watchdog caught collective operation timeout: WorkNCCL\(SeqNum=\d+, "
-                        r"OpType=ALLREDUCE, NumelIn=\d+, NumelOut=\d+, Timeout\(ms\)=\d+\) ran for \d+ milliseconds "
+                        r"OpType=(\w+), NumelIn=\d+, NumelOut=\d+, Timeout\(ms\)=\d+\) ran for \d+ milliseconds "
                         r"before timing out\.", text)
     if rs.cfg.nodes == 1:       # torchrun stops the other ranks at once: no one waits for a timeout
         assert not timeout and "srun:" not in text
     else:                       # the other nodes wait in their all-reduce until the NCCL timeout
         assert timeout and "traceback : Signal 6 (SIGABRT) received by PID" in text
+        assert (timeout.group(2) == "ALLREDUCE") == (rs.cfg.sharding == "none")    # sharded: gathers, scatters
         assert re.search(r"^srun: error: \S+: task \d+: Exited with exit code 1$", text, re.M)
     assert text.count("NCCL INFO Init COMPLETE") == 0 and text.count("- Init COMPLETE") >= 2   # NCCL re-initialised

@@ -28,8 +28,8 @@ SESSION_LINE = re.compile(r"^fake_llm_training: session --seed 5 --start-at \d{4
 EXPLICIT_COLOUR = re.compile(rb"\x1b\[(?:\d*;)*(?:[34][0-7]|[34]8;[\d;]+)(?:;\d*)*m")
 
 
-def pty_output(args, env, seconds=3.0, width=100, height=30):
-    """Everything the program writes to a real terminal in `seconds`, then q."""
+def pty_run(args, env, seconds=3.0, width=100, height=30):
+    """(exit status, everything the program writes to a real terminal in `seconds`, then q)."""
     import fcntl
     import pty
     import select
@@ -59,7 +59,12 @@ def pty_output(args, env, seconds=3.0, width=100, height=30):
                 break
             out += chunk
     os.close(master)
-    assert proc.wait(10) == 0
+    return proc.wait(10), out
+
+
+def pty_output(args, env, seconds=3.0):
+    code, out = pty_run(args, env, seconds)
+    assert code == 0
     return out
 
 
@@ -125,6 +130,7 @@ def test_python_2_is_refused_in_one_line():
     (["--tmux", "--format", "plain"], {"TMUX": "/tmp/x,1,0"}, "--format plain writes log lines"),
     (["--tmux"], {"TMUX": "/nonexistent/socket,1,0"}, "/nonexistent/socket"),
     (["--tmux"], {"TMUX": "/nonexistent/socket,1,0", "PATH": "/nonexistent"}, "cannot run tmux"),
+    (["--tmux"], {"TMUX": "/nonexistent/socket,1,0", "TERM": "dumb"}, "--tmux: TERM=dumb cannot draw a screen"),
     (["nvidia-smi", "-l", "abc"], {}, "-l must be a number of seconds, got 'abc'"),
     (["--start-at", "3001-01-01"], {}, "--start-at"),
     (["--start-at", "1969-06-01", "--speed", "0.001"], {}, "--start-at must be from 1970-01-01 to 3000-12-31"),
@@ -132,10 +138,16 @@ def test_python_2_is_refused_in_one_line():
 def test_refusals_are_one_line_and_exit_2(args, env, needle):
     if "PATH" in env and shutil.which("tmux", path=env["PATH"]):
         pytest.skip("tmux found on the empty PATH")
-    p = run_program(["--seed", "3"] + args if args[0] != "nvidia-smi" else args, env=env)
-    assert p.returncode == 2, p.stderr
-    errors = [line for line in p.stderr.splitlines() if not line.startswith("usage:")]
-    assert len(errors) == 1 and needle in errors[0], p.stderr
+    argv = ["--seed", "3"] + args if args[0] != "nvidia-smi" else args
+    if "--tmux" in args and sys.platform != "win32":      # --tmux needs a terminal before it asks tmux
+        code, out = pty_run(argv, dict({"TERM": "xterm"}, **env), seconds=30)
+        stderr = out.decode("utf-8", "replace").replace("\r\n", "\n")
+    else:
+        p = run_program(argv, env=env)
+        code, stderr = p.returncode, p.stderr
+    assert code == 2, stderr
+    errors = [line for line in stderr.splitlines() if line and not line.startswith("usage:")]
+    assert len(errors) == 1 and needle in errors[0], stderr
 
 
 def test_format_screen_when_piped_says_why_it_writes_plain():

@@ -21,9 +21,10 @@ def run1_events(args):
     return [e for e in events if e.get("run") == 1 and e["event"] != "gpu"]
 
 
-# DeepSpeed seed 12 with incidents often: a GPU fails at step 540 of a continued pretraining,
-# the job relaunches on a spare node from global_step500 and runs steps 501-540 again.
-REPLAY = ["--style", "deepspeed", "--seed", "12", "--incidents", "often", "--exit-after-sim", "75m"]
+# DeepSpeed seed 12 with incidents often: a GPU fails at step 540 of a continued pretraining, the
+# other node waits out DeepSpeed's 30-minute watchdog timeout, the job relaunches on a spare node
+# from global_step500 (training again at ~90 min) and runs steps 501-540 again.
+REPLAY = ["--style", "deepspeed", "--seed", "12", "--incidents", "often", "--exit-after-sim", "105m"]
 
 
 def test_a_relaunch_replays_the_data_but_not_the_timings():
