@@ -5000,8 +5000,10 @@ def handle_key(key, ui, rs, t):
         ui.help = not ui.help
     elif ch == "!":
         kind = rs.trigger(t)
-        left = " (this pane only: it has left the shared session)" if ui.shared else ""
-        ui.set_notice(("incident: %s%s" % (kind, left)) if kind else "no incident outside training")
+        # In a shared session (--start-at, --tmux) the other panes do not see it: say so, short
+        # enough for a side pane's footer.
+        said = ("%s: this pane left the session" if ui.shared else "incident: %s") % kind if kind else ""
+        ui.set_notice(said or "no incident outside training")
 
 
 ########################################################################
