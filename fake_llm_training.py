@@ -1063,6 +1063,17 @@ def model_tensors(model):
 # The families of our catalog that torchtitan implements (torchtitan/models/__init__.py at v0.2.2:
 # deepseek_v3, flux, gpt_oss, llama3, llama3_ft, llama4, qwen3): Llama 3 only.
 TORCHTITAN_FAMILIES = ("llama3",)
+# Families whose activations or gradients overflow fp16, so teams train them in bf16 only
+# (and never on a card without it): Gemma (google/gemma_pytorch#24, fp16 fine-tunes turn
+# NaN; Gemma 3 the same, huggingface/transformers#36822) and Qwen2/2.5 (QwenLM/Qwen3#670:
+# fp16 SFT gives NaN tokens, the maintainers answer bf16 or fp32).
+FP16_OVERFLOW_FAMILIES = ("gemma2", "qwen2")
+
+
+def drawn_in_fp16(model, gpu, pins):
+    """A draw that would train an fp16-overflowing family on a card without bf16 (a
+    pinned model stays the user's wish)."""
+    return gpu.precision == "fp16" and model.family in FP16_OVERFLOW_FAMILIES and not pins.get("model")
 
 
 def safetensors_export(params, model, rng):
@@ -1566,7 +1577,8 @@ def unusual_run(catalog, seed, run, pins, cluster):
                 continue
             models = model_pool(catalog, kind, pins.get("model"), framework)
             for model in rng.sample(models, min(3, len(models))):
-                if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
+                if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES or \
+                        drawn_in_fp16(model, cluster.gpu, pins):
                     continue
                 cfg = _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model)
                 if cfg is not None:
@@ -1591,6 +1603,8 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
         if framework == "torchtitan" and cluster.gpu.precision != "bf16":
             if pins.get("framework"):           # its mixed precision is bf16 (or fp32), with no loss scaler
                 raise ConfigError("torchtitan trains in bf16, which the %s lacks" % cluster.gpu.key)
+            continue
+        if drawn_in_fp16(model, cluster.gpu, pins):
             continue
         if framework == "torchtitan" and model.family not in TORCHTITAN_FAMILIES:
             if pins.get("framework") and pins.get("model"):
@@ -4319,7 +4333,9 @@ class HFTrainer(Dialect):
         cfg, tl = ctx.cfg, ctx.tl
         seg = tl.train_segments()[-1]
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
-        total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
+        total = 0.0                     # tr_loss += tr_loss_step, one step after another (Python 3.12's
+        for k in range(seg.first + 1, seg.last + 1):          # compensated sum() would print other digits)
+            total += loss_at(cfg, k, tl.incidents.spikes)
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch   # len(train_dataset)
         pre = self.hf(ctx, ev.t, "hf.completed")          # logger.info("\n\nTraining completed. ...\n\n")
         return [("INFO", pre), ("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on "
@@ -4994,8 +5010,10 @@ def handle_key(key, ui, rs, t):
         ui.help = not ui.help
     elif ch == "!":
         kind = rs.trigger(t)
-        left = " (this pane only: it has left the shared session)" if ui.shared else ""
-        ui.set_notice(("incident: %s%s" % (kind, left)) if kind else "no incident outside training")
+        # In a shared session (--start-at, --tmux) the other panes do not see it: say so, short
+        # enough for a side pane's footer.
+        said = ("%s: this pane left the session" if ui.shared else "incident: %s") % kind if kind else ""
+        ui.set_notice(said or "no incident outside training")
 
 
 ########################################################################

@@ -133,9 +133,9 @@ def test_the_cluster_line_keeps_its_node_count_in_a_gpu_fault():
     assert state.rs.telemetry.cluster(t)["failed"]           # the second moment is in the fault
 
 
-@pytest.mark.parametrize("seed,style", [(42, "hf"), (7, "lightning")])
+@pytest.mark.parametrize("seed,style", [(44, "hf"), (7, "lightning")])
 def test_tqdm_bars_redraw_in_place_on_the_screen(seed, style):
-    session = flt.Session(CATALOG, seed, {"style": style} if style else {}, "rare")
+    session = flt.Session(CATALOG, seed, {"framework": style} if style else {}, "rare")
     sink, plain = flt.LogSink(), []
 
     class Lines(object):

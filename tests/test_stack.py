@@ -166,3 +166,30 @@ def test_hf_start_up_differs_between_transformers_releases():
         config, lines = jsonl(["--framework", "hf", "--seed", str(seed), "--exit-after-sim", "10m"])
         heads[config["software"]["transformers"]] = next(l.split("]")[0] for l in lines if "Running training" in l)
     assert len(set(heads.values())) == len(heads) == 3, heads
+
+
+def test_no_fp16_run_of_a_family_that_overflows_in_it():
+    volta = [s for s in range(400) if flt.make_cluster(SERIOUS, s).gpu.precision == "fp16"][:40]
+    assert len(volta) >= 10
+    families = set()
+    for seed in volta:
+        cfg = flt.make_run_config(SERIOUS, seed, 1)
+        assert cfg.precision == "fp16" and cfg.shape.family not in flt.FP16_OVERFLOW_FAMILIES, (seed, cfg.model)
+        families.add(cfg.shape.family)
+    assert len(families) >= 3
+    bf16 = [flt.make_run_config(SERIOUS, s, 1) for s in range(60)]      # the same families do run in bf16
+    assert set(c.shape.family for c in bf16 if c.precision == "bf16") & set(flt.FP16_OVERFLOW_FAMILIES)
+
+
+def test_megatron_deepspeed_turns_flash_attention_off_on_volta():
+    seen = set()
+    for seed in range(1, 200):
+        cfg = flt.make_run_config(SERIOUS, seed, 1, {"framework": "deepspeed"})
+        if cfg.gpu.arch == "volta" or (len(seen) == 1 and cfg.gpu.arch not in seen):
+            config, lines = jsonl(["--framework", "deepspeed", "--seed", str(seed), "--exit-after-sim", "2m"])
+            flash = [l for l in lines if re.match(r"^  use_flash_attn_v2 \.+ ", l)]
+            assert flash == ["  use_flash_attn_v2 %s %s" % ("." * 31, cfg.gpu.arch != "volta")], (seed, flash)
+            seen.add(cfg.gpu.arch)
+        if len(seen) == 2:
+            break
+    assert "volta" in seen and len(seen) == 2
