@@ -4323,7 +4323,9 @@ class HFTrainer(Dialect):
         cfg, tl = ctx.cfg, ctx.tl
         seg = tl.train_segments()[-1]
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
-        total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
+        total = 0.0                     # tr_loss += tr_loss_step, one step after another (Python 3.12's
+        for k in range(seg.first + 1, seg.last + 1):          # compensated sum() would print other digits)
+            total += loss_at(cfg, k, tl.incidents.spikes)
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch   # len(train_dataset)
         pre = self.hf(ctx, ev.t, "hf.completed")          # logger.info("\n\nTraining completed. ...\n\n")
         return [("INFO", pre), ("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on "
@@ -4998,8 +5000,10 @@ def handle_key(key, ui, rs, t):
         ui.help = not ui.help
     elif ch == "!":
         kind = rs.trigger(t)
-        left = " (this pane only: it has left the shared session)" if ui.shared else ""
-        ui.set_notice(("incident: %s%s" % (kind, left)) if kind else "no incident outside training")
+        # In a shared session (--start-at, --tmux) the other panes do not see it: say so, short
+        # enough for a side pane's footer.
+        said = ("%s: this pane left the session" if ui.shared else "incident: %s") % kind if kind else ""
+        ui.set_notice(said or "no incident outside training")
 
 
 ########################################################################
