@@ -3353,6 +3353,14 @@ def nic_of(cfg, local):
     return local * count // cfg.gpus_per_node
 
 
+def port_ip(ip, port):
+    """The address of a node's interface eth<port>: each port on its own subnet (second octet)."""
+    if not ip or not port:
+        return ip
+    parts = ip.split(".")
+    return ".".join([parts[0], str((int(parts[1]) + 10 * port) % 256)] + parts[2:])
+
+
 def net_lines(cfg, ip):
     """What NCCL prints about its network: the devices it found, then the net it uses."""
     fabric, nics = cfg.cluster.fabric, cfg.cluster.node_type.nics
@@ -3363,7 +3371,9 @@ def net_lines(cfg, ip):
         return ["NET/IB : Using %s [RO]; OOB eth0:%s<0>" % (devices, ip)], "IB"
     if fabric.nccl_net == "Libfabric":          # aws-ofi-nccl: the provider and the EFA devices it found
         return ["NET/OFI Selected Provider is efa (found %s nics)" % nics[0]], "Libfabric"
-    devices = " ".join("[%d]%s:%s<0>" % (i, n, ip) for i, n in enumerate(nics))
+    if fabric.nccl_net == "Socket":             # plain Ethernet: the node's ports as interfaces, not HCAs
+        nics = ["eth%d" % i for i in range(len(nics))]
+    devices = " ".join("[%d]%s:%s<0>" % (i, n, port_ip(ip, int(re.sub(r"\D", "", n) or 0))) for i, n in enumerate(nics))
     return ["NET/%s : Using %s" % (fabric.nccl_net, devices)], fabric.nccl_net
 
 
@@ -4325,7 +4335,9 @@ class HFTrainer(Dialect):
         cfg, tl = ctx.cfg, ctx.tl
         seg = tl.train_segments()[-1]
         runtime = tl.step_end(seg, seg.last) + tl.pause_after(seg.last) - seg.t0
-        total = sum(loss_at(cfg, k, tl.incidents.spikes) for k in range(seg.first + 1, seg.last + 1))
+        total = 0.0                     # tr_loss += tr_loss_step, one step after another (Python 3.12's
+        for k in range(seg.first + 1, seg.last + 1):          # compensated sum() would print other digits)
+            total += loss_at(cfg, k, tl.incidents.spikes)
         examples = cfg.train_samples or cfg.steps_per_epoch * cfg.global_batch   # len(train_dataset)
         pre = self.hf(ctx, ev.t, "hf.completed")          # logger.info("\n\nTraining completed. ...\n\n")
         return [("INFO", pre), ("INFO", ""), ("INFO", "Training completed. Do not forget to share your model on "
@@ -5000,8 +5012,10 @@ def handle_key(key, ui, rs, t):
         ui.help = not ui.help
     elif ch == "!":
         kind = rs.trigger(t)
-        left = " (this pane only: it has left the shared session)" if ui.shared else ""
-        ui.set_notice(("incident: %s%s" % (kind, left)) if kind else "no incident outside training")
+        # In a shared session (--start-at, --tmux) the other panes do not see it: say so, short
+        # enough for a side pane's footer.
+        said = ("%s: this pane left the session" if ui.shared else "incident: %s") % kind if kind else ""
+        ui.set_notice(said or "no incident outside training")
 
 
 ########################################################################

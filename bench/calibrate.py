@@ -1,6 +1,7 @@
 """The performance model next to published training throughput.
 
-Each row of ../shared/research/throughput.md that names its model, card,
+Each row of the project's research notes (research/throughput.md, kept outside
+this repository; each row below names its source) that names its model, card,
 count, parallel layout and batch is rebuilt here as a layout and run through
 fake_llm_training.step_parts.  Printed: published tokens/s per GPU, the model's,
 and both as MFU (model FLOPs 6N + 12*L*h*s per token, over the card's dense

@@ -241,4 +241,6 @@ def test_bang_in_a_shared_pane_says_it_has_left_the_session():
     ui = flt.Ui()
     ui.shared = True
     flt.handle_key(ord("!"), ui, rs, rs.offset)
-    assert rs.forced and "left the shared session" in ui.notice
+    assert rs.forced and ui.notice == "spike: this pane left the session"
+    side_pane = frame_at(8, 47, 20, tau=600.0, view="gpus", notice=ui.notice, notice_frames=5)
+    assert ui.notice in side_pane[-1].text       # whole in the footer of a --tmux side pane

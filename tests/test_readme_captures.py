@@ -23,4 +23,4 @@ def test_every_readme_capture_is_what_the_script_prints_now():
     assert sorted(in_readme) == sorted(now)                  # every capture has its block, and no more
     stale = [name for name in now if in_readme[name] != now[name]]
     assert not stale, "README captures out of date (run python3 bench/readme_captures.py --write): %s" % stale
-    assert "seed 42" in now["tmux-panes"] and "CLUSTER" in now["first-frame"]
+    assert "\u252c" in now["tmux-panes"] and "CLUSTER" in now["first-frame"]     # three panes; a whole screen
