@@ -3026,7 +3026,7 @@ def cuda_driver_version(stack):
 # numbers, and the NCCL thread each worker starts lands tens of ids after its pid,
 # interleaved with its neighbours'.  All drawn per run, launch and node (stream S_PID).
 PID_SLOTS = 64              # per node and launch: 0 the agent, 1-8 worker gaps, 9-16 thread offsets, 17 start-up
-NCCL_TID_OFFSETS = (55, 115)   # real logs: NCCL's threads at pid +92 ... +103 (facts in research/versions.md)
+NCCL_TID_OFFSETS = (55, 115)   # real logs: NCCL's init thread at pid +92 ... +103 (research/versions.md), +72 (nccl-tests#185)
 LAUNCH_DELAY_S = (1.5, 4.5)    # srun/pdsh reach a node and Python imports torch: 1.5-4.5 s, per node (estimate)
 
 
