@@ -6319,7 +6319,11 @@ def say_session(prog, args, status):
     reported, then always the session, so another pane or nvidia-smi can rejoin it."""
     lines = []
     if status["code"] == 130 and status["last"] is not None:
-        cfg, step, saved = status["last"]
+        rs, step, saved = status["last"]
+        cfg = rs.cfg
+        if saved is None:        # saved before the log's window began: the run's own schedule says which
+            kept = last_checkpoint_step(cfg, step, rs.timeline.incidents.spikes)
+            saved = checkpoint_path(cfg, kept) if kept > cfg.start_step else None
         lines.append("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s"
                      % (step, cfg.total_steps, saved or "(none saved this run)"))
     lines.append("%s: session --seed %d --start-at %s"
@@ -6389,7 +6393,7 @@ def _frames(term, session, args, ui, status):
             return
         rs = session.run_at(tau)
         state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui, cache)
-        status["last"] = (rs.cfg, state.step, writer.saved.get(rs.cfg.run))
+        status["last"] = (rs, state.step, writer.saved.get(rs.cfg.run))
         height, width = stdscr.getmaxyx()
         term.draw(render_frame(state, width, height))
         stdscr.timeout(int(FRAME_SECONDS * 1000))
