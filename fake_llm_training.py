@@ -835,6 +835,13 @@ def step_parts(model, params, active, cluster, L, seq, grad_accum, framework, pr
     return StepParts(compute, comm, optimizer, data)
 
 
+def forward_seconds(parts, recompute):
+    """A forward pass alone over one step's tokens (evaluation): a third of the step's model
+    FLOPs (2N of 6N per token), nothing recomputed, no gradient reduction, no optimizer, no
+    accumulation; the loader still feeds it.  About three times training's tokens/s per GPU."""
+    return parts.compute / RECOMPUTE_FLOPS[recompute] / 3.0 + parts.data
+
+
 def model_tflops_per_gpu(flops_per_tok, tokens_per_s, gpus):
     """Model TFLOP/s each GPU does at this token rate (the figure frameworks print)."""
     return flops_per_tok * tokens_per_s / gpus / 1e12
@@ -998,7 +1005,7 @@ RunConfig = collections.namedtuple("RunConfig", [
     "peak_lr", "min_lr", "decay", "betas", "weight_decay", "grad_clip", "epochs",
     "steps_per_epoch", "train_samples", "flops_per_token", "mfu", "tokens_per_s",
     "step_time_s", "mem_need_bytes", "mem_states_bytes", "mem_used_mib", "log_interval", "val_interval",
-    "val_iters", "val_seconds", "ckpt_interval", "ckpt_bytes", "ckpt_seconds",
+    "val_iters", "val_seconds", "eval_samples", "eval_batch", "ckpt_interval", "ckpt_bytes", "ckpt_seconds",
     "launch_seconds", "build_seconds", "load_seconds", "export_seconds", "export_files",
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
     "grad_start", "noise", "spike_rate", "attach_fraction",
@@ -1328,9 +1335,36 @@ def draw_cadence(rng, framework, step_time, sched):
         val_interval = nice_at_most(val_s / step_time)
     val_interval = max(log_interval, val_interval)
     val_iters = max(5, min(100, int(0.08 * val_interval)))
-    val_seconds = min(val_iters * step_time / 3.0, 0.04 * val_interval * step_time + 1)
-    return dict(log_interval=log_interval, val_interval=val_interval, val_iters=val_iters,
-                val_seconds=val_seconds)
+    return dict(log_interval=log_interval, val_interval=val_interval, val_iters=val_iters)
+
+
+EVAL_SPLIT = 0.02           # a fine-tune holds out ~2% of its examples (train_test_split(test_size=0.02))
+EVAL_BUDGET = 0.04          # an evaluation costs at most ~4% of the training between two of them
+
+
+def draw_eval(framework, kind, dataset, L, grad_accum, parts, cadence):
+    """The evaluation as each framework runs it: samples, per-device batch (the training
+    micro-batch, no accumulation) and its step count (val_iters): Megatron's eval_iters
+    global batches; HF's ceil(N / (batch x world)) steps (speed_metrics); Lightning's
+    ceil(ceil(N / dp) / batch) batches per rank (DistributedSampler); torchtitan's
+    validation steps per rank.  Forward only, so it runs at forward_seconds' pace."""
+    global_batch = L.mbs * L.dp * grad_accum
+    per_sample = forward_seconds(parts, L.recompute) / global_batch        # the cluster's forward, per sample
+    budget = EVAL_BUDGET * cadence["val_interval"] * sum(parts) / per_sample
+    iters = cadence["val_iters"]
+    if framework in ("megatron", "deepspeed"):
+        samples, processed = iters * global_batch, iters * global_batch
+    elif framework == "torchtitan":
+        samples = processed = iters * L.mbs * L.dp
+    else:
+        held_out = int(EVAL_SPLIT * dataset.examples) if kind == "finetune" else iters * global_batch
+        samples = max(L.mbs * L.dp, min(held_out, nice_at_most(budget)))   # max_eval_samples past the budget
+        if framework == "hf":
+            iters = ceil_div(samples, L.mbs * L.dp)
+        else:
+            iters = ceil_div(ceil_div(samples, L.dp), L.mbs)
+        processed = iters * L.mbs * L.dp
+    return dict(val_iters=iters, eval_samples=samples, eval_batch=L.mbs, val_seconds=processed * per_sample + 0.5)
 
 
 def draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence):
@@ -1396,6 +1430,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
     if sched is None:
         return None
     cadence = draw_cadence(rng, framework, step_time, sched)
+    cadence.update(draw_eval(framework, kind, sched["dataset"], L, grad_accum, parts, cadence))
     timing = draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence)
     if kind == "resume":                    # it resumes from the last checkpoint the earlier job saved
         sched["start_step"] -= sched["start_step"] % timing["ckpt_interval"]
@@ -3028,7 +3063,7 @@ def cuda_driver_version(stack):
 # numbers, and the NCCL thread each worker starts lands tens of ids after its pid,
 # interleaved with its neighbours'.  All drawn per run, launch and node (stream S_PID).
 PID_SLOTS = 64              # per node and launch: 0 the agent, 1-8 worker gaps, 9-16 thread offsets, 17 start-up
-NCCL_TID_OFFSETS = (55, 115)   # real logs: NCCL's threads at pid +92 ... +103 (facts in research/versions.md)
+NCCL_TID_OFFSETS = (55, 115)   # real logs: NCCL's init thread at pid +92 ... +103 (research/versions.md), +72 (nccl-tests#185)
 LAUNCH_DELAY_S = (1.5, 4.5)    # srun/pdsh reach a node and Python imports torch: 1.5-4.5 s, per node (estimate)
 
 
@@ -4181,9 +4216,10 @@ class Torchtitan(Dialect):
         return out + [("INFO", titan_prefix(ctx, ev.t) + line)]
 
     def val(self, ctx, ev):
-        """Validator: tokens of its val_iters batches per device over the time it took."""
+        """Validator: tokens of its val_iters batches (local batch, no accumulation) per
+        device over the time it took."""
         cfg, d = ctx.cfg, ev.data
-        tps = cfg.val_iters * cfg.micro_batch * cfg.seq_len / float(cfg.tp * cfg.pp) / d["seconds"]
+        tps = cfg.val_iters * cfg.eval_batch * cfg.seq_len / float(cfg.tp * cfg.pp) / d["seconds"]
         cap, reserved = titan_capacity_gib(cfg), cfg.mem_reserved_mib / 1024.0
         return [("INFO", titan_prefix(ctx, ev.t) + "validate step: %2d  loss: %7.4f  memory: %5.2fGiB(%.2f%%)  "
                  "tps: {:,}".format(int(round(tps))) % (d["step"], d["val_loss"], reserved, 100.0 * reserved / cap))]
@@ -4292,15 +4328,16 @@ class HFTrainer(Dialect):
         cfg = ctx.cfg
         pre = lambda offset: self.hf(ctx, ev.t, "hf.running_eval", offset)
         return [("INFO", pre(0)), ("INFO", "***** Running Evaluation *****"),       # logged with a leading newline
-                ("INFO", pre(HF_EVAL_BLOCK[1]) + "  Num examples = %d" % (cfg.val_iters * cfg.global_batch)),
-                ("INFO", pre(HF_EVAL_BLOCK[2]) + "  Batch size = %d" % cfg.micro_batch)]
+                ("INFO", pre(HF_EVAL_BLOCK[1]) + "  Num examples = %d" % cfg.eval_samples),
+                ("INFO", pre(HF_EVAL_BLOCK[2]) + "  Batch size = %d" % cfg.eval_batch)]    # args.eval_batch_size: per device
 
     def val(self, ctx, ev):
+        """evaluate()'s speed_metrics: the eval set's N over the runtime, and its steps,
+        ceil(N / (eval_batch_size x world_size)), over the same runtime."""
         cfg, d = ctx.cfg, ev.data
-        examples = cfg.val_iters * cfg.global_batch
         return [("INFO", "{'eval_loss': %r, 'eval_runtime': %r, 'eval_samples_per_second': %r, "
                          "'eval_steps_per_second': %r, 'epoch': %r}" % (
-                             d["val_loss"], round(d["seconds"], 4), round(examples / d["seconds"], 3),
+                             d["val_loss"], round(d["seconds"], 4), round(cfg.eval_samples / d["seconds"], 3),
                              round(cfg.val_iters / d["seconds"], 3),
                              round(d["step"] / float(epoch_steps(cfg)), 2)))]
 
@@ -4402,6 +4439,7 @@ class Lightning(Dialect):
                                    always_its=True))]
 
     def val(self, ctx, ev):
+        """The validation bar counts this rank's batches: ceil(ceil(N / dp) / batch)."""
         cfg, d = ctx.cfg, ev.data
         return [("INFO", "Validation DataLoader 0: 100%%|##########| %d/%d [%s<00:00, %5.2fit/s]" % (
             cfg.val_iters, cfg.val_iters, fmt_duration(d["seconds"]), cfg.val_iters / d["seconds"]))]
@@ -4649,6 +4687,7 @@ def config_record(cfg):
         ("start_step", cfg.start_step), ("total_steps", cfg.total_steps),
         ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
         ("lr_decay", cfg.decay), ("lr_scheduler", cfg.lr_scheduler), ("min_lr_ratio", cfg.min_lr_ratio),
+        ("eval_samples", cfg.eval_samples), ("eval_batch", cfg.eval_batch), ("eval_steps", cfg.val_iters),
         ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
         ("hostnames", [hostname_of(cfg, i) for i in range(min(cfg.nodes, 4))]),
         ("software", software_record(cfg.stack, cfg.framework)),
@@ -6321,7 +6360,11 @@ def say_session(prog, args, status):
     reported, then always the session, so another pane or nvidia-smi can rejoin it."""
     lines = []
     if status["code"] == 130 and status["last"] is not None:
-        cfg, step, saved = status["last"]
+        rs, step, saved = status["last"]
+        cfg = rs.cfg
+        if saved is None:        # saved before the log's window began: the run's own schedule says which
+            kept = last_checkpoint_step(cfg, step, rs.timeline.incidents.spikes)
+            saved = checkpoint_path(cfg, kept) if kept > cfg.start_step else None
         lines.append("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s"
                      % (step, cfg.total_steps, saved or "(none saved this run)"))
     lines.append("%s: session --seed %d --start-at %s"
@@ -6391,7 +6434,7 @@ def _frames(term, session, args, ui, status):
             return
         rs = session.run_at(tau)
         state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui, cache)
-        status["last"] = (rs.cfg, state.step, writer.saved.get(rs.cfg.run))
+        status["last"] = (rs, state.step, writer.saved.get(rs.cfg.run))
         height, width = stdscr.getmaxyx()
         term.draw(render_frame(state, width, height))
         stdscr.timeout(int(FRAME_SECONDS * 1000))
