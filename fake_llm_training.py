@@ -4336,6 +4336,19 @@ class HFTrainer(Dialect):
                              round(cfg.total_steps / runtime, 3), total / cfg.total_steps, float(cfg.epochs)))]
 
 
+def lightning_summary_table(cfg, count):
+    """ModelSummary's table as _format_summary_table lays it out: each column as wide as its
+    widest cell, joined by ' | ', under a rule 3 characters per column (and 3 more) wider than
+    the sum of the widths; the Mode column from Lightning 2.3 (printers.txt)."""
+    cols = [(" ", "0"), ("Name", "model"), ("Type", cfg.architecture), ("Params", count)]
+    mode = cfg.stack.prints["lightning.mode_column"]
+    cols += [(mode, "train")] if mode != "-" else []
+    widths = [max(len(head), len(cell)) for head, cell in cols]
+    rule = "-" * (sum(widths) + 3 * (1 + len(cols)))
+    line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths))
+    return [("INFO", line([h for h, _ in cols])), ("INFO", rule), ("INFO", line([c for _, c in cols])), ("INFO", rule)]
+
+
 class Lightning(Dialect):
     """PyTorch Lightning: start-up banner, model summary table, epoch progress bars."""
 
@@ -4344,8 +4357,10 @@ class Lightning(Dialect):
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
-        out = [("INFO", "GPU available: True (cuda), used: True"), ("INFO", "TPU available: False, using: 0 TPU cores"),
-               ("INFO", "HPU available: False, using: 0 HPUs")]
+        ipu = cfg.stack.prints["lightning.ipu_line"]          # 2.1 still reports IPUs (printers.txt)
+        out = [("INFO", "GPU available: True (cuda), used: True"), ("INFO", "TPU available: False, using: 0 TPU cores")]
+        out += [("INFO", ipu)] if ipu != "-" else []
+        out.append(("INFO", "HPU available: False, using: 0 HPUs"))
         for rank in (0, 3, 1, 2)[:min(4, cfg.gpus)]:          # ranks report in no particular order
             out.append(("INFO", "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d" % (rank, rank + 1, cfg.gpus)))
         out += [("INFO", "-" * 100), ("INFO", "distributed_backend=nccl"),
@@ -4355,11 +4370,7 @@ class Lightning(Dialect):
         for local in (1, 0, 2)[:min(3, cfg.gpus_per_node)]:
             out.append(("INFO", "LOCAL_RANK: %d - CUDA_VISIBLE_DEVICES: [%s]" % (local, visible)))
         count = human_count(cfg.params)
-        type_w, params_w = len(cfg.architecture), max(6, len(count))
-        header = "  | Name  | %-*s | %-*s | Mode " % (type_w, "Type", params_w, "Params")
-        out += [("INFO", ""), ("INFO", header), ("INFO", "-" * len(header)),
-                ("INFO", "0 | model | %s | %-*s | train" % (cfg.architecture, params_w, count)),
-                ("INFO", "-" * len(header)),
+        out += [("INFO", "")] + lightning_summary_table(cfg, count) + [
                 ("INFO", "%-10s%s" % (count, "Trainable params")), ("INFO", "%-10s%s" % ("0", "Non-trainable params")),
                 ("INFO", "%-10s%s" % (count, "Total params")),
                 ("INFO", "%-10.3f%s" % (cfg.params * 4 / 1e6, "Total estimated model params size (MB)"))]
