@@ -3351,6 +3351,14 @@ def nic_of(cfg, local):
     return local * count // cfg.gpus_per_node
 
 
+def port_ip(ip, port):
+    """The address of a node's interface eth<port>: each port on its own subnet (second octet)."""
+    if not ip or not port:
+        return ip
+    parts = ip.split(".")
+    return ".".join([parts[0], str((int(parts[1]) + 10 * port) % 256)] + parts[2:])
+
+
 def net_lines(cfg, ip):
     """What NCCL prints about its network: the devices it found, then the net it uses."""
     fabric, nics = cfg.cluster.fabric, cfg.cluster.node_type.nics
@@ -3361,7 +3369,9 @@ def net_lines(cfg, ip):
         return ["NET/IB : Using %s [RO]; OOB eth0:%s<0>" % (devices, ip)], "IB"
     if fabric.nccl_net == "Libfabric":          # aws-ofi-nccl: the provider and the EFA devices it found
         return ["NET/OFI Selected Provider is efa (found %s nics)" % nics[0]], "Libfabric"
-    devices = " ".join("[%d]%s:%s<0>" % (i, n, ip) for i, n in enumerate(nics))
+    if fabric.nccl_net == "Socket":             # plain Ethernet: the node's ports as interfaces, not HCAs
+        nics = ["eth%d" % i for i in range(len(nics))]
+    devices = " ".join("[%d]%s:%s<0>" % (i, n, port_ip(ip, int(re.sub(r"\D", "", n) or 0))) for i, n in enumerate(nics))
     return ["NET/%s : Using %s" % (fabric.nccl_net, devices)], fabric.nccl_net
 
 
