@@ -3026,7 +3026,7 @@ def cuda_driver_version(stack):
 # numbers, and the NCCL thread each worker starts lands tens of ids after its pid,
 # interleaved with its neighbours'.  All drawn per run, launch and node (stream S_PID).
 PID_SLOTS = 64              # per node and launch: 0 the agent, 1-8 worker gaps, 9-16 thread offsets, 17 start-up
-NCCL_TID_OFFSETS = (55, 115)   # real logs: NCCL's threads at pid +92 ... +103 (facts in research/versions.md)
+NCCL_TID_OFFSETS = (55, 115)   # real logs: NCCL's init thread at pid +92 ... +103 (research/versions.md), +72 (nccl-tests#185)
 LAUNCH_DELAY_S = (1.5, 4.5)    # srun/pdsh reach a node and Python imports torch: 1.5-4.5 s, per node (estimate)
 
 
@@ -6330,7 +6330,11 @@ def say_session(prog, args, status):
     reported, then always the session, so another pane or nvidia-smi can rejoin it."""
     lines = []
     if status["code"] == 130 and status["last"] is not None:
-        cfg, step, saved = status["last"]
+        rs, step, saved = status["last"]
+        cfg = rs.cfg
+        if saved is None:        # saved before the log's window began: the run's own schedule says which
+            kept = last_checkpoint_step(cfg, step, rs.timeline.incidents.spikes)
+            saved = checkpoint_path(cfg, kept) if kept > cfg.start_step else None
         lines.append("KeyboardInterrupt: training interrupted at step %d/%d; last checkpoint kept: %s"
                      % (step, cfg.total_steps, saved or "(none saved this run)"))
     lines.append("%s: session --seed %d --start-at %s"
@@ -6400,7 +6404,7 @@ def _frames(term, session, args, ui, status):
             return
         rs = session.run_at(tau)
         state = ScreenState(rs, rs.local(tau), args.epoch0 + rs.start_tau - rs.offset, sink.lines, ui, cache)
-        status["last"] = (rs.cfg, state.step, writer.saved.get(rs.cfg.run))
+        status["last"] = (rs, state.step, writer.saved.get(rs.cfg.run))
         height, width = stdscr.getmaxyx()
         term.draw(render_frame(state, width, height))
         stdscr.timeout(int(FRAME_SECONDS * 1000))
