@@ -833,6 +833,13 @@ def step_parts(model, params, active, cluster, L, seq, grad_accum, framework, pr
     return StepParts(compute, comm, optimizer, data)
 
 
+def forward_seconds(parts, recompute):
+    """A forward pass alone over one step's tokens (evaluation): a third of the step's model
+    FLOPs (2N of 6N per token), nothing recomputed, no gradient reduction, no optimizer, no
+    accumulation; the loader still feeds it.  About three times training's tokens/s per GPU."""
+    return parts.compute / RECOMPUTE_FLOPS[recompute] / 3.0 + parts.data
+
+
 def model_tflops_per_gpu(flops_per_tok, tokens_per_s, gpus):
     """Model TFLOP/s each GPU does at this token rate (the figure frameworks print)."""
     return flops_per_tok * tokens_per_s / gpus / 1e12
@@ -996,7 +1003,7 @@ RunConfig = collections.namedtuple("RunConfig", [
     "peak_lr", "min_lr", "decay", "betas", "weight_decay", "grad_clip", "epochs",
     "steps_per_epoch", "train_samples", "flops_per_token", "mfu", "tokens_per_s",
     "step_time_s", "mem_need_bytes", "mem_states_bytes", "mem_used_mib", "log_interval", "val_interval",
-    "val_iters", "val_seconds", "ckpt_interval", "ckpt_bytes", "ckpt_seconds",
+    "val_iters", "val_seconds", "eval_samples", "eval_batch", "ckpt_interval", "ckpt_bytes", "ckpt_seconds",
     "launch_seconds", "build_seconds", "load_seconds", "export_seconds", "export_files",
     "hostname", "first_node", "master_port", "loss_start", "loss_floor", "grad_floor",
     "grad_start", "noise", "spike_rate", "attach_fraction",
@@ -1326,9 +1333,36 @@ def draw_cadence(rng, framework, step_time, sched):
         val_interval = nice_at_most(val_s / step_time)
     val_interval = max(log_interval, val_interval)
     val_iters = max(5, min(100, int(0.08 * val_interval)))
-    val_seconds = min(val_iters * step_time / 3.0, 0.04 * val_interval * step_time + 1)
-    return dict(log_interval=log_interval, val_interval=val_interval, val_iters=val_iters,
-                val_seconds=val_seconds)
+    return dict(log_interval=log_interval, val_interval=val_interval, val_iters=val_iters)
+
+
+EVAL_SPLIT = 0.02           # a fine-tune holds out ~2% of its examples (train_test_split(test_size=0.02))
+EVAL_BUDGET = 0.04          # an evaluation costs at most ~4% of the training between two of them
+
+
+def draw_eval(framework, kind, dataset, L, grad_accum, parts, cadence):
+    """The evaluation as each framework runs it: samples, per-device batch (the training
+    micro-batch, no accumulation) and its step count (val_iters): Megatron's eval_iters
+    global batches; HF's ceil(N / (batch x world)) steps (speed_metrics); Lightning's
+    ceil(ceil(N / dp) / batch) batches per rank (DistributedSampler); torchtitan's
+    validation steps per rank.  Forward only, so it runs at forward_seconds' pace."""
+    global_batch = L.mbs * L.dp * grad_accum
+    per_sample = forward_seconds(parts, L.recompute) / global_batch        # the cluster's forward, per sample
+    budget = EVAL_BUDGET * cadence["val_interval"] * sum(parts) / per_sample
+    iters = cadence["val_iters"]
+    if framework in ("megatron", "deepspeed"):
+        samples, processed = iters * global_batch, iters * global_batch
+    elif framework == "torchtitan":
+        samples = processed = iters * L.mbs * L.dp
+    else:
+        held_out = int(EVAL_SPLIT * dataset.examples) if kind == "finetune" else iters * global_batch
+        samples = max(L.mbs * L.dp, min(held_out, nice_at_most(budget)))   # max_eval_samples past the budget
+        if framework == "hf":
+            iters = ceil_div(samples, L.mbs * L.dp)
+        else:
+            iters = ceil_div(ceil_div(samples, L.dp), L.mbs)
+        processed = iters * L.mbs * L.dp
+    return dict(val_iters=iters, eval_samples=samples, eval_batch=L.mbs, val_seconds=processed * per_sample + 0.5)
 
 
 def draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence):
@@ -1394,6 +1428,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
     if sched is None:
         return None
     cadence = draw_cadence(rng, framework, step_time, sched)
+    cadence.update(draw_eval(framework, kind, sched["dataset"], L, grad_accum, parts, cadence))
     timing = draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_time, cadence)
     if kind == "resume":                    # it resumes from the last checkpoint the earlier job saved
         sched["start_step"] -= sched["start_step"] % timing["ckpt_interval"]
@@ -4179,9 +4214,10 @@ class Torchtitan(Dialect):
         return out + [("INFO", titan_prefix(ctx, ev.t) + line)]
 
     def val(self, ctx, ev):
-        """Validator: tokens of its val_iters batches per device over the time it took."""
+        """Validator: tokens of its val_iters batches (local batch, no accumulation) per
+        device over the time it took."""
         cfg, d = ctx.cfg, ev.data
-        tps = cfg.val_iters * cfg.micro_batch * cfg.seq_len / float(cfg.tp * cfg.pp) / d["seconds"]
+        tps = cfg.val_iters * cfg.eval_batch * cfg.seq_len / float(cfg.tp * cfg.pp) / d["seconds"]
         cap, reserved = titan_capacity_gib(cfg), cfg.mem_reserved_mib / 1024.0
         return [("INFO", titan_prefix(ctx, ev.t) + "validate step: %2d  loss: %7.4f  memory: %5.2fGiB(%.2f%%)  "
                  "tps: {:,}".format(int(round(tps))) % (d["step"], d["val_loss"], reserved, 100.0 * reserved / cap))]
@@ -4290,15 +4326,16 @@ class HFTrainer(Dialect):
         cfg = ctx.cfg
         pre = lambda offset: self.hf(ctx, ev.t, "hf.running_eval", offset)
         return [("INFO", pre(0)), ("INFO", "***** Running Evaluation *****"),       # logged with a leading newline
-                ("INFO", pre(HF_EVAL_BLOCK[1]) + "  Num examples = %d" % (cfg.val_iters * cfg.global_batch)),
-                ("INFO", pre(HF_EVAL_BLOCK[2]) + "  Batch size = %d" % cfg.micro_batch)]
+                ("INFO", pre(HF_EVAL_BLOCK[1]) + "  Num examples = %d" % cfg.eval_samples),
+                ("INFO", pre(HF_EVAL_BLOCK[2]) + "  Batch size = %d" % cfg.eval_batch)]    # args.eval_batch_size: per device
 
     def val(self, ctx, ev):
+        """evaluate()'s speed_metrics: the eval set's N over the runtime, and its steps,
+        ceil(N / (eval_batch_size x world_size)), over the same runtime."""
         cfg, d = ctx.cfg, ev.data
-        examples = cfg.val_iters * cfg.global_batch
         return [("INFO", "{'eval_loss': %r, 'eval_runtime': %r, 'eval_samples_per_second': %r, "
                          "'eval_steps_per_second': %r, 'epoch': %r}" % (
-                             d["val_loss"], round(d["seconds"], 4), round(examples / d["seconds"], 3),
+                             d["val_loss"], round(d["seconds"], 4), round(cfg.eval_samples / d["seconds"], 3),
                              round(cfg.val_iters / d["seconds"], 3),
                              round(d["step"] / float(epoch_steps(cfg)), 2)))]
 
@@ -4411,6 +4448,7 @@ class Lightning(Dialect):
                                    always_its=True))]
 
     def val(self, ctx, ev):
+        """The validation bar counts this rank's batches: ceil(ceil(N / dp) / batch)."""
         cfg, d = ctx.cfg, ev.data
         return [("INFO", "Validation DataLoader 0: 100%%|##########| %d/%d [%s<00:00, %5.2fit/s]" % (
             cfg.val_iters, cfg.val_iters, fmt_duration(d["seconds"]), cfg.val_iters / d["seconds"]))]
@@ -4658,6 +4696,7 @@ def config_record(cfg):
         ("start_step", cfg.start_step), ("total_steps", cfg.total_steps),
         ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
         ("lr_decay", cfg.decay), ("lr_scheduler", cfg.lr_scheduler), ("min_lr_ratio", cfg.min_lr_ratio),
+        ("eval_samples", cfg.eval_samples), ("eval_batch", cfg.eval_batch), ("eval_steps", cfg.val_iters),
         ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
         ("hostnames", [hostname_of(cfg, i) for i in range(min(cfg.nodes, 4))]),
         ("software", software_record(cfg.stack, cfg.framework)),

@@ -167,3 +167,63 @@ def test_torchtitan_lr_is_its_lambda(seed):
     for n, s in steps.items():
         assert s["lr"] == torchtitan_lr(c, n)
         assert s["lr_used"] == torchtitan_lr(c, n - 1)
+
+
+# -- evaluations -------------------------------------------------------------------
+HF_EVAL = re.compile(r"^\{'eval_loss': [\d.]+, 'eval_runtime': (?P<rt>[\d.]+), 'eval_samples_per_second': "
+                     r"(?P<sps>[\d.]+), 'eval_steps_per_second': (?P<steps>[\d.]+), 'epoch': [\d.]+\}$")
+
+
+def training_samples_per_s(run):
+    """The run's median training rate, samples per second, from its steps."""
+    times = sorted(s["step_time_s"] for s in run["steps"].values())
+    return run["config"]["global_batch_size"] / times[len(times) // 2]
+
+
+@pytest.mark.parametrize("seed", [3, 11, 5])
+def test_hf_eval_steps_follow_the_eval_batch(seed):
+    """speed_metrics: N over the runtime, and ceil(N / (per-device batch x world)) steps
+    over it: a step is one eval batch on every rank, not the training global batch; a
+    forward pass alone runs at about three times training's samples per second."""
+    runs = jsonl_runs(["--seed", str(seed), "--framework", "hf", "--kind", "finetune", "--exit-after-sim", "4h"])
+    run = runs[1]
+    c = run["config"]
+    texts = run["logs"]
+    heads = [i for i, t in enumerate(texts) if t == "***** Running Evaluation *****"]
+    evals = [HF_EVAL.match(t) for t in texts if HF_EVAL.match(t)]
+    assert heads and evals
+    n = int(re.search(r"Num examples = (\d+)$", texts[heads[0] + 1]).group(1))
+    batch = int(re.search(r"Batch size = (\d+)$", texts[heads[0] + 2]).group(1))
+    assert batch == c["micro_batch_size"] and c["global_batch_size"] > batch * c["gpus"] or c["grad_accum_steps"] == 1
+    steps = -(-n // (batch * c["gpus"]))
+    for m in evals:
+        runtime = float(m.group("rt"))
+        assert abs(float(m.group("steps")) - steps / runtime) <= 0.0015 + steps / runtime * 1e-4
+        assert abs(float(m.group("sps")) - n / runtime) <= 0.0015 + n / runtime * 1e-4
+        ratio = float(m.group("sps")) / training_samples_per_s(run)
+        assert 2.0 < ratio < 5.0, ratio                  # forward only, no accumulation
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_lightning_validation_counts_this_ranks_batches(seed):
+    runs = jsonl_runs(["--seed", str(seed), "--framework", "lightning", "--kind", "finetune", "--exit-after-sim", "4h"])
+    c = runs[1]["config"]
+    per_rank = -(-(-(-c["eval_samples"] // c["dp"])) // c["eval_batch"])        # DistributedSampler, then batches
+    bars = [re.match(r"^Validation DataLoader 0: 100%\|#{10}\| (\d+)/(\d+) ", t) for t in runs[1]["logs"]]
+    bars = [b for b in bars if b]
+    assert bars and all(int(b.group(1)) == int(b.group(2)) == per_rank for b in bars)
+
+
+@pytest.mark.parametrize("seed", [1, 5, 3, 2])          # gradient accumulation 8, 1, 32, 2
+def test_torchtitan_validation_tps_is_a_forward_pass(seed):
+    """The validator's tps: its batches' tokens per device over the time, about three
+    times training's, whatever the gradient accumulation."""
+    runs = jsonl_runs(["--seed", str(seed), "--framework", "torchtitan", "--exit-after-sim", "6h"])
+    run = runs[1]
+    c = run["config"]
+    vals = [int(m.group(1).replace(",", "")) for m in (re.search(r"validate step: +\d+ .* tps: ([\d,]+)", t)
+                                                       for t in run["logs"]) if m]
+    assert vals, "the run validates within 6 h"
+    per_device = training_samples_per_s(run) * c["seq_len"] / c["gpus"]
+    for tps in vals:
+        assert 2.0 < tps / per_device < 5.0, (tps, per_device, c["grad_accum_steps"])
