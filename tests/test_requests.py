@@ -141,3 +141,17 @@ def test_hostname_patterns_are_checked_at_load(tmp_path, pattern):
         f.write("%s | 1\n" % pattern)
     out = run_program(["--data-dir", work, "--format", "plain"])
     assert out.returncode == 1 and len(out.stderr.splitlines()) == 1 and "clusters.txt:" in out.stderr
+
+
+def test_long_context_continued_pretraining_runs_with_context_parallelism():
+    cfg = flt.make_run_config(CATALOG, 7, 1, {"kind": "continue", "framework": "megatron"})
+    assert cfg.seq_len >= 32768 and cfg.cp > 1                  # the seed draws a long-context stage
+    configs, steps = jsonl_run(["--seed", "7", "--kind", "continue", "--style", "megatron"], "30m")
+    c = configs[0]
+    assert c["seq_len"] == cfg.seq_len and c["cp"] == cfg.cp and len(steps) >= 5
+    assert c["tp"] * c["pp"] * c["cp"] * c["dp"] == c["gpus"]         # Megatron's dp leaves cp out
+    assert c["global_batch_size"] == c["micro_batch_size"] * c["dp"] * c["grad_accum_steps"]
+    out = run_program(["--seed", "7", "--kind", "continue", "--style", "megatron", "--format", "plain",
+                       "--from-start", "--speed", "1e6", "--exit-after-sim", "2m"])
+    assert "  context_parallel_size %s %d" % ("." * 27, cfg.cp) in out.stdout
+    assert "  data_parallel_size %s %d" % ("." * 30, cfg.dp) in out.stdout
