@@ -115,9 +115,10 @@ def test_gpu_failure_kills_the_job_and_it_resumes_from_the_checkpoint():
     assert summary["steps_redone"] == crash[0] - resumed.first
 
 
-DRAINED = ["--seed", "2727", "--incidents", "often", "--from-start", "--exit-after-sim", "31m", "--speed", "1000000"]
-# seed 2727: a 16-node Megatron job whose GPU on its first two nodes fails ~11 min in; the others hang for
-# Megatron's 10-minute watchdog timeout; requeued, it trains again at ~30 min
+DRAINED = ["--seed", "911", "--incidents", "often", "--from-start", "--exit-after-sim", "47m", "--speed", "1000000"]
+# seed 911: a 16-node Megatron job whose GPU on its first nodes fails ~20 min in; the others hang for
+# Megatron's 10-minute watchdog timeout; requeued, it trains again at ~45 min (2727, used before, draws a
+# long-context stage since they joined the draw)
 
 
 def scheme(host):
