@@ -857,8 +857,9 @@ FRAMEWORK_SHARDINGS = {"megatron": ("zero1",), "torchtitan": ("fsdp",), "deepspe
 FRAMEWORK_RECOMPUTE = {"megatron": ("none", "selective", "full"), "torchtitan": ("none", "selective", "full"),
                    "deepspeed": ("none", "full"), "hf": ("none", "full"), "lightning": ("none", "full")}
 CP_MIN_SEQ = 16384     # context parallelism for long sequences.  NeMo uses CP2 from 8k (calibration rows
-                       # 20, 22, 23, 25 run it through step_parts); drawn runs keep seq <= 8k without CP,
-                       # because the jsonl record (and its referee) has no cp field yet: tp*pp*dp = gpus.
+                       # 20, 22, 23, 25 run it through step_parts); drawn runs use it for the long-context
+                       # continued pretraining of LONG_CONTEXT_SEQS (Megatron: tp * pp * cp * dp = world)
+CP_MIN_TOKENS = 4096   # tokens of a sequence each CP rank keeps at least (Llama 3's 128k stage: CP16 x 8k)
 FRAMEWORK_PP = {"megatron": (1, 2, 4, 8, 9, 16), "deepspeed": (1, 2, 4, 8, 16), "torchtitan": (1, 2, 4, 8)}
 
 
@@ -867,7 +868,8 @@ def layouts(model, gpus, gpus_per_node, framework, seq):
     TP inside a node, PP across nodes, CP for long sequences, EP for experts."""
     out = []
     tps = (1, 2, 4, 8) if framework in FRAMEWORK_PP else (1,)
-    cps = (1, 2) if seq >= CP_MIN_SEQ and framework in ("megatron", "torchtitan") else (1,)
+    cps = ([cp for cp in (1, 2, 4, 8, 16) if seq // cp >= CP_MIN_TOKENS]
+           if seq >= CP_MIN_SEQ and framework in ("megatron", "torchtitan") else (1,))
     eps = [1] + ([e for e in (2, 4, 8) if model.experts % e == 0] if model.experts and framework == "megatron" else [])
     for pp in FRAMEWORK_PP.get(framework, (1,)):
         if pp > model.layers // 2 and pp > 1 or (model.layers % pp and framework != "megatron"):
@@ -1157,6 +1159,8 @@ RENDEZVOUS_S = 2.2                    # per doubling of nodes: the c10d store an
 NCCL_INIT_S = 0.9                     # per doubling of ranks: bootstrap ring and channel set-up
 INIT_PARAMS_PER_S = 1.5e9             # parameters a rank initialises (and moves to the GPU) per second
 MIN_COMPUTE_SHARE = 0.45              # a job that waits on the network more than it computes gets fewer GPUs
+LONG_CONTEXT_SEQS = (32768, 65536, 131072)   # context-extension stages (Llama 3.1: 8k -> 128k in six steps,
+LONG_CONTEXT_SHARE = 0.3              # Qwen2.5: 4k -> 32k; ProLong: 64k, 512k); a share of Megatron's continued runs
 UNUSUAL_KINDS = ("continue", "resume", "finetune", "pretrain")   # the order unusual_run tries kinds in
 LONG_RUN_S = 400 * 86400.0            # a run resubmitted for months (Llama 3 405B: 54 days on 16k GPUs; OPT-175B
                                       # 2 months on 992): a session may join one mid-way, not one of years
@@ -1565,6 +1569,17 @@ def with_overflows(cfg):
     return cfg._replace(overflow_steps=steps, overflow_exps=exps)
 
 
+def long_context(seed, run, attempt, kind, framework, model, seq):
+    """The sequence of a drawn job: a long-context continued pretraining (LONG_CONTEXT_SHARE
+    of Megatron's, on models whose context reaches it) trains at 32k-128k with context
+    parallelism; every other job keeps `seq`.  Its own draw, so the rest of the run's is kept."""
+    longer = [n for n in LONG_CONTEXT_SEQS if n <= model.context]
+    rng = random.Random("%d:long-context:%d:%d" % (seed, run, attempt))
+    if kind != "continue" or framework != "megatron" or not longer or rng.random() >= LONG_CONTEXT_SHARE:
+        return seq
+    return rng.choice(longer)
+
+
 def job_sizes(cluster, pins, params, kind):
     """GPU counts to try for a run the usual draw found none for: the pins', else the
     sizes teams use for this model and kind, then every other size the cluster holds."""
@@ -1634,7 +1649,7 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
     cluster = cluster or make_cluster(catalog, seed, pins)
     rng = random.Random("%d:config:%d" % (seed, run))
     leanest, fallback = None, None
-    for _ in range(200):
+    for attempt in range(200):
         kind, framework = choose_kind_framework(rng, pins.get("kind"), pins.get("framework"))
         model = rng.choice(model_pool(catalog, kind, pins.get("model"), framework))
         if framework == "torchtitan" and cluster.gpu.precision != "bf16":
@@ -1654,6 +1669,7 @@ def make_run_config(catalog, seed, run, pins=None, cluster=None):
             continue
         gpus = rng.choice(sizes)
         seq = min(rng.choice((2048, 4096, 4096, 8192)), model.context)
+        seq = long_context(seed, run, attempt, kind, framework, model, seq)
         target = target_batch(rng, kind, params, seq)
         plan, lean = plan_layout(model, params, cluster, gpus, framework, seq, target, cluster.gpu.precision)
         if lean and (leanest is None or lean[1] < leanest[1]):
@@ -3666,7 +3682,8 @@ def run_args(cfg):
     """The arguments a GPT run sets from its own shape and schedule (both Megatrons)."""
     shape = cfg.shape
     return [("adam_beta1", cfg.betas[0]), ("adam_beta2", cfg.betas[1]), ("bf16", cfg.precision == "bf16"),
-            ("clip_grad", cfg.grad_clip), ("data_parallel_size", cfg.dp), ("eval_interval", cfg.val_interval),
+            ("clip_grad", cfg.grad_clip), ("context_parallel_size", cfg.cp), ("data_parallel_size", cfg.dp),
+            ("eval_interval", cfg.val_interval),
             ("eval_iters", cfg.val_iters), ("ffn_hidden_size", shape.ffn_hidden), ("fp16", cfg.precision == "fp16"),
             ("global_batch_size", cfg.global_batch), ("hidden_size", shape.hidden), ("log_interval", cfg.log_interval),
             ("lr", cfg.peak_lr), ("lr_decay_style", cfg.decay), ("lr_warmup_iters", cfg.warmup_steps),
@@ -4385,6 +4402,19 @@ class HFTrainer(Dialect):
                              round(cfg.total_steps / runtime, 3), total / cfg.total_steps, float(cfg.epochs)))]
 
 
+def lightning_summary_table(cfg, count):
+    """ModelSummary's table as _format_summary_table lays it out: each column as wide as its
+    widest cell, joined by ' | ', under a rule 3 characters per column (and 3 more) wider than
+    the sum of the widths; the Mode column from Lightning 2.3 (printers.txt)."""
+    cols = [(" ", "0"), ("Name", "model"), ("Type", cfg.architecture), ("Params", count)]
+    mode = cfg.stack.prints["lightning.mode_column"]
+    cols += [(mode, "train")] if mode != "-" else []
+    widths = [max(len(head), len(cell)) for head, cell in cols]
+    rule = "-" * (sum(widths) + 3 * (1 + len(cols)))
+    line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths))
+    return [("INFO", line([h for h, _ in cols])), ("INFO", rule), ("INFO", line([c for _, c in cols])), ("INFO", rule)]
+
+
 class Lightning(Dialect):
     """PyTorch Lightning: start-up banner, model summary table, epoch progress bars."""
 
@@ -4393,8 +4423,10 @@ class Lightning(Dialect):
 
     def build(self, ctx, ev):
         cfg = ctx.cfg
-        out = [("INFO", "GPU available: True (cuda), used: True"), ("INFO", "TPU available: False, using: 0 TPU cores"),
-               ("INFO", "HPU available: False, using: 0 HPUs")]
+        ipu = cfg.stack.prints["lightning.ipu_line"]          # 2.1 still reports IPUs (printers.txt)
+        out = [("INFO", "GPU available: True (cuda), used: True"), ("INFO", "TPU available: False, using: 0 TPU cores")]
+        out += [("INFO", ipu)] if ipu != "-" else []
+        out.append(("INFO", "HPU available: False, using: 0 HPUs"))
         for rank in (0, 3, 1, 2)[:min(4, cfg.gpus)]:          # ranks report in no particular order
             out.append(("INFO", "Initializing distributed: GLOBAL_RANK: %d, MEMBER: %d/%d" % (rank, rank + 1, cfg.gpus)))
         out += [("INFO", "-" * 100), ("INFO", "distributed_backend=nccl"),
@@ -4404,11 +4436,7 @@ class Lightning(Dialect):
         for local in (1, 0, 2)[:min(3, cfg.gpus_per_node)]:
             out.append(("INFO", "LOCAL_RANK: %d - CUDA_VISIBLE_DEVICES: [%s]" % (local, visible)))
         count = human_count(cfg.params)
-        type_w, params_w = len(cfg.architecture), max(6, len(count))
-        header = "  | Name  | %-*s | %-*s | Mode " % (type_w, "Type", params_w, "Params")
-        out += [("INFO", ""), ("INFO", header), ("INFO", "-" * len(header)),
-                ("INFO", "0 | model | %s | %-*s | train" % (cfg.architecture, params_w, count)),
-                ("INFO", "-" * len(header)),
+        out += [("INFO", "")] + lightning_summary_table(cfg, count) + [
                 ("INFO", "%-10s%s" % (count, "Trainable params")), ("INFO", "%-10s%s" % ("0", "Non-trainable params")),
                 ("INFO", "%-10s%s" % (count, "Total params")),
                 ("INFO", "%-10.3f%s" % (cfg.params * 4 / 1e6, "Total estimated model params size (MB)"))]
@@ -4680,7 +4708,7 @@ def config_record(cfg):
         ("dataset", cfg.dataset), ("gpu_type", cfg.gpu.name),
         ("gpu_memory_gib", round(cfg.gpu.memory_mib / 1024.0, 1)), ("gpu_peak_tflops", cfg.gpu.tflops),
         ("gpu_tdp_w", cfg.gpu.power_cap_w), ("nodes", cfg.nodes), ("gpus_per_node", cfg.gpus_per_node),
-        ("gpus", cfg.gpus), ("tp", cfg.tp), ("pp", cfg.pp), ("dp", cfg.dp), ("sharding", cfg.sharding),
+        ("gpus", cfg.gpus), ("tp", cfg.tp), ("pp", cfg.pp), ("cp", cfg.cp), ("dp", cfg.dp), ("sharding", cfg.sharding),
         ("recompute", cfg.recompute), ("precision", cfg.precision),
         ("global_batch_size", cfg.global_batch), ("micro_batch_size", cfg.micro_batch),
         ("grad_accum_steps", cfg.grad_accum), ("tokens_per_step", cfg.tokens_per_step),

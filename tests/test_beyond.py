@@ -115,8 +115,10 @@ def test_gpu_failure_kills_the_job_and_it_resumes_from_the_checkpoint():
     assert summary["steps_redone"] == crash[0] - resumed.first
 
 
-DRAINED = ["--seed", "39", "--incidents", "often", "--from-start", "--exit-after-sim", "46m", "--speed", "1000000"]
-# seed 39: a 4-node job whose GPU fails ~30 min in; after the watchdog's 10 minutes and the queue it trains again at ~44 min
+DRAINED = ["--seed", "911", "--incidents", "often", "--from-start", "--exit-after-sim", "47m", "--speed", "1000000"]
+# seed 911: a 16-node Megatron job whose GPU on its first nodes fails ~20 min in; the others hang for
+# Megatron's 10-minute watchdog timeout; requeued, it trains again at ~45 min (2727, used before, draws a
+# long-context stage since they joined the draw)
 
 
 def scheme(host):

@@ -133,11 +133,11 @@ HF_OTHER = [HF + r"(loading weights file \S+/model\.safetensors(\.index\.json)?|
             r"^\{'train_runtime': [\d.]+, 'train_samples_per_second': [\d.]+, 'train_steps_per_second': [\d.]+, "
             r"'train_loss': [\d.]+, 'epoch': [\d.]+\}$"]
 LIGHTNING_OTHER = [r"^(GPU available: True \(cuda\), used: True|TPU available: False, using: 0 TPU cores"
-                   r"|HPU available: False, using: 0 HPUs|distributed_backend=nccl|-{100}|-{40,80}|"
+                   r"|HPU available: False, using: 0 HPUs|IPU available: False, using: 0 IPUs|distributed_backend=nccl|-{100}|-{40,80}|"
                    r"|All distributed processes registered\. Starting with \d+ processes)$",
                    r"^Initializing distributed: GLOBAL_RANK: \d+, MEMBER: \d+/\d+$",
                    r"^LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: \[[\d,]+\]$",
-                   r"^  \| Name  \| Type\s+\| Params\s*\| Mode $", r"^0 \| model \| \w+ \| [\d.]+ [KMBT]\s* \| train$",
+                   r"^  \| Name  \| Type\s+\| Params\s*(\| Mode )?$", r"^0 \| model \| \w+ \| [\d.]+ [KMBT]\s*( \| train)?$",
                    r"^[\d.]+ [KMBT]?\s+(Trainable|Non-trainable|Total) params$", r"^0\s+Non-trainable params$",
                    r"^[\d.]+ *Total estimated model params size \(MB\)$",     # "{:<10.3f}": no gap past 10
                    r"^Restoring states from the checkpoint path at \S+$",

@@ -200,6 +200,7 @@ def test_a_hang_lasts_the_configured_timeout(style):
         assert op == "_ALLGATHER_BASE" and numel_out == numel_in * cfg.dp
 
 
+@pytest.mark.slow          # five whole runs with a relaunch, every line formatted: the full suite only
 def test_distinct_messages_never_share_a_source_line():
     for style in STYLES:
         rs, _, lines = start_lines(5, style, forced_crash=True)

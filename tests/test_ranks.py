@@ -130,7 +130,7 @@ def layer_split_count(config, tp_rank_stage):
     return count
 
 
-@pytest.mark.parametrize("seed", [16, 23, 17])      # 17: tied embeddings, copied to the last stage
+@pytest.mark.parametrize("seed", [16, 18, 17])     # 17: tied embeddings, copied to the last stage
 def test_megatron_prints_each_ranks_own_parameter_count(seed):
     args = ["--style", "megatron", "--seed", str(seed), "--exit-after-sim", "10m"]
     config = run1_events(args)[0]
@@ -174,7 +174,8 @@ def test_the_first_pipeline_stage_holds_more_memory_than_the_last():
     out = run_program(["--format", "jsonl", "--speed", "1000000", "--exit-after-sim", "20s"] + SMI)   # joins mid-run
     events = [json.loads(l) for l in out.stdout.splitlines()]
     assert [e["phase"] for e in events if e["event"] == "phase"] in ([], ["train"])
-    gpus = [e for e in events if e["event"] == "gpu" and e["t"] == max(x["t"] for x in events if x["event"] == "gpu")]
+    newest = max(e["t"] for e in events if e["event"] == "gpu")       # once: inside the filter it was quadratic
+    gpus = [e for e in events if e["event"] == "gpu" and e["t"] == newest]
     per_stage = cfg.gpus // cfg.pp
     stage_mem = lambda s: [g["mem_used_mib"] for g in gpus if g["gpu"] // per_stage == s]
     assert min(stage_mem(0)) > max(stage_mem(cfg.pp - 1))

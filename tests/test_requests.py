@@ -2,7 +2,12 @@
 refusal names the pins that make it impossible; bad input ends in one line."""
 import json
 import os
+import select
 import shutil
+import struct
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -141,3 +146,46 @@ def test_hostname_patterns_are_checked_at_load(tmp_path, pattern):
         f.write("%s | 1\n" % pattern)
     out = run_program(["--data-dir", work, "--format", "plain"])
     assert out.returncode == 1 and len(out.stderr.splitlines()) == 1 and "clusters.txt:" in out.stderr
+
+
+def test_long_context_continued_pretraining_runs_with_context_parallelism():
+    cfg = flt.make_run_config(CATALOG, 7, 1, {"kind": "continue", "framework": "megatron"})
+    assert cfg.seq_len >= 32768 and cfg.cp > 1                  # the seed draws a long-context stage
+    configs, steps = jsonl_run(["--seed", "7", "--kind", "continue", "--style", "megatron"], "30m")
+    c = configs[0]
+    assert c["seq_len"] == cfg.seq_len and c["cp"] == cfg.cp and len(steps) >= 5
+    assert c["tp"] * c["pp"] * c["cp"] * c["dp"] == c["gpus"]         # Megatron's dp leaves cp out
+    assert c["global_batch_size"] == c["micro_batch_size"] * c["dp"] * c["grad_accum_steps"]
+    out = run_program(["--seed", "7", "--kind", "continue", "--style", "megatron", "--format", "plain",
+                       "--from-start", "--speed", "1e6", "--exit-after-sim", "2m"])
+    assert "  context_parallel_size %s %d" % ("." * 27, cfg.cp) in out.stdout
+    assert "  data_parallel_size %s %d" % ("." * 30, cfg.dp) in out.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="a pseudo-terminal")
+@pytest.mark.parametrize("view", ["log", "all"])
+def test_the_full_screen_at_speed_1e9_keeps_to_exit_after(view):
+    """Each frame reaches its moment in bounded time: 1.5 s asked, not the 35 s it took
+    when the session walked every run from its start (the timeout is the test)."""
+    import fcntl
+    import termios
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = dict(os.environ, TERM="xterm")
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "fake_llm_training", "--seed", "496537", "--speed", "1e9",
+                             "--exit-after", "1.5", "--view", view], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env)
+    os.close(slave)
+    shown, deadline = b"", time.monotonic() + 20
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                shown += os.read(master, 65536)
+            except OSError:
+                break
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    os.close(master)
+    assert proc.returncode == 0 and b"step" in shown

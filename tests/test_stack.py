@@ -193,3 +193,16 @@ def test_megatron_deepspeed_turns_flash_attention_off_on_volta():
         if len(seen) == 2:
             break
     assert "volta" in seen and len(seen) == 2
+
+
+def test_lightning_banner_and_summary_follow_its_release():
+    tables = {}
+    for seed in (38, 1):                            # a Lightning 2.1.3 stack and a 2.5.2 one
+        config, lines = jsonl(["--framework", "lightning", "--seed", str(seed), "--exit-after-sim", "2m"])
+        release = config["software"]["lightning"]
+        head = next(l for l in lines if l.startswith("  | Name  | "))
+        rule = lines[lines.index(head) + 1]
+        cells = [c.strip() for c in head.split("|")]
+        assert len(rule) == sum(len(c) for c in head.split(" | ")) + 3 * (1 + len(cells))   # Lightning's rule
+        tables[release] = (cells[-1], "IPU available: False, using: 0 IPUs" in lines)
+    assert tables == {"2.1.3": ("Params", True), "2.5.2": ("Mode", False)}, tables
