@@ -4459,12 +4459,15 @@ class Lightning(Dialect):
         epoch = epoch_of(cfg, metrics.step)
         first = epoch * per_epoch
         start = tl.step_end(seg, first) + tl.pause_after(first) if first > seg.first else seg.t0
-        n = (metrics.step - first) * cfg.grad_accum
+        # num_training_batches: this rank's batches, ceil(ceil(N / dp) / micro) under the
+        # DistributedSampler (the epoch's last optimizer step may take fewer than grad_accum)
+        total = (ceil_div(ceil_div(cfg.train_samples, cfg.dp), cfg.micro_batch) if cfg.train_samples
+                 else per_epoch * cfg.grad_accum)
+        n = min(total, (metrics.step - first) * cfg.grad_accum)
         elapsed = ev.t - start
         loss = micro_losses(cfg, metrics.step, metrics.loss)[-1]
         post = ", v_num=%d, train_loss=%s" % (cfg.run % 7, lightning_num(loss))
-        return [("INFO", tqdm_line(n, per_epoch * cfg.grad_accum, elapsed, n / elapsed, "Epoch %d: " % epoch, post,
-                                   always_its=True))]
+        return [("INFO", tqdm_line(n, total, elapsed, n / elapsed, "Epoch %d: " % epoch, post, always_its=True))]
 
     def val(self, ctx, ev):
         """The validation bar counts this rank's batches: ceil(ceil(N / dp) / batch)."""
@@ -4716,6 +4719,7 @@ def config_record(cfg):
         ("warmup_steps", cfg.warmup_steps), ("peak_lr", cfg.peak_lr), ("min_lr", cfg.min_lr),
         ("lr_decay", cfg.decay), ("lr_scheduler", cfg.lr_scheduler), ("min_lr_ratio", cfg.min_lr_ratio),
         ("eval_samples", cfg.eval_samples), ("eval_batch", cfg.eval_batch), ("eval_steps", cfg.val_iters),
+        ("train_samples", cfg.train_samples),
         ("epochs", cfg.epochs), ("flops_per_token", cfg.flops_per_token),
         ("hostnames", [hostname_of(cfg, i) for i in range(min(cfg.nodes, 4))]),
         ("software", software_record(cfg.stack, cfg.framework)),

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from conftest import run_program
+import fake_llm_training as flt
+from conftest import CATALOG, run_program
 
 
 def jsonl_runs(args):
@@ -227,3 +228,27 @@ def test_torchtitan_validation_tps_is_a_forward_pass(seed):
     per_device = training_samples_per_s(run) * c["seq_len"] / c["gpus"]
     for tps in vals:
         assert 2.0 < tps / per_device < 5.0, (tps, per_device, c["grad_accum_steps"])
+
+
+def deepspeed_warmup_decay_lr(peak, warmup, total, n):
+    """WarmupDecayLR (lr_schedules.py at v0.16.4) after n steps: built at iteration -1
+    (warmup_min_lr 0), log warm-up by default, linear decay to 0 at total_num_steps."""
+    if n == 0:
+        return 0.0
+    it = n - 1
+    if it < warmup:
+        gamma = 1.0 / math.log(warmup) * math.log(it + 1)
+    else:
+        gamma = max(0.0, float(total - it) / float(max(1.0, total - warmup)))
+    return 0.0 + (peak - 0.0) * gamma
+
+
+def test_deepspeed_warmup_decay_lr_is_its_scheduler():
+    """A plain DeepSpeed script's WarmupDecayLR, as the metric model computes it (no drawn
+    run uses it yet: Megatron-DeepSpeed hands DeepSpeed Megatron's own scheduler)."""
+    cfg = flt.make_run_config(CATALOG, 1, 1, {"framework": "deepspeed"})._replace(lr_scheduler="deepspeed")
+    w, total = cfg.warmup_steps, cfg.total_steps
+    assert w >= 2
+    for n in list(range(0, w + 3)) + list(range(total - 3, total + 1)):
+        assert flt.lr_at(cfg, n) == deepspeed_warmup_decay_lr(cfg.peak_lr, w, total, n)
+    assert flt.lr_at(cfg, 1) == 0.0 and flt.lr_at(cfg, total + 1) == 0.0     # log(1) = 0; 0 at the end
