@@ -221,7 +221,7 @@ def subprocess_cases(seed, count, tmp):
     rng = random.Random(seed)
     counts = {0: 0, 1: 0, 2: 0}
     for case in range(count):
-        argv = random_argv(rng, smi=rng.random() < 0.2)
+        argv = [a.replace("\x00", "") for a in random_argv(rng, smi=rng.random() < 0.2)]   # no argv holds NUL
         if rng.random() < 0.3:
             work = os.path.join(tmp, "sub%d" % case)
             shutil.copytree(flt.DATA_DIR, work)
@@ -237,7 +237,9 @@ def subprocess_cases(seed, count, tmp):
         out = run_program(argv, timeout=60)
         assert out.returncode in (0, 1, 2), (argv, out.returncode, out.stderr)
         check_error_text(out.returncode, out.stderr, argv)
-        if out.returncode == 0 and "jsonl" in argv:
+        formats = [b for a, b in zip(argv, argv[1:]) if a == "--format"]
+        listing = "--list-models" in argv or "--list-gpus" in argv                  # a table, whatever the format
+        if out.returncode == 0 and formats[-1:] == ["jsonl"] and not listing:     # the last --format wins
             for line in out.stdout.splitlines():
                 finite_json(line)
         counts[out.returncode] += 1
