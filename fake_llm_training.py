@@ -1161,6 +1161,7 @@ INIT_PARAMS_PER_S = 1.5e9             # parameters a rank initialises (and moves
 MIN_COMPUTE_SHARE = 0.45              # a job that waits on the network more than it computes gets fewer GPUs
 LONG_CONTEXT_SEQS = (32768, 65536, 131072)   # context-extension stages (Llama 3.1: 8k -> 128k in six steps,
 LONG_CONTEXT_SHARE = 0.3              # Qwen2.5: 4k -> 32k; ProLong: 64k, 512k); a share of Megatron's continued runs
+SLOW_STEP_S = 600.0                   # an unusual run's step may take minutes (405B under ZeRO-3 on V100s: ~2)
 UNUSUAL_KINDS = ("continue", "resume", "finetune", "pretrain")   # the order unusual_run tries kinds in
 LONG_RUN_S = 400 * 86400.0            # a run resubmitted for months (Llama 3 405B: 54 days on 16k GPUs; OPT-175B
                                       # 2 months on 992): a session may join one mid-way, not one of years
@@ -1427,7 +1428,7 @@ def _complete_config(catalog, rng, seed, run, kind, framework, model, params, cl
     global_batch = L.mbs * L.dp * grad_accum
     tokens_per_step = global_batch * seq
     step_time = sum(parts)
-    if not MIN_STEP_S <= step_time <= MAX_STEP_S:
+    if not MIN_STEP_S <= step_time <= (SLOW_STEP_S if unusual else MAX_STEP_S):
         return None
     sched = draw_schedule(rng, catalog, kind, params, tokens_per_step, (L.mbs, L.dp, grad_accum), step_time,
                           framework, cluster.stack, unusual)
@@ -1593,13 +1594,16 @@ def job_sizes(cluster, pins, params, kind):
 
 def batched_plan(model, params, cluster, gpus, framework, seq, target):
     """The fastest plan that fits and whose step keeps within MAX_STEP_S, halving the batch
-    until one does (a big model on few GPUs trains on fewer sequences a step), or None."""
+    until one does (a big model on few GPUs trains on fewer sequences a step); else the
+    smallest batch that fits if its step is within SLOW_STEP_S (old cards), or None."""
+    slow = None
     while target >= 1:
         plan, _ = plan_layout(model, params, cluster, gpus, framework, seq, target, cluster.gpu.precision)
         if plan is not None and sum(plan[2]) <= MAX_STEP_S:
             return plan
+        slow = plan or slow
         target //= 2                      # fewer micro-batches in flight also need less memory
-    return None
+    return slow if slow is not None and sum(slow[2]) <= SLOW_STEP_S else None
 
 
 def _unusual_config(catalog, rng, seed, run, pins, cluster, kind, framework, model):
