@@ -128,7 +128,8 @@ Fabric.__new__.__defaults__ = (None,)          # a model-only fabric (bench/cali
 # A node type (platforms.txt): its board, cards, fabrics, the 8 slots' PCI buses and the NICs NCCL lists
 NodeType = collections.namedtuple("NodeType", "key board gpus fabrics bus_ids nics")
 Stack = collections.namedtuple(
-    "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight prints")
+    "Stack", "torch cuda nccl driver driver_cuda archs megatron deepspeed transformers lightning weight prints "
+             "arguments")
 Filesystem = collections.namedtuple("Filesystem", "name write_gbs read_gbs node_gbs weight")
 # fun: the joke names of nicknames.txt and the real names they borrow (see serious_catalog);
 # node_types: platforms.txt
@@ -227,8 +228,10 @@ TABLES = {
                        ("pretrain_tokens", _number(float, 1e9, 1e15)), ("source", str)],
     "clusters.txt": [("hostname", str), ("first", _number(int, 0, 10 ** 6)), ("platforms", _names)],
     "printers.txt": [("package", str), ("since", str), ("field", str), ("value", str), ("source", str)],
+    "arguments.txt": [("framework", _choice("megatron", "megatron-deepspeed")), ("argument", str), ("value", str),
+                      ("since", str), ("until", str), ("source", str)],
 }
-KEY_COLUMNS = {"printers.txt": 3}     # columns that name a row (the rest: 1, the first)
+KEY_COLUMNS = {"printers.txt": 3, "arguments.txt": 3}     # columns that name a row (the rest: 1, the first)
 PRINTED_BY = ("torch", "nccl", "driver", "megatron", "deepspeed", "transformers", "lightning")   # versioned packages
 
 
@@ -432,9 +435,40 @@ class Printed(dict):
         return hash(tuple(sorted(self.items())))
 
 
+def _unquoted(value):
+    """A cell's text: '""' is the empty string, quotes keep the spaces at a value's ends."""
+    return value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value
+
+
+def _argument_sets(tables, data_dir):
+    """arguments.txt by framework: (argument, value, since, until) with the releases as numbers
+    (None: no bound); only Megatron-LM has releases to bound an argument by."""
+    sets = collections.defaultdict(list)
+    for number, (framework, argument, value, since, until, _) in tables["arguments.txt"]:
+        try:
+            bounds = [None if b == "-" else version_key(b) for b in (since, until)]
+        except ValueError as exc:
+            raise DataError("%s:%d: columns since and until: %s" % (
+                os.path.join(data_dir, "arguments.txt"), number, exc))
+        if framework != "megatron" and bounds != [None, None]:
+            raise DataError("%s:%d: %s has no releases: since and until must be -" % (
+                os.path.join(data_dir, "arguments.txt"), number, framework))
+        sets[framework].append((argument, _unquoted(value), bounds[0], bounds[1]))
+    return sets
+
+
+def _stack_arguments(sets, megatron):
+    """Each framework's default arguments in a stack whose Megatron-LM release is `megatron`."""
+    release = version_key(megatron)
+    return Printed((framework, tuple((argument, value) for argument, value, since, until in rows
+                                     if (since is None or since <= release) and (until is None or release < until)))
+                   for framework, rows in sets.items())
+
+
 def _stacks(tables, data_dir):
     """The stacks, each with `prints`: for every field of printers.txt, what that stack's
-    release of the package prints (the row with the newest `since` not after it)."""
+    release of the package prints (the row with the newest `since` not after it), and
+    `arguments`: each framework's default arguments in that stack (arguments.txt)."""
     rows = collections.defaultdict(list)
     package_of = {}
     for number, (package, since, field, value, _) in tables["printers.txt"]:
@@ -445,7 +479,8 @@ def _stacks(tables, data_dir):
             raise DataError("%s: column since: %s" % (where, exc))
         if package not in PRINTED_BY or package_of.setdefault(field, package) != package:
             raise DataError("%s: field %r must belong to one package among %s" % (where, field, ", ".join(PRINTED_BY)))
-        rows[field].append((since_key, value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value))
+        rows[field].append((since_key, _unquoted(value)))
+    argument_sets = _argument_sets(tables, data_dir)
     stacks = []
     for number, v in tables["stacks.txt"]:
         prints = Printed()
@@ -456,7 +491,8 @@ def _stacks(tables, data_dir):
                 raise DataError("%s:%d: printers.txt has no %s row for this stack's %s" %
                                 (os.path.join(data_dir, "stacks.txt"), number, field, package_of[field]))
             prints[field] = max(known)[1]
-        stacks.append(Stack(*v, prints=prints))
+        megatron = v[Stack._fields.index("megatron")]
+        stacks.append(Stack(*v, prints=prints, arguments=_stack_arguments(argument_sets, megatron)))
     return stacks
 
 
@@ -3520,159 +3556,6 @@ def megatron_tokenizer(cfg):
     return name if name in MEGATRON_TOKENIZERS else "HuggingFaceTokenizer"
 
 
-# Megatron-LM's argument defaults that a GPT pre-training script leaves alone (arguments.py,
-# core_v0.10-0.15): the arguments dump prints every one of them, sorted.
-MEGATRON_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
-    "accumulate_allreduce_grads_in_fp32=True;adam_eps=1e-08;add_bias_linear=False;add_position_embedding=True;"
-    "add_qkv_bias=False;adlr_autoresume=False;adlr_autoresume_interval=1000;apply_layernorm_1p=False;"
-    "apply_query_key_layer_scaling=False;apply_residual_connection_post_layernorm=False;apply_rope_fusion=True;"
-    "async_save=None;async_tensor_model_parallel_allreduce=True;attention_dropout=0.0;"
-    "attention_softmax_in_fp32=False;barrier_with_L1_time=True;bias_dropout_fusion=True;bias_gelu_fusion=False;"
-    "bias_swiglu_fusion=True;calculate_per_token_loss=False;check_for_nan_in_loss_and_grad=True;"
-    "check_weight_hash_across_dp_replicas_interval=None;ckpt_assume_constant_structure=False;"
-    "ckpt_convert_format=None;ckpt_convert_save=None;ckpt_format=torch_dist;ckpt_fully_parallel_load=False;"
-    "ckpt_fully_parallel_save=True;ckpt_step=None;clone_scatter_output_in_embedding=True;"
-    "consumed_train_samples=0;consumed_valid_samples=0;context_parallel_size=1;"
-    "create_attention_mask_in_dataloader=True;cross_entropy_loss_fusion=False;data_cache_path=None;"
-    "data_parallel_random_init=False;dataloader_type=single;ddp_average_in_collective=False;"
-    "ddp_bucket_size=None;decoder_num_layers=None;decoder_seq_length=None;decoupled_lr=None;"
-    "decoupled_min_lr=None;defer_embedding_wgrad_compute=False;delay_grad_reduce=True;"
-    "delay_param_gather=False;deterministic_mode=False;disable_straggler_on_startup=False;"
-    "dist_ckpt_format=torch_dist;dist_ckpt_strictness=assume_ok_unexpected;distribute_saved_activations=False;"
-    "distributed_backend=nccl;distributed_timeout_minutes=10;embedding_path=None;empty_unused_memory_level=0;"
-    "enable_one_logger=True;eod_mask_loss=False;exit_duration_in_mins=None;exit_interval=None;"
-    "exit_on_missing_checkpoint=False;exit_signal_handler=False;expert_model_parallel_size=1;finetune=False;"
-    "fp16_lm_cross_entropy=False;fp32_residual_connection=False;fp8=None;fp8_amax_compute_algo=most_recent;"
-    "fp8_amax_history_len=1;fp8_interval=1;fp8_margin=0;fp8_wgrad=True;global_batch_size=0;"
-    "gradient_accumulation_fusion=True;head_lr_mult=1.0;hidden_dropout=0.0;hysteresis=2;"
-    "init_method_std=0.02;init_method_xavier_uniform=False;initial_loss_scale=4294967296;"
-    "iter_per_epoch=1250;lazy_mpu_init=None;local_rank=0;log_interval=100;log_loss_scale_to_tensorboard=True;"
-    "log_memory_to_tensorboard=False;log_num_zeros_in_grad=False;log_params_norm=False;log_progress=False;"
-    "log_straggler=False;log_throughput=True;log_timers_to_tensorboard=False;"
-    "log_validation_ppl_to_tensorboard=False;log_world_size_to_tensorboard=False;logging_level=None;"
-    "loss_scale=None;loss_scale_window=1000;lr_decay_samples=None;lr_warmup_fraction=None;"
-    "lr_warmup_init=0.0;lr_warmup_samples=0;lr_wsd_decay_iters=None;lr_wsd_decay_samples=None;"
-    "lr_wsd_decay_style=exponential;make_vocab_size_divisible_by=128;manual_gc=False;manual_gc_eval=True;"
-    "manual_gc_interval=0;mask_factor=1.0;mask_prob=0.15;mask_type=random;masked_softmax_fusion=True;"
-    "merge_file=None;micro_batch_size=1;min_loss_scale=1.0;mmap_bin_files=True;mock_data=False;"
-    "moe_aux_loss_coeff=0.0;moe_grouped_gemm=False;moe_router_topk=2;moe_token_dispatcher_type=allgather;"
-    "nccl_communicator_config_path=None;no_load_optim=None;no_load_rng=None;no_persist_layer_norm=False;"
-    "no_save_optim=None;no_save_rng=None;norm_epsilon=1e-05;normalization=RMSNorm;num_dataset_builder_threads=1;"
-    "num_distributed_optimizer_instances=1;num_experts=None;num_layers_per_virtual_pipeline_stage=None;"
-    "num_workers=2;one_logger_async=False;one_logger_project=megatron-lm;onnx_safe=None;optimizer=adam;"
-    "overlap_grad_reduce=True;overlap_p2p_comm=False;overlap_param_gather=True;"
-    "overlap_param_gather_with_optimizer_step=False;override_opt_param_scheduler=False;"
-    "perform_initialization=True;pipeline_model_parallel_split_rank=None;position_embedding_type=rope;"
-    "pretrained_checkpoint=None;profile=False;profile_ranks=[0];profile_step_end=12;profile_step_start=10;"
-    "qk_layernorm=False;rampup_batch_size=None;rank=0;recompute_method=None;recompute_num_layers=None;"
-    "reset_attention_mask=False;reset_position_ids=False;rotary_base=10000;rotary_interleaved=False;"
-    "rotary_percent=1.0;rotary_seq_len_interpolation_factor=None;s3_cache_path=None;sample_rate=1.0;"
-    "scatter_gather_tensors_in_pipeline=True;seed=1234;sequence_parallel=False;sgd_momentum=0.9;"
-    "short_seq_prob=0.1;skip_train=False;spec=None;split=969, 30, 1;squared_relu=False;"
-    "standalone_embedding_stage=False;straggler_ctrlr_port=65535;straggler_minmax_count=1;"
-    "tensorboard_log_interval=1;tensorboard_queue_size=1000;test_data_path=None;test_mode=False;"
-    "timing_log_level=0;timing_log_option=minmax;tokenizer_model=None;tp_comm_bulk_dgrad=True;"
-    "tp_comm_bulk_wgrad=True;tp_comm_overlap=False;tp_comm_overlap_ag=True;tp_comm_overlap_rs=True;"
-    "train_data_path=None;train_samples=None;transformer_impl=transformer_engine;use_checkpoint_args=False;"
-    "use_checkpoint_opt_param_scheduler=False;use_cpu_initialization=None;use_dist_ckpt=True;"
-    "use_flash_attn=False;use_legacy_models=False;use_mp_args_from_checkpoint_args=False;"
-    "use_one_sent_docs=False;use_ring_exchange_p2p=False;use_rotary_position_embeddings=False;"
-    "use_tp_pp_dp_mapping=False;valid_data_path=None;variable_seq_lengths=False;"
-    "virtual_pipeline_model_parallel_size=None;vocab_extra_ids=0;vocab_file=None;vocab_size=None;"
-    "wandb_exp_name=;wandb_project=;wandb_save_dir=;weight_decay_incr_style=constant;yaml_cfg=None"
-).split(";")]
-
-
-# Megatron-DeepSpeed's arguments and their defaults (microsoft/Megatron-DeepSpeed
-# megatron/arguments.py at f4157bea, 2024-12-24: the repository has no release tags;
-# with DeepSpeed's add_config_arguments: deepspeed, deepspeed_config, deepscale,
-# deepscale_config): the old Megatron set with the DeepSpeed ones (zero_stage,
-# deepspeed_activation_checkpointing, ds_sequence_parallel_size, ...) and none of
-# Megatron-Core's (ckpt_format, use_dist_ckpt, transformer_impl transformer_engine,
-# enable_one_logger, overlap_param_gather).
-MDS_ARG_DEFAULTS = [tuple(item.split("=", 1)) for item in (
-    "accumulate_allreduce_grads_in_fp32=False;adam_beta1=0.9;adam_beta2=0.999;adam_eps=1e-08;add_bias_linear=True;"
-    "add_position_embedding=True;adlr_autoresume=False;adlr_autoresume_interval=1000;aml_data_download_path=None;"
-    "apply_layernorm_1p=False;apply_query_key_layer_scaling=True;apply_residual_connection_post_layernorm=False;"
-    "async_tensor_model_parallel_allreduce=True;attention_dropout=0.1;attention_softmax_in_fp32=False;"
-    "barrier_with_L1_time=True;batch_size=None;bert_binary_head=True;bert_embedder_type=megatron;bert_load=None;"
-    "bf16=False;bias_dropout_fusion=True;bias_gelu_fusion=True;biencoder_projection_dim=0;"
-    "biencoder_shared_query_context_model=False;block_data_path=None;checkpoint_activations=False;"
-    "checkpoint_in_cpu=False;checkpoint_num_layers=1;classes_fraction=1.0;clip_grad=1.0;"
-    "contigious_checkpointing=False;cpu_optimizer=False;cpu_torch_adam=False;create_moe_param_group=False;"
-    "data_cache_path=None;data_efficiency_curriculum_learning=False;data_impl=infer;"
-    "data_parallel_random_init=False;data_path=None;data_per_class_fraction=1.0;data_sharding=True;"
-    "dataloader_type=None;DDP_impl=local;decoder_num_layers=None;decoder_seq_length=None;deepscale=False;"
-    "deepscale_config=None;deepspeed=False;deepspeed_activation_checkpointing=False;deepspeed_config=None;"
-    "dino_bottleneck_size=256;dino_freeze_last_layer=1;dino_head_hidden_size=2048;dino_local_crops_number=10;"
-    "dino_local_img_size=96;dino_norm_last_layer=False;dino_teacher_temp=0.07;dino_warmup_teacher_temp=0.04;"
-    "dino_warmup_teacher_temp_epochs=30;distribute_checkpointed_activations=False;"
-    "distribute_saved_activations=False;distributed_backend=nccl;distributed_timeout_minutes=10;"
-    "ds_fused_adam=False;ds_inference=False;ds_sequence_parallel_fpdt=False;"
-    "ds_sequence_parallel_fpdt_chunk_size=65536;ds_sequence_parallel_fpdt_offloading=False;"
-    "ds_sequence_parallel_size=1;embedding_path=None;embedding_weights_in_fp32=False;empty_unused_memory_level=0;"
-    "enable_expert_tensor_parallelism=False;enable_zbh1_exact_semantics=False;enable_zbh1_pipeline=False;"
-    "encoder_num_layers=None;encoder_seq_length=None;end_weight_decay=None;eod_mask_loss=False;eval_interval=1000;"
-    "eval_iters=100;evidence_data_path=None;exit_duration_in_mins=None;exit_interval=None;"
-    "exit_on_missing_checkpoint=False;exit_signal_handler=False;expert_interval=2;ffn_hidden_size=None;"
-    "finetune=False;force_ds_sequence_parallel=False;fp16=False;fp16_lm_cross_entropy=False;"
-    "fp32_residual_connection=False;fp8_amax_compute_algo=most_recent;fp8_amax_history_len=1;fp8_e4m3=False;"
-    "fp8_hybrid=False;fp8_interval=1;fp8_margin=0;fp8_wgrad=True;global_batch_size=None;"
-    "gradient_accumulation_fusion=True;head_lr_mult=1.0;hidden_dropout=0.1;hidden_size=None;"
-    "hidden_size_teacher=None;hysteresis=2;ict_head_size=None;ict_load=None;img_h=224;img_w=224;"
-    "indexer_batch_size=128;indexer_log_interval=1000;inference=False;inference_batch_times_seqlen_threshold=512;"
-    "init_method_std=0.02;init_method_xavier_uniform=False;initial_loss_scale=4294967296;iter_per_epoch=1250;"
-    "kd=False;kd_alpha_ce=1;kd_beta_ce=1;kd_temp=1.0;kill_switch_file=None;kv_channels=None;"
-    "layernorm_epsilon=1e-05;lazy_mpu_init=None;load=None;load_tag=None;load_teacher=None;local_rank=None;"
-    "log_batch_size_to_tensorboard=False;log_interval=100;log_learning_rate_to_tensorboard=True;"
-    "log_loss_scale_to_tensorboard=True;log_memory_to_tensorboard=False;log_num_zeros_in_grad=False;"
-    "log_optimizer_states_to_tensorboard=False;log_params_norm=False;log_timers_to_tensorboard=False;"
-    "log_validation_ppl_to_tensorboard=False;log_world_size_to_tensorboard=False;loss_scale=None;"
-    "loss_scale_window=1000;lr=None;lr_decay_iters=None;lr_decay_samples=None;lr_decay_style=linear;"
-    "lr_decay_tokens=None;lr_warmup_fraction=None;lr_warmup_iters=0;lr_warmup_samples=0;lr_warmup_tokens=None;"
-    "make_vocab_size_divisible_by=128;mask_factor=1.0;mask_prob=0.15;mask_type=random;masked_softmax_fusion=True;"
-    "max_position_embeddings=None;max_tokens_to_oom=12000;mem_efficient_ln=True;memory_centric_tiled_linear=False;"
-    "merge_file=None;micro_batch_size=None;min_loss_scale=1.0;min_lr=0.0;mlp_type=standard;mmap_warmup=False;"
-    "model_parallel_size=None;moe_eval_capacity_factor=1.0;moe_expert_parallel_size=1;moe_loss_coeff=0.1;"
-    "moe_min_capacity=4;moe_token_dropping=True;moe_top2_2nd_expert_sampling=True;moe_train_capacity_factor=1.0;"
-    "mos=False;no_load_lr_state=False;no_load_optim=None;no_load_rng=None;no_persist_layer_norm=False;"
-    "no_pipeline_parallel=False;no_save_optim=None;no_save_rng=None;normalization=layernorm;"
-    "num_attention_heads=None;num_attention_heads_teacher=None;num_channels=3;num_classes=1000;num_experts=[1];"
-    "num_experts_switch=None;num_experts_teacher=[1];num_key_value_heads=None;num_layers=None;"
-    "num_layers_per_virtual_pipeline_stage=None;num_layers_teacher=None;num_workers=2;onnx_safe=None;"
-    "openai_gelu=False;optimizer=adam;output_bert_embeddings=False;overlap_p2p_comm=False;"
-    "override_opt_param_scheduler=False;partition_activations=False;patch_dim=16;perform_initialization=True;"
-    "pipeline_model_parallel_size=1;pipeline_model_parallel_split_rank=None;profile=None;profile_backward=False;"
-    "profile_ranks=None;profile_steps=2,3;query_in_block_prob=0.1;rampup_batch_size=None;random_ltd=False;"
-    "recompute_activations=False;recompute_granularity=None;recompute_method=None;recompute_num_layers=1;"
-    "remote_device=none;repeated_dataloader=False;reset_attention_mask=False;reset_iteration=False;"
-    "reset_position_ids=False;retriever_report_topk_accuracies=[];retriever_score_scaling=False;"
-    "retriever_seq_length=256;retro_add_retriever=False;retro_cyclic_train_iters=None;"
-    "retro_encoder_attention_dropout=0.1;retro_encoder_hidden_dropout=0.1;retro_encoder_layers=2;"
-    "retro_num_neighbors=2;retro_num_retrieved_chunks=2;retro_return_doc_ids=False;retro_workdir=None;"
-    "return_data_index=False;rope_theta=10000;rotary_percent=1.0;sample_rate=1.0;save=None;save_interval=None;"
-    "scatter_gather_tensors_in_pipeline=True;scattered_embeddings=False;seed=1234;seq_length=None;"
-    "sequence_parallel=False;sgd_momentum=0.9;short_seq_prob=0.1;skip_train=False;split=969, 30, 1;"
-    "split_transformers=False;squared_relu=False;standalone_embedding_stage=False;start_weight_decay=None;"
-    "swiglu=False;swin_backbone_type=tiny;synchronize_each_layer=False;tensor_model_parallel_size=1;"
-    "tensorboard_dir=None;tensorboard_log_interval=1;tensorboard_queue_size=1000;test_data_path=None;"
-    "tile_factor=1;timing_log_level=0;timing_log_option=minmax;titles_data_path=None;tokenizer_model=None;"
-    "tokenizer_type=None;topk=1;train_data_exact_num_epochs=None;train_data_path=None;train_desc_path=None;"
-    "train_doc_idx_path=None;train_idx_path=None;train_iters=None;train_sample_idx_path=None;train_samples=None;"
-    "train_shuffle_idx_path=None;train_tokens=None;transformer_impl=local;trust_remote_code=False;"
-    "universal_checkpoint=False;untie_embeddings_and_output_weights=False;use_checkpoint_args=False;"
-    "use_checkpoint_opt_param_scheduler=False;use_contiguous_buffers_in_local_ddp=True;"
-    "use_cpu_initialization=None;use_dataset_only=False;use_distributed_optimizer=False;"
-    "use_flash_attn_builder=False;use_flash_attn_triton=False;use_flash_attn_v1=False;use_flash_attn_v2=False;"
-    "use_one_sent_docs=False;use_pin_memory=False;use_ring_exchange_p2p=False;"
-    "use_rotary_position_embeddings=False;use_tutel=False;valid_data_path=None;vision_backbone_type=vit;"
-    "vision_pretraining=False;vision_pretraining_type=classify;vocab_extra_ids=0;vocab_file=None;vocab_size=None;"
-    "wandb_exp_name=;wandb_project=;wandb_save_dir=;warmup=None;weight_decay=0.01;"
-    "weight_decay_incr_style=constant;zero_allgather_bucket_size=0.0;zero_contigious_gradients=False;"
-    "zero_reduce_bucket_size=0.0;zero_reduce_scatter=False;zero_stage=1.0"
-).split(";")]
-
-
 def arguments_dump(values):
     """_print_args: every argument, sorted case-insensitively, between the two rules."""
     out = [("INFO", "------------------------ arguments ------------------------")]
@@ -3712,7 +3595,7 @@ def mds_args(ctx):
     """Megatron-DeepSpeed's dump for a GPT run launched with --deepspeed and its ds_config.json
     (the Llama recipes' flags: RMSNorm, SwiGLU, rotary, no biases or dropout, packed data)."""
     cfg, shape = ctx.cfg, ctx.cfg.shape
-    values = dict(MDS_ARG_DEFAULTS)
+    values = dict(cfg.stack.arguments["megatron-deepspeed"])
     values.update(run_args(cfg))
     flash = cfg.gpu.arch != "volta"               # FlashAttention-2 needs Ampere or newer
     values.update([
@@ -3731,7 +3614,7 @@ def mds_args(ctx):
 def megatron_args(ctx):
     """Megatron-LM's dump: its defaults, the run's own settings, and Megatron-Core's."""
     cfg, shape = ctx.cfg, ctx.cfg.shape
-    values = dict(MEGATRON_ARG_DEFAULTS)
+    values = dict(cfg.stack.arguments["megatron"])
     values.update(run_args(cfg))
     values.update([("group_query_attention", shape.kv_heads != shape.heads), ("num_query_groups", shape.kv_heads),
                    ("use_distributed_optimizer", cfg.sharding != "none")])
