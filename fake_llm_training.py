@@ -5885,8 +5885,10 @@ def phase_progress(state, clock):
         if cfg.nodes == 1:          # the launcher stops the job at once: no one waits for a timeout
             return "job failed", frac, " rank %d lost  %s" % (info[1], clock)
         return "NCCL watchdog", frac, " hung %ds/%ds  rank %d lost" % (int(frac * info[2]), info[2], info[1])
-    if phase == "summary":
-        return "run %d finished; next run" % cfg.run, frac, pct
+    if phase == "summary" and state.t < moment.segment.t1:
+        return "run finished; writing summary", frac, pct
+    if phase == "summary":          # the next job waits in the scheduler's queue for its nodes
+        return "next job pending in the queue", 0.0, " waiting %s" % fmt_clock(state.t - moment.segment.t1)
     return run_progress(state, clock)
 
 
