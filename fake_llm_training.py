@@ -1020,7 +1020,6 @@ def make_cluster(catalog, seed, pins=None):
                    node_type)
 
 
-
 ########################################################################
 # Run configuration (pure: from the seed and the user's pins)
 ########################################################################
@@ -1283,6 +1282,37 @@ def epoch_update_steps(framework, examples, micro_batch, dp, grad_accum):
     return max(ceil_div(examples, micro_batch * dp * grad_accum), 1)
 
 
+def draw_lr_schedule(rng, kind, params, total, framework, stack):
+    """Peak LR, floor, warm-up and decay as teams set them (spreads, not one template)."""
+    if kind == "finetune":
+        peak = rng.choice((5e-6, 1e-5, 1e-5, 2e-5)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5, 5e-5, 1e-4))
+        decay = rng.choice(FINETUNE_DECAYS)
+        ratio = rng.choice(FINETUNE_MIN_LR_RATIOS)
+    else:
+        peak = (6e-4 if params < 0.5e9 else 4e-4 if params < 2e9 else 3e-4 if params < 10e9
+                else 1.5e-4 if params < 100e9 else 8e-5) * rng.choice((0.5, 0.75, 1.0, 1.0, 1.25, 1.5))
+        if kind == "continue":
+            peak /= rng.choice((2.0, 3.0, 5.0, 10.0))
+        decay = rng.choice(PRETRAIN_DECAYS if kind != "continue" else CONTINUE_DECAYS)
+        ratio = rng.choice(PRETRAIN_MIN_LR_RATIOS)
+    peak = float("%.2g" % peak)
+    if FRAMEWORK_LR_SCHEDULER[framework] == "hf":     # transformers' linear and cosine end at 0 ...
+        if decay == "cosine" and stack.prints["hf.min_lr_cosine"] == "yes":
+            decay = "cosine_with_min_lr"               # ... a floor needs cosine_with_min_lr's min_lr_rate
+        else:
+            ratio = 0.0
+    if rng.random() < (0.7 if kind == "finetune" else 0.25):            # warmup_ratio (HF: ceil(ratio x total))
+        warmup_ratio = rng.choice((0.01, 0.03, 0.05, 0.1))
+        warmup = int(math.ceil(warmup_ratio * total))
+    else:                                                               # warmup as a step count
+        warmup_ratio = None
+        warmup = min(rng.choice((100, 200, 500, 1000, 2000, 2500)) if kind != "finetune"
+                     else rng.choice((10, 20, 50, 100)), max(1, total // 10))
+    return dict(peak_lr=peak, min_lr=(peak * ratio if decay != "constant" else 0.0), min_lr_ratio=ratio, decay=decay,
+                decay_fraction=rng.choice((0.1, 0.15, 0.2)) if decay == "wsd" else 0.0,
+                warmup=max(1, warmup), warmup_ratio=warmup_ratio)
+
+
 def draw_schedule(rng, catalog, kind, params, tokens_per_step, batch, step_time, framework, stack, unusual=False):
     """Dataset, length, resume position and learning-rate schedule; None if no real run is this long.
     `batch`: (micro-batch, data-parallel ranks, gradient accumulation).
@@ -1330,37 +1360,6 @@ PRETRAIN_DECAYS = ("cosine", "cosine", "cosine", "linear")
 CONTINUE_DECAYS = ("cosine", "linear")
 FINETUNE_MIN_LR_RATIOS = (0.1, 0.05, 0.01)
 PRETRAIN_MIN_LR_RATIOS = (0.1, 0.1, 0.05, 0.01, 0.033)
-
-
-def draw_lr_schedule(rng, kind, params, total, framework, stack):
-    """Peak LR, floor, warm-up and decay as teams set them (spreads, not one template)."""
-    if kind == "finetune":
-        peak = rng.choice((5e-6, 1e-5, 1e-5, 2e-5)) if params > 20e9 else rng.choice((1e-5, 2e-5, 3e-5, 5e-5, 1e-4))
-        decay = rng.choice(FINETUNE_DECAYS)
-        ratio = rng.choice(FINETUNE_MIN_LR_RATIOS)
-    else:
-        peak = (6e-4 if params < 0.5e9 else 4e-4 if params < 2e9 else 3e-4 if params < 10e9
-                else 1.5e-4 if params < 100e9 else 8e-5) * rng.choice((0.5, 0.75, 1.0, 1.0, 1.25, 1.5))
-        if kind == "continue":
-            peak /= rng.choice((2.0, 3.0, 5.0, 10.0))
-        decay = rng.choice(PRETRAIN_DECAYS if kind != "continue" else CONTINUE_DECAYS)
-        ratio = rng.choice(PRETRAIN_MIN_LR_RATIOS)
-    peak = float("%.2g" % peak)
-    if FRAMEWORK_LR_SCHEDULER[framework] == "hf":     # transformers' linear and cosine end at 0 ...
-        if decay == "cosine" and stack.prints["hf.min_lr_cosine"] == "yes":
-            decay = "cosine_with_min_lr"               # ... a floor needs cosine_with_min_lr's min_lr_rate
-        else:
-            ratio = 0.0
-    if rng.random() < (0.7 if kind == "finetune" else 0.25):            # warmup_ratio (HF: ceil(ratio x total))
-        warmup_ratio = rng.choice((0.01, 0.03, 0.05, 0.1))
-        warmup = int(math.ceil(warmup_ratio * total))
-    else:                                                               # warmup as a step count
-        warmup_ratio = None
-        warmup = min(rng.choice((100, 200, 500, 1000, 2000, 2500)) if kind != "finetune"
-                     else rng.choice((10, 20, 50, 100)), max(1, total // 10))
-    return dict(peak_lr=peak, min_lr=(peak * ratio if decay != "constant" else 0.0), min_lr_ratio=ratio, decay=decay,
-                decay_fraction=rng.choice((0.1, 0.15, 0.2)) if decay == "wsd" else 0.0,
-                warmup=max(1, warmup), warmup_ratio=warmup_ratio)
 
 
 def draw_cadence(rng, framework, step_time, sched):
@@ -1434,7 +1433,6 @@ def draw_timings(rng, kind, model, params, cluster, gpus, L, framework, step_tim
                 launch_seconds=launch, build_seconds=build, load_seconds=load,
                 export_seconds=export_seconds, export_files=export_files,
                 requeue_seconds=rng.uniform(*REQUEUE_S))
-
 
 
 RUN_SEED_STRIDE = 7919      # a prime: run_seed of (seed, run) never meets another seed's run below 7919 runs
@@ -1895,7 +1893,6 @@ def lr_used(cfg, step):
     return lr_at(cfg, scheduler_steps(cfg, step - 1)) if step > 0 else lr_at(cfg, 0)
 
 
-
 def effective_steps(cfg, step):
     """Steps of progress: warm-up steps count for the learning rate they had."""
     w = float(cfg.warmup_steps)
@@ -1956,18 +1953,6 @@ def memorised(cfg, step):
     return MEMORISE_PER_REPEAT[0] * r + MEMORISE_PER_REPEAT[1] * r * r
 
 
-def expected_loss(cfg, step):
-    """Training loss without step-to-step noise."""
-    if cfg.kind == "finetune":
-        return _expected_loss(cfg, step)
-    # As the learning rate anneals the loss drops a little more than the
-    # power law alone: the familiar steepening at the end of a cosine schedule.
-    annealed = 0.0
-    if step >= cfg.warmup_steps:
-        annealed = min(1.0, max(0.0, 1 - (lr_at(cfg, step) - cfg.min_lr) / (cfg.peak_lr - cfg.min_lr)))
-    return _expected_loss(cfg, step) * (1 - 0.035 * annealed) * (1 - memorised(cfg, step))
-
-
 def _expected_loss(cfg, step):
     if cfg.kind == "finetune":
         x = step / float(epoch_steps(cfg))
@@ -1985,6 +1970,18 @@ def _expected_loss(cfg, step):
     ln_v = cfg.loss_start
     loss = (ln_v ** -8 + fit ** -8) ** -0.125
     return loss + 0.25 * math.exp(-step / 3.0)
+
+
+def expected_loss(cfg, step):
+    """Training loss without step-to-step noise."""
+    if cfg.kind == "finetune":
+        return _expected_loss(cfg, step)
+    # As the learning rate anneals the loss drops a little more than the
+    # power law alone: the familiar steepening at the end of a cosine schedule.
+    annealed = 0.0
+    if step >= cfg.warmup_steps:
+        annealed = min(1.0, max(0.0, 1 - (lr_at(cfg, step) - cfg.min_lr) / (cfg.peak_lr - cfg.min_lr)))
+    return _expected_loss(cfg, step) * (1 - 0.035 * annealed) * (1 - memorised(cfg, step))
 
 
 # A loss averaged over T tokens scatters from step to step by about
@@ -2418,6 +2415,38 @@ class Timeline(object):
         return seg.attempt - 1 if seg.phase == "queue" else seg.attempt
 
 
+# The timeout of ProcessGroupNCCL's watchdog, as each framework's launch code sets it (a
+# hang lasts this long): Megatron-LM --distributed-timeout-minutes, default 10; Megatron-
+# DeepSpeed calls deepspeed.init_distributed() without one, whose default is 30 minutes;
+# HF TrainingArguments.ddp_timeout=1800; Lightning's strategies use torch's
+# default_pg_timeout (30 min); torchtitan's CommConfig: train_timeout_seconds=100 once the
+# first step is done (init_timeout_seconds=300 before).
+WATCHDOG_TIMEOUT_S = {"megatron": 600.0, "deepspeed": 1800.0, "hf": 1800.0, "lightning": 1800.0,
+                      "torchtitan": 100.0}
+WATCHDOG_POLL_S = 0.3      # the watchdog notices within its poll (100 ms) and aborts the communicators
+
+
+def watchdog_timeout_s(cfg):
+    """Seconds a collective may wait, in this run's training loop, before the watchdog aborts."""
+    return WATCHDOG_TIMEOUT_S[cfg.framework]
+
+
+def crash_incident(cfg, step, u):
+    """(step, failing GPU, seconds until the job is down): on one node its launcher
+    stops the job at once; across nodes the ranks elsewhere wait in their collective
+    until the watchdog's timeout fires."""
+    if step % cfg.ckpt_interval == 0:
+        step += 1                      # die during the step after a save, not inside it
+    down = TEARDOWN_S if cfg.nodes == 1 else watchdog_timeout_s(cfg) + WATCHDOG_POLL_S
+    return (step, int(u * cfg.gpus) % cfg.gpus, down)
+
+
+def straggler_incident(cfg, step, u):
+    """(first step, last step, slowdown factor, slow node)."""
+    length = max(10, int(90.0 / cfg.step_time_s))
+    return (step, step + length, 1.25 + 0.2 * u, int(u * 1000) % cfg.nodes)
+
+
 def plan_incidents(cfg, incident_rate, forced=()):
     """The incidents of a run, drawn at real-world rates scaled by `incident_rate`.
 
@@ -2449,38 +2478,6 @@ def plan_incidents(cfg, incident_rate, forced=()):
         else:
             spikes.append((step, 0.3 + 0.5 * u))
     return cfg_spikes, Incidents(tuple(spikes), tuple(stragglers), tuple(sorted(crashes)))
-
-
-# The timeout of ProcessGroupNCCL's watchdog, as each framework's launch code sets it (a
-# hang lasts this long): Megatron-LM --distributed-timeout-minutes, default 10; Megatron-
-# DeepSpeed calls deepspeed.init_distributed() without one, whose default is 30 minutes;
-# HF TrainingArguments.ddp_timeout=1800; Lightning's strategies use torch's
-# default_pg_timeout (30 min); torchtitan's CommConfig: train_timeout_seconds=100 once the
-# first step is done (init_timeout_seconds=300 before).
-WATCHDOG_TIMEOUT_S = {"megatron": 600.0, "deepspeed": 1800.0, "hf": 1800.0, "lightning": 1800.0,
-                      "torchtitan": 100.0}
-WATCHDOG_POLL_S = 0.3      # the watchdog notices within its poll (100 ms) and aborts the communicators
-
-
-def watchdog_timeout_s(cfg):
-    """Seconds a collective may wait, in this run's training loop, before the watchdog aborts."""
-    return WATCHDOG_TIMEOUT_S[cfg.framework]
-
-
-def crash_incident(cfg, step, u):
-    """(step, failing GPU, seconds until the job is down): on one node its launcher
-    stops the job at once; across nodes the ranks elsewhere wait in their collective
-    until the watchdog's timeout fires."""
-    if step % cfg.ckpt_interval == 0:
-        step += 1                      # die during the step after a save, not inside it
-    down = TEARDOWN_S if cfg.nodes == 1 else watchdog_timeout_s(cfg) + WATCHDOG_POLL_S
-    return (step, int(u * cfg.gpus) % cfg.gpus, down)
-
-
-def straggler_incident(cfg, step, u):
-    """(first step, last step, slowdown factor, slow node)."""
-    length = max(10, int(90.0 / cfg.step_time_s))
-    return (step, step + length, 1.25 + 0.2 * u, int(u * 1000) % cfg.nodes)
 
 
 ########################################################################
@@ -2816,35 +2813,38 @@ def _failed_host(tl, crash):
                                     ("attempt", crash.attempt)])
 
 
-def run_events(tl, t0, t1, every_step=True):
-    """Every event of the run with t0 < t <= t1, in time order.  With
-    every_step=False, only the steps a log prints (a screen's or a file's
-    needs); JSON lines want them all."""
+def run_summary(tl):
+    """Figures for the end-of-run table, all from the config and the timeline."""
     cfg = tl.cfg
-    out = []
+    compute, steps_run, checkpoints, lost = 0.0, 0, 0, 0.0
+    for seg in tl.train_segments():
+        compute += tl.step_end(seg, seg.last) - seg.t0 - tl._pauses_between(seg.first, seg.last)
+        steps_run += seg.last - seg.first
+        crashed = seg.info is not None
+        checkpoints += seg.last // cfg.ckpt_interval - seg.first // cfg.ckpt_interval
+        if crashed and seg.last % cfg.ckpt_interval == 0:
+            checkpoints -= 1
+        if not crashed and cfg.total_steps % cfg.ckpt_interval:
+            checkpoints += 1
     for seg in tl.segments:
-        if seg.t1 < t0 and seg.phase != "train":
-            continue
-        if seg.t0 > t1:
-            break
-        if t0 < seg.t0 <= t1 or (seg.t0 == 0 and t0 < 0):
-            out.append(Event(seg.t0, "phase", _phase_data(tl, seg)))
         if seg.phase == "crash":
-            where = _failed_host(tl, seg)
-            if t0 < seg.t0 + 0.5 <= t1:
-                out.append(Event(seg.t0 + 0.5, "xid", collections.OrderedDict(where, step=seg.last)))
-            if t0 < seg.t1 - 0.001 <= t1:
-                out.append(Event(seg.t1 - 0.001, "job_failed", collections.OrderedDict(
-                    where, step=seg.last, timeout_s=watchdog_timeout_s(cfg))))
-        if seg.phase == "export" and t0 < seg.t1 <= t1:
-            files = [{"name": n, "bytes": b} for n, b in cfg.export_files]
-            out.append(Event(seg.t1, "export", {"files": files, "total_bytes": sum(b for _, b in cfg.export_files)}))
-        if seg.phase == "summary" and t0 < seg.t0 + 0.001 <= t1:
-            out.append(Event(seg.t0 + 0.001, "summary", run_summary(tl)))
-        if seg.phase == "train" and seg.t1 > t0:
-            out.extend(_train_events(tl, seg, t0, t1, every_step))
-    out.sort(key=lambda e: e.t)
-    return out
+            lost += seg.t1 - seg.t0
+    steps = cfg.total_steps - cfg.start_step
+    mean_tps = cfg.tokens_per_step * steps_run / compute
+    wall = tl.duration - SUMMARY_SECONDS
+    final_loss = loss_at(cfg, cfg.total_steps, tl.incidents.spikes)
+    val = val_loss_at(cfg, cfg.total_steps, tl.incidents.spikes)
+    return collections.OrderedDict([
+        ("model", cfg.model), ("params", cfg.params), ("kind", cfg.kind), ("steps", steps),
+        ("steps_redone", steps_run - steps), ("tokens", steps * cfg.tokens_per_step),
+        ("wall_s", wall), ("train_loss", final_loss), ("train_ppl", math.exp(final_loss)),
+        ("val_loss", val), ("val_ppl", math.exp(val)), ("tokens_per_s", mean_tps),
+        ("mfu", run_mfu(cfg, mean_tps)),
+        ("gpu_hours", cfg.gpus * wall / 3600.0), ("checkpoints", checkpoints),
+        ("restarts", len([s for s in tl.segments if s.phase == "crash"])),
+        ("export_files", len(cfg.export_files)),
+        ("export_bytes", sum(b for _, b in cfg.export_files)),
+    ])
 
 
 def _train_events(tl, seg, t0, t1, every_step=True):
@@ -2887,38 +2887,35 @@ def _train_events(tl, seg, t0, t1, every_step=True):
     return out
 
 
-def run_summary(tl):
-    """Figures for the end-of-run table, all from the config and the timeline."""
+def run_events(tl, t0, t1, every_step=True):
+    """Every event of the run with t0 < t <= t1, in time order.  With
+    every_step=False, only the steps a log prints (a screen's or a file's
+    needs); JSON lines want them all."""
     cfg = tl.cfg
-    compute, steps_run, checkpoints, lost = 0.0, 0, 0, 0.0
-    for seg in tl.train_segments():
-        compute += tl.step_end(seg, seg.last) - seg.t0 - tl._pauses_between(seg.first, seg.last)
-        steps_run += seg.last - seg.first
-        crashed = seg.info is not None
-        checkpoints += seg.last // cfg.ckpt_interval - seg.first // cfg.ckpt_interval
-        if crashed and seg.last % cfg.ckpt_interval == 0:
-            checkpoints -= 1
-        if not crashed and cfg.total_steps % cfg.ckpt_interval:
-            checkpoints += 1
+    out = []
     for seg in tl.segments:
+        if seg.t1 < t0 and seg.phase != "train":
+            continue
+        if seg.t0 > t1:
+            break
+        if t0 < seg.t0 <= t1 or (seg.t0 == 0 and t0 < 0):
+            out.append(Event(seg.t0, "phase", _phase_data(tl, seg)))
         if seg.phase == "crash":
-            lost += seg.t1 - seg.t0
-    steps = cfg.total_steps - cfg.start_step
-    mean_tps = cfg.tokens_per_step * steps_run / compute
-    wall = tl.duration - SUMMARY_SECONDS
-    final_loss = loss_at(cfg, cfg.total_steps, tl.incidents.spikes)
-    val = val_loss_at(cfg, cfg.total_steps, tl.incidents.spikes)
-    return collections.OrderedDict([
-        ("model", cfg.model), ("params", cfg.params), ("kind", cfg.kind), ("steps", steps),
-        ("steps_redone", steps_run - steps), ("tokens", steps * cfg.tokens_per_step),
-        ("wall_s", wall), ("train_loss", final_loss), ("train_ppl", math.exp(final_loss)),
-        ("val_loss", val), ("val_ppl", math.exp(val)), ("tokens_per_s", mean_tps),
-        ("mfu", run_mfu(cfg, mean_tps)),
-        ("gpu_hours", cfg.gpus * wall / 3600.0), ("checkpoints", checkpoints),
-        ("restarts", len([s for s in tl.segments if s.phase == "crash"])),
-        ("export_files", len(cfg.export_files)),
-        ("export_bytes", sum(b for _, b in cfg.export_files)),
-    ])
+            where = _failed_host(tl, seg)
+            if t0 < seg.t0 + 0.5 <= t1:
+                out.append(Event(seg.t0 + 0.5, "xid", collections.OrderedDict(where, step=seg.last)))
+            if t0 < seg.t1 - 0.001 <= t1:
+                out.append(Event(seg.t1 - 0.001, "job_failed", collections.OrderedDict(
+                    where, step=seg.last, timeout_s=watchdog_timeout_s(cfg))))
+        if seg.phase == "export" and t0 < seg.t1 <= t1:
+            files = [{"name": n, "bytes": b} for n, b in cfg.export_files]
+            out.append(Event(seg.t1, "export", {"files": files, "total_bytes": sum(b for _, b in cfg.export_files)}))
+        if seg.phase == "summary" and t0 < seg.t0 + 0.001 <= t1:
+            out.append(Event(seg.t0 + 0.001, "summary", run_summary(tl)))
+        if seg.phase == "train" and seg.t1 > t0:
+            out.extend(_train_events(tl, seg, t0, t1, every_step))
+    out.sort(key=lambda e: e.t)
+    return out
 
 
 ########################################################################
@@ -2966,6 +2963,12 @@ WINDOW_S = 3 * 86400.0       # a window: three days of jobs, or twice the first 
 WINDOW_RUNS = 1000           # run numbers each window may use (window k's first is 2 + (k - 1) * WINDOW_RUNS)
 WINDOW_SKIPS = 3             # draws left out in a row before the rest of the window stays queued (an empty window: 9)
 WINDOW_KEEP = 2              # windows whose runs are kept built (a frame and the log writer may differ by one)
+
+
+def attach_time(tl):
+    """Where a session joins its first run: part-way through a short job, near the end of a long one."""
+    train = tl.train_segments()[0]
+    return train.t0 + tl.cfg.attach_fraction * (train.t1 - train.t0)
 
 
 class Session(object):
@@ -3048,12 +3051,6 @@ class Session(object):
         if found is not self.current:
             self.previous, self.current = before, found
         return found
-
-
-def attach_time(tl):
-    """Where a session joins its first run: part-way through a short job, near the end of a long one."""
-    train = tl.train_segments()[0]
-    return train.t0 + tl.cfg.attach_fraction * (train.t1 - train.t0)
 
 
 ########################################################################
@@ -4456,51 +4453,6 @@ def watchdog_lines(ctx, ev, rank):
     return t, out
 
 
-def _incident_lines(ctx, ev):
-    """A dying GPU's lines: the CUDA error its rank raises, and its node's launcher (torchrun,
-    or DeepSpeed's launch.py) stopping the node, then srun or pdsh reporting it.  Across
-    nodes the ranks elsewhere wait in their collective until the watchdog's timeout, each
-    reporting in its own time.  (A slow node or a loss spike prints nothing: no framework
-    announces them; they show in the step times and the loss.)"""
-    cfg, d = ctx.cfg, ev.data
-    rank = d["gpu"]
-    node, local = divmod(rank, cfg.gpus_per_node)
-    if ev.kind == "xid":
-        warn = [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
-            d["host"], worker_pid(cfg, node, d["attempt"], local), nccl_tid(cfg, node, d["attempt"], local),
-            local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
-        error = [("ERROR", "[rank%d]: %s" % (rank, text)) for text in (      # c10's CUDA error, torch >= 2.1
-            "RuntimeError: CUDA error: uncorrectable ECC error encountered",
-            "CUDA kernel errors might be asynchronously reported at some other API call, "
-            "so the stacktrace below might be incorrect.",
-            "For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
-            "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.")]
-        return warn + error + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
-    if cfg.nodes == 1:
-        return []                              # the launcher already stopped the job
-    other = (node + 1) % cfg.nodes             # the first node left waiting: every rank on it reports
-    waiting = [other * cfg.gpus_per_node + i for i in range(cfg.gpus_per_node)]
-    if ctx.rank is not None and ctx.rank // cfg.gpus_per_node != node:
-        waiting = [ctx.rank]
-    reports = sorted((watchdog_lines(ctx, ev, r) for r in waiting), key=lambda report: report[0])
-    return [line for _, lines in reports for line in lines] + _teardown(ctx, ev.t, waiting[0], d["attempt"], -6)
-
-
-def _teardown(ctx, t, rank, attempt, code):
-    """The launcher of `rank`'s node after that rank exited with `code` (-6: SIGABRT), and
-    the launcher's own exit as srun or pdsh report it."""
-    cfg = ctx.cfg
-    node, local = divmod(rank, cfg.gpus_per_node)
-    host = ctx.hostname(node, attempt)
-    if cfg.framework == "deepspeed":
-        return _deepspeed_teardown(ctx, t, host, node, attempt, code)
-    out = _torchrun_teardown(ctx, t, host, rank, attempt, code)
-    if cfg.nodes > 1:                   # srun --label: "<task>: " before each line of torchrun on that node;
-        out = [(level, "%d: %s" % (node, text)) for level, text in out]     # torchrun exits 1 on the error
-        out.append(("ERROR", "srun: error: %s: task %d: Exited with exit code 1" % (host, node)))
-    return out
-
-
 def _torchrun_teardown(ctx, t, host, rank, attempt, code):
     """torchrun's agent: the child that failed first, and its report."""
     node, local = divmod(rank, ctx.cfg.gpus_per_node)
@@ -4543,18 +4495,49 @@ def _deepspeed_teardown(ctx, t, host, node, attempt, code):
     return out
 
 
-def event_lines(ctx, ev):
-    """The log lines (level, text) an event produces, as the chosen rank sees them."""
-    lines = dialect_lines(ctx, ev)
-    if not ctx.rank:
-        return lines            # rank 0, or the job's combined log
-    if ev.kind in ("step", "val") and DIALECTS[ctx.cfg.framework].prints_on_last_rank:
-        return lines            # print_rank_last: the dialect already chose what this rank prints
-    own = "[rank%d]" % ctx.rank
-    agent = "%d: " % (ctx.rank // ctx.cfg.gpus_per_node)    # torchrun's agent on this rank's node
-    return [(level, text) for level, text in lines
-            if re.match(r"^\S+:\d+:\d+ \[\d+\] NCCL", text) or text.startswith(own) or text.startswith(agent)
-            or (level in ("WARNING", "ERROR") and not re.match(r"^(\[rank|\d+: )", text))]
+def _teardown(ctx, t, rank, attempt, code):
+    """The launcher of `rank`'s node after that rank exited with `code` (-6: SIGABRT), and
+    the launcher's own exit as srun or pdsh report it."""
+    cfg = ctx.cfg
+    node, local = divmod(rank, cfg.gpus_per_node)
+    host = ctx.hostname(node, attempt)
+    if cfg.framework == "deepspeed":
+        return _deepspeed_teardown(ctx, t, host, node, attempt, code)
+    out = _torchrun_teardown(ctx, t, host, rank, attempt, code)
+    if cfg.nodes > 1:                   # srun --label: "<task>: " before each line of torchrun on that node;
+        out = [(level, "%d: %s" % (node, text)) for level, text in out]     # torchrun exits 1 on the error
+        out.append(("ERROR", "srun: error: %s: task %d: Exited with exit code 1" % (host, node)))
+    return out
+
+
+def _incident_lines(ctx, ev):
+    """A dying GPU's lines: the CUDA error its rank raises, and its node's launcher (torchrun,
+    or DeepSpeed's launch.py) stopping the node, then srun or pdsh reporting it.  Across
+    nodes the ranks elsewhere wait in their collective until the watchdog's timeout, each
+    reporting in its own time.  (A slow node or a loss spike prints nothing: no framework
+    announces them; they show in the step times and the loss.)"""
+    cfg, d = ctx.cfg, ev.data
+    rank = d["gpu"]
+    node, local = divmod(rank, cfg.gpus_per_node)
+    if ev.kind == "xid":
+        warn = [("ERROR", "%s:%d:%d [%d] NCCL WARN Cuda failure 'uncorrectable ECC error encountered'" % (
+            d["host"], worker_pid(cfg, node, d["attempt"], local), nccl_tid(cfg, node, d["attempt"], local),
+            local))] if ctx.rank in (None, rank) else []      # that rank's own NCCL
+        error = [("ERROR", "[rank%d]: %s" % (rank, text)) for text in (      # c10's CUDA error, torch >= 2.1
+            "RuntimeError: CUDA error: uncorrectable ECC error encountered",
+            "CUDA kernel errors might be asynchronously reported at some other API call, "
+            "so the stacktrace below might be incorrect.",
+            "For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
+            "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.")]
+        return warn + error + _teardown(ctx, ev.t + 1.0, rank, d["attempt"], 1)
+    if cfg.nodes == 1:
+        return []                              # the launcher already stopped the job
+    other = (node + 1) % cfg.nodes             # the first node left waiting: every rank on it reports
+    waiting = [other * cfg.gpus_per_node + i for i in range(cfg.gpus_per_node)]
+    if ctx.rank is not None and ctx.rank // cfg.gpus_per_node != node:
+        waiting = [ctx.rank]
+    reports = sorted((watchdog_lines(ctx, ev, r) for r in waiting), key=lambda report: report[0])
+    return [line for _, lines in reports for line in lines] + _teardown(ctx, ev.t, waiting[0], d["attempt"], -6)
 
 
 def dialect_lines(ctx, ev):
@@ -4569,6 +4552,21 @@ def dialect_lines(ctx, ev):
     method = {"val_start": dialect.val_start, "val": dialect.val, "ckpt_start": dialect.ckpt_start,
               "checkpoint": dialect.ckpt, "export": dialect.export_done}.get(kind)
     return method(ctx, ev) if method else []
+
+
+def event_lines(ctx, ev):
+    """The log lines (level, text) an event produces, as the chosen rank sees them."""
+    lines = dialect_lines(ctx, ev)
+    if not ctx.rank:
+        return lines            # rank 0, or the job's combined log
+    if ev.kind in ("step", "val") and DIALECTS[ctx.cfg.framework].prints_on_last_rank:
+        return lines            # print_rank_last: the dialect already chose what this rank prints
+    own = "[rank%d]" % ctx.rank
+    agent = "%d: " % (ctx.rank // ctx.cfg.gpus_per_node)    # torchrun's agent on this rank's node
+    return [(level, text) for level, text in lines
+            if re.match(r"^\S+:\d+:\d+ \[\d+\] NCCL", text) or text.startswith(own) or text.startswith(agent)
+            or (level in ("WARNING", "ERROR") and not re.match(r"^(\[rank|\d+: )", text))]
+
 
 ########################################################################
 # Plain and JSON-lines output
@@ -6063,7 +6061,6 @@ def render_frame(state, width, height):
 # session's own at this moment, so a screen and this command with one seed and --start-at agree.
 
 
-
 def smi_date(when):
     """C asctime(): 'Tue Aug  5 15:49:52 2025' (day padded with a space)."""
     tm = time.gmtime(when)
@@ -6297,29 +6294,6 @@ def say_session(prog, args, status):
         pass                     # SIGHUP: the terminal is gone, and stderr with it
 
 
-def run_screen(session, args, prog, out=None):
-    """The full-screen curses program; returns the exit status.  Every way out
-    (q, Ctrl-C, --exit-after, SIGTERM, SIGHUP, Ctrl+Break) names the session."""
-    try:
-        import curses
-    except ImportError:
-        sys.stderr.write("%s: curses is not available here (on Windows: pip install "
-                         "windows-curses); writing plain log lines\n" % prog)
-        return run_stream(session, args, out or sys.stdout)
-    for name in ("LINES", "COLUMNS"):      # exported sizes would freeze the screen size
-        os.environ.pop(name, None)
-    color = not args.no_color and not os.environ.get("NO_COLOR")
-    status = {"code": 0, "last": None}
-    try:
-        curses.wrapper(lambda scr: _screen_loop(scr, session, args, color, status))
-    except KeyboardInterrupt:
-        status["code"] = 130
-    except SystemExit as exc:          # a signal (install_signal_handlers): 128 + its number
-        status["code"] = exc.code
-    say_session(prog, args, status)
-    return status["code"]
-
-
 def _frames(term, session, args, ui, status):
     """Draw a frame a second (at once after a key) until a way out."""
     import curses
@@ -6379,6 +6353,29 @@ def _screen_loop(stdscr, session, args, color, status):
         _frames(term, session, args, ui, status)
     finally:
         term.leave()
+
+
+def run_screen(session, args, prog, out=None):
+    """The full-screen curses program; returns the exit status.  Every way out
+    (q, Ctrl-C, --exit-after, SIGTERM, SIGHUP, Ctrl+Break) names the session."""
+    try:
+        import curses
+    except ImportError:
+        sys.stderr.write("%s: curses is not available here (on Windows: pip install "
+                         "windows-curses); writing plain log lines\n" % prog)
+        return run_stream(session, args, out or sys.stdout)
+    for name in ("LINES", "COLUMNS"):      # exported sizes would freeze the screen size
+        os.environ.pop(name, None)
+    color = not args.no_color and not os.environ.get("NO_COLOR")
+    status = {"code": 0, "last": None}
+    try:
+        curses.wrapper(lambda scr: _screen_loop(scr, session, args, color, status))
+    except KeyboardInterrupt:
+        status["code"] = 130
+    except SystemExit as exc:          # a signal (install_signal_handlers): 128 + its number
+        status["code"] = exc.code
+    say_session(prog, args, status)
+    return status["code"]
 
 
 ########################################################################

@@ -124,14 +124,6 @@ def top_level_callables(tree):
 # the list only ever shrinks.
 KNOWN_ORDER_DEBT = {
     ("load_catalog", "_hardware_tables"), ("load_catalog", "_stacks"), ("load_catalog", "model_problem"),
-    ("draw_schedule", "draw_lr_schedule"),
-    ("expected_loss", "_expected_loss"),
-    ("plan_incidents", "crash_incident"), ("plan_incidents", "straggler_incident"),
-    ("run_events", "run_summary"), ("run_events", "_train_events"),
-    ("Session", "attach_time"),
-    ("_incident_lines", "_teardown"), ("_teardown", "_torchrun_teardown"), ("_teardown", "_deepspeed_teardown"),
-    ("event_lines", "dialect_lines"),
-    ("run_screen", "_screen_loop"),
 }
 
 
