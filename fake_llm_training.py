@@ -3871,9 +3871,10 @@ class MegatronDeepSpeed(Megatron):
                       "/usr/bin/python -u -m deepspeed.launcher.launch --world_info=%s --node_rank=%%n "
                       "--master_addr=%s %s" % (PDSH_MAX_FAN_OUT, ",".join(hosts), info, addr, tail))]
         mapping = ", ".join("'%s': %s" % (h, [i + n * cfg.gpus_per_node for i in gpus]) for n, h in enumerate(hosts))
-        for node in range(min(cfg.nodes, 4)):
+        # each node's launch.py once pdsh and Python got there; pdsh passes lines on as they come
+        for t, node in sorted((ev.t + launch_offset(cfg, node, attempt), node) for node in range(min(cfg.nodes, 4))):
             host = hosts[node] + ": " if cfg.nodes > 1 else ""
-            out += [("INFO", host + self.ds(ctx, ev.t, field, "main") + text) for field, text in (
+            out += [("INFO", host + self.ds(ctx, t, field, "main") + text) for field, text in (
                 ("deepspeed.launch_world", "WORLD INFO DICT: {%s}" % ", ".join("'%s': %s" % (h, gpus) for h in hosts)),
                 ("deepspeed.launch_nnodes", "nnodes=%d, num_local_procs=%d, node_rank=%d" % (
                     cfg.nodes, cfg.gpus_per_node, node)),

@@ -76,6 +76,22 @@ def test_per_node_launcher_stamps_differ():
     assert checked >= 3
 
 
+def test_deepspeed_launchers_speak_when_pdsh_reaches_their_node():
+    checked = 0
+    for seed in range(1, 60):
+        rs, _, lines = start_lines(seed, "deepspeed")
+        if rs.cfg.nodes < 3:
+            continue
+        runner = [l for l in lines if "[runner.py:" in l and "Using IP address" in l][0]
+        launch = [re.match(r"^(\S+): \[([^]]+)\] .*nnodes=", l) for l in lines if "nnodes=" in l]
+        stamps = [m.group(2) for m in launch]
+        assert len(set(m.group(1) for m in launch)) == len(launch) >= 3
+        assert len(set(stamps)) == len(stamps) and stamps == sorted(stamps)     # each its own moment, as they come
+        assert runner[1:24] < stamps[0]                                       # after the runner's pdsh
+        checked += 1
+    assert checked >= 3
+
+
 def nccl_records(lines):
     return [NCCL_WHO.match(l).groups() for l in lines if NCCL_WHO.match(l)]
 
