@@ -334,59 +334,6 @@ def _machine_room(tables, data_dir, gpus, fabrics):
     return node_types, clusters
 
 
-def load_catalog(data_dir=DATA_DIR):
-    """Read every data file; raise DataError naming the first problem."""
-    if data_dir is None:
-        raise DataError("data directory not found; looked in %s (or name one with --data-dir)"
-                        % ", ".join(data_places()))
-    if not is_data_dir(data_dir):
-        raise DataError("%s: data directory not found" % data_dir)
-    tables = {name: read_table(os.path.join(data_dir, name), columns, KEY_COLUMNS.get(name, 1))
-              for name, columns in sorted(TABLES.items())}
-    models = collections.OrderedDict()
-    for number, v in tables["models.txt"]:
-        model = Model(*v, shape=v[0])
-        problem = model_problem(model)
-        if problem:
-            raise DataError("%s:%d: %s" % (os.path.join(data_dir, "models.txt"), number, problem))
-        models[model.name] = model
-    datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
-    corpora = dict((d.name, d) for d in datasets)
-    for number, (name, shape) in tables["nicknames.txt"]:
-        where = os.path.join(data_dir, "nicknames.txt")
-        if shape not in models and shape not in corpora:
-            raise DataError("%s:%d: shape %r is not in models.txt or datasets.txt" % (where, number, shape))
-        if name in models or name in corpora:
-            raise DataError("%s:%d: duplicate name %r" % (where, number, name))
-        if shape in models:
-            models[name] = models[shape]._replace(name=name)
-        else:
-            datasets.append(corpora[shape]._replace(name=name))
-    tokenizers = {family: (tok, arch, tokens) for _, (family, tok, arch, tokens, _src) in tables["tokenizers.txt"]}
-    for number, v in tables["models.txt"]:
-        if v[1] not in tokenizers:
-            raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
-                            (os.path.join(data_dir, "models.txt"), number, v[1]))
-    gpus = _hardware_tables(tables, data_dir)
-    for kind in ("pretrain", "finetune"):
-        if not any(d.kind == kind for d in datasets):
-            raise DataError("%s:1: no %s dataset" % (os.path.join(data_dir, "datasets.txt"), kind))
-    for number, d in tables["datasets.txt"]:
-        if d[1] == "finetune" and not d[3]:
-            raise DataError("%s:%d: a finetune dataset needs examples" %
-                            (os.path.join(data_dir, "datasets.txt"), number))
-        if not (LOSS_LEVELS[0] <= d[4] <= LOSS_LEVELS[1] and 0 <= d[5] < MAX_VAL_GAP):
-            raise DataError("%s:%d: need %g <= loss_level <= %g and 0 <= val_gap < %g" %
-                            ((os.path.join(data_dir, "datasets.txt"), number) + LOSS_LEVELS + (MAX_VAL_GAP,)))
-    fabrics = [Fabric(key=v[0], platform=v[1], name=v[2], gbits_per_gpu=v[3], nccl_net=v[4], weight=v[5])
-               for _, v in tables["fabrics.txt"]]
-    node_types, clusters = _machine_room(tables, data_dir, gpus, fabrics)
-    return Catalog(models, gpus, datasets, tokenizers, clusters, fabrics,
-                   _stacks(tables, data_dir),
-                   [Filesystem(*v) for _, v in tables["filesystems.txt"]],
-                   dict((name, shape) for _, (name, shape) in tables["nicknames.txt"]), node_types)
-
-
 def serious_catalog(catalog):
     """The catalog a session draws from unless --fun: each joke name's slot holds the real
     model or corpus it borrows, so a seed draws the same figures with or without --fun
@@ -507,6 +454,59 @@ def model_problem(model):
     if (model.experts is None) != (model.active is None) or (model.experts and not 0 < model.active <= model.experts):
         return "experts and active go together, with 0 < active <= experts"
     return ""
+
+
+def load_catalog(data_dir=DATA_DIR):
+    """Read every data file; raise DataError naming the first problem."""
+    if data_dir is None:
+        raise DataError("data directory not found; looked in %s (or name one with --data-dir)"
+                        % ", ".join(data_places()))
+    if not is_data_dir(data_dir):
+        raise DataError("%s: data directory not found" % data_dir)
+    tables = {name: read_table(os.path.join(data_dir, name), columns, KEY_COLUMNS.get(name, 1))
+              for name, columns in sorted(TABLES.items())}
+    models = collections.OrderedDict()
+    for number, v in tables["models.txt"]:
+        model = Model(*v, shape=v[0])
+        problem = model_problem(model)
+        if problem:
+            raise DataError("%s:%d: %s" % (os.path.join(data_dir, "models.txt"), number, problem))
+        models[model.name] = model
+    datasets = [Dataset(*v) for _, v in tables["datasets.txt"]]
+    corpora = dict((d.name, d) for d in datasets)
+    for number, (name, shape) in tables["nicknames.txt"]:
+        where = os.path.join(data_dir, "nicknames.txt")
+        if shape not in models and shape not in corpora:
+            raise DataError("%s:%d: shape %r is not in models.txt or datasets.txt" % (where, number, shape))
+        if name in models or name in corpora:
+            raise DataError("%s:%d: duplicate name %r" % (where, number, name))
+        if shape in models:
+            models[name] = models[shape]._replace(name=name)
+        else:
+            datasets.append(corpora[shape]._replace(name=name))
+    tokenizers = {family: (tok, arch, tokens) for _, (family, tok, arch, tokens, _src) in tables["tokenizers.txt"]}
+    for number, v in tables["models.txt"]:
+        if v[1] not in tokenizers:
+            raise DataError("%s:%d: family %r has no line in tokenizers.txt" %
+                            (os.path.join(data_dir, "models.txt"), number, v[1]))
+    gpus = _hardware_tables(tables, data_dir)
+    for kind in ("pretrain", "finetune"):
+        if not any(d.kind == kind for d in datasets):
+            raise DataError("%s:1: no %s dataset" % (os.path.join(data_dir, "datasets.txt"), kind))
+    for number, d in tables["datasets.txt"]:
+        if d[1] == "finetune" and not d[3]:
+            raise DataError("%s:%d: a finetune dataset needs examples" %
+                            (os.path.join(data_dir, "datasets.txt"), number))
+        if not (LOSS_LEVELS[0] <= d[4] <= LOSS_LEVELS[1] and 0 <= d[5] < MAX_VAL_GAP):
+            raise DataError("%s:%d: need %g <= loss_level <= %g and 0 <= val_gap < %g" %
+                            ((os.path.join(data_dir, "datasets.txt"), number) + LOSS_LEVELS + (MAX_VAL_GAP,)))
+    fabrics = [Fabric(key=v[0], platform=v[1], name=v[2], gbits_per_gpu=v[3], nccl_net=v[4], weight=v[5])
+               for _, v in tables["fabrics.txt"]]
+    node_types, clusters = _machine_room(tables, data_dir, gpus, fabrics)
+    return Catalog(models, gpus, datasets, tokenizers, clusters, fabrics,
+                   _stacks(tables, data_dir),
+                   [Filesystem(*v) for _, v in tables["filesystems.txt"]],
+                   dict((name, shape) for _, (name, shape) in tables["nicknames.txt"]), node_types)
 
 
 def head_dim(model):

@@ -117,14 +117,10 @@ def top_level_callables(tree):
     return {node.name: node.lineno for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
 
 
-# Helpers defined after their users inside a section: (user, helper) pairs the
-# file has today, to be emptied by moving each helper above its user (the lead
-# does this once the helpers editing those functions have merged).  A pair
-# not listed here fails the test; a listed pair that is gone fails it too, so
-# the list only ever shrinks.
-KNOWN_ORDER_DEBT = {
-    ("load_catalog", "_hardware_tables"), ("load_catalog", "_stacks"), ("load_catalog", "model_problem"),
-}
+# Helpers defined after their users inside a section that the file still has,
+# as (user, helper) pairs: none.  A pair not listed fails the test; a listed
+# pair that is gone fails it too, so the list can only shrink.
+KNOWN_ORDER_DEBT = set()
 
 
 def helpers_after_users(tree):
