@@ -376,6 +376,26 @@ def _hardware_tables(tables, data_dir):
     return gpus
 
 
+# The fields of printers.txt the dialects ask for, so that a damaged file is found when it
+# loads, not when a line first needs it.
+PRINTED_FIELDS = frozenset("""
+    deepspeed.ckpt_commit deepspeed.ckpt_load_begin deepspeed.ckpt_load_end
+    deepspeed.ckpt_saving deepspeed.config_arg deepspeed.config_json deepspeed.config_name
+    deepspeed.exits deepspeed.hysteresis deepspeed.kill deepspeed.launch_devices
+    deepspeed.launch_mapping deepspeed.launch_nnodes deepspeed.launch_size
+    deepspeed.launch_world deepspeed.log_dist deepspeed.runner_cmd deepspeed.runner_ip
+    deepspeed.scale_reduced deepspeed.timer deepspeed.workers deepspeed.zero12_buckets
+    deepspeed.zero3_buckets deepspeed.zero_saved hf.completed hf.config_saved hf.continuing
+    hf.generation_config_saved hf.loading_weights hf.logged_lr hf.min_lr_cosine hf.running_eval
+    hf.running_training hf.save_checkpoint hf.special_tokens_saved hf.tokenizer_config_saved
+    hf.weights_saved hf.weights_sharded hf.weights_used lightning.ipu_line lightning.mode_column
+    megatron.load megatron.load_release megatron.world_size nccl.bootstrap nccl.complete_thread
+    nccl.init_complete nccl.init_start nccl.p2p nccl.peer nccl.rank_layout pg.abort_lines
+    pg.abort_who pg.detected pg.detected_line pg.prefix pg.timeout_line run.failed_line
+    run.ident run.omp_line run.prefix smi.bus_width smi.cap_width smi.pid_width
+""".split())
+
+
 class Printed(dict):
     """A stack's printed strings by field: read-only in use, and hashable like the stack that holds it."""
     def __hash__(self):
@@ -424,15 +444,25 @@ def _stacks(tables, data_dir):
             since_key = version_key(since)
         except ValueError as exc:
             raise DataError("%s: column since: %s" % (where, exc))
+        if field not in PRINTED_FIELDS:
+            raise DataError("%s: unknown field %r" % (where, field))
         if package not in PRINTED_BY or package_of.setdefault(field, package) != package:
             raise DataError("%s: field %r must belong to one package among %s" % (where, field, ", ".join(PRINTED_BY)))
         rows[field].append((since_key, _unquoted(value)))
+    missing = sorted(PRINTED_FIELDS - set(rows))
+    if missing:
+        raise DataError("%s:%d: no row gives the field %r" % (
+            os.path.join(data_dir, "printers.txt"), tables["printers.txt"][-1][0], missing[0]))
     argument_sets = _argument_sets(tables, data_dir)
     stacks = []
     for number, v in tables["stacks.txt"]:
         prints = Printed()
         for field, versions in rows.items():
-            release_key = version_key(v[Stack._fields.index(package_of[field])])
+            try:
+                release_key = version_key(v[Stack._fields.index(package_of[field])])
+            except ValueError as exc:
+                raise DataError("%s:%d: column %s: %s" % (os.path.join(data_dir, "stacks.txt"), number,
+                                                          package_of[field], exc))
             known = [(since, value) for since, value in versions if since <= release_key]
             if not known:
                 raise DataError("%s:%d: printers.txt has no %s row for this stack's %s" %

@@ -74,7 +74,7 @@ RESUMES = [
 @pytest.mark.slow
 @pytest.mark.parametrize("framework,seed,pattern", RESUMES)
 def test_a_relaunch_resumes_from_a_checkpoint_it_saved(framework, seed, pattern):
-    args = ["--style", framework, "--seed", str(seed), "--incidents", "often", "--exit-after-sim", "95m"]
+    args = ["--style", framework, "--seed", str(seed), "--incidents", "often", "--exit-after-sim", "110m"]
     events = run1_events(args)
     relaunch = [e for e in events if e["event"] == "phase" and e["phase"] == "train" and e["attempt"] == 1]
     assert relaunch and relaunch[0]["step"] > 0, "the seed relaunches after saving"
